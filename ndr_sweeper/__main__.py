@@ -1,0 +1,3 @@
+from ndr_sweeper.cli import main
+
+raise SystemExit(main())
