@@ -19,6 +19,7 @@ log = logging.getLogger("ndr_sweeper")
 
 # ---------------------------------------------------------------- commands
 
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from ndr_sweeper import render
     from ndr_sweeper.classify import classify
@@ -45,6 +46,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

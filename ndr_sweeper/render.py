@@ -56,7 +56,10 @@ def json_doc(obj: Any) -> None:
 
 # ---------------------------------------------------------------- explain
 
-def explain(name: str, verdict: Verdict, rule: str | None = None, out: Console | None = None) -> None:
+
+def explain(
+    name: str, verdict: Verdict, rule: str | None = None, out: Console | None = None
+) -> None:
     """A readable view of one verdict."""
     from rich.markup import escape
     from rich.table import Table
@@ -64,14 +67,18 @@ def explain(name: str, verdict: Verdict, rule: str | None = None, out: Console |
     out = out or console()
     style = "bold red" if verdict.is_ndr else "bold green"
     label = "NDR" if verdict.is_ndr else "not an NDR"
-    out.print(f"[bold]{escape(name)}[/]: [{style}]{label}[/] ({verdict.kind}, detector {verdict.detector})")
+    out.print(
+        f"[bold]{escape(name)}[/]: [{style}]{label}[/] ({verdict.kind}, detector {verdict.detector})"
+    )
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
     if verdict.subject:
         grid.add_row("subject", escape(verdict.subject))
     if verdict.is_ndr or verdict.original.message_id:
-        grid.add_row("original", escape(verdict.original.message_id or "(not carried: undetermined)"))
+        grid.add_row(
+            "original", escape(verdict.original.message_id or "(not carried: undetermined)")
+        )
     for other in verdict.original.other_message_ids:
         grid.add_row("also", escape(other))
     if verdict.original.from_ or verdict.original.subject:

@@ -1,0 +1,128 @@
+"""Pure decisions: verdict + what the user sent -> what to do with one message.
+
+No I/O here: the sweep feeds in the verdict, the Sent lookup result and the message age.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ndr_sweeper.classify.verdict import Verdict
+
+JUNK_KEYWORD = "$NdrBackscatter"
+FLAG_KEYWORDS = (JUNK_KEYWORD, "Junk")
+
+
+class Decision(StrEnum):
+    OWN = "own"  # an NDR of mail the user sent: keep
+    BACKSCATTER = "backscatter"  # an NDR of mail the user never sent: act
+    UNDETERMINED = "undetermined"  # an NDR without a usable original ID: keep
+    NOT_NDR = "not_ndr"  # anything else: never touched
+    TOO_YOUNG = "too_young"  # an NDR younger than min_age: look again later
+
+
+class Action(StrEnum):
+    KEEP = "keep"
+    MOVE = "move"  # to a folder (Junk, or a rule's folder)
+    DELETE = "delete"  # to Trash
+    FLAG = "flag"  # set keywords, leave in place
+    NONE = "none"  # action = "none": report only
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with one message, and why."""
+
+    folder: str
+    uid: int
+    decision: Decision
+    action: Action
+    reason: str
+    kind: str
+    bounce_message_id: str | None = None
+    original_message_id: str | None = None
+    dest: str | None = None  # destination folder (MOVE/DELETE) or keyword (FLAG)
+    rule: str | None = None  # the rule that changed the built-in decision, if any
+
+    @property
+    def acts(self) -> bool:
+        return self.action in (Action.MOVE, Action.DELETE, Action.FLAG)
+
+
+# A rule hook: given the verdict, the built-in plan and the message age, return a replacement
+# plan or None. The rules module supplies it; the default is no rules.
+RuleHook = Callable[[Verdict, Plan, float], "Plan | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The account settings that decisions depend on."""
+
+    action: str = "move"  # move | delete | flag | none
+    junk_folder: str | None = None
+    trash_folder: str | None = None
+    min_age: float = 900.0
+    flag_keyword: str = JUNK_KEYWORD
+
+
+def decide(
+    folder: str,
+    uid: int,
+    verdict: Verdict,
+    sent_match: str | None,
+    age: float,
+    policy: Policy,
+    rule_hook: RuleHook | None = None,
+) -> Plan:
+    """Decide one message. `sent_match` is the original ID found in Sent, if any."""
+
+    def plan_(decision: Decision, action: Action, reason: str, dest: str | None = None) -> Plan:
+        return Plan(
+            folder=folder,
+            uid=uid,
+            decision=decision,
+            action=action,
+            reason=reason,
+            kind=str(verdict.kind),
+            bounce_message_id=verdict.message_id,
+            original_message_id=verdict.original.message_id,
+            dest=dest,
+        )
+
+    ids = verdict.all_original_ids()
+    if not verdict.is_ndr:
+        plan = plan_(Decision.NOT_NDR, Action.KEEP, f"not an NDR ({verdict.kind})")
+    elif age < policy.min_age:
+        plan = plan_(
+            Decision.TOO_YOUNG,
+            Action.KEEP,
+            f"younger than min_age ({int(age)}s < {int(policy.min_age)}s): look again later",
+        )
+    elif sent_match is not None:
+        plan = plan_(
+            Decision.OWN, Action.KEEP, f"original <{sent_match}> is in Sent: your own bounce"
+        )
+    elif not ids:
+        plan = plan_(Decision.UNDETERMINED, Action.KEEP, "NDR carries no original Message-ID: kept")
+    else:
+        action, dest = _backscatter_action(policy)
+        plan = plan_(
+            Decision.BACKSCATTER, action, f"original <{ids[0]}> is not in Sent: backscatter", dest
+        )
+    if rule_hook is not None and plan.decision is not Decision.TOO_YOUNG:
+        replaced = rule_hook(verdict, plan, age)
+        if replaced is not None:
+            return replaced
+    return plan
+
+
+def _backscatter_action(policy: Policy) -> tuple[Action, str | None]:
+    if policy.action == "move":
+        return Action.MOVE, policy.junk_folder
+    if policy.action == "delete":
+        return Action.DELETE, policy.trash_folder
+    if policy.action == "flag":
+        return Action.FLAG, policy.flag_keyword
+    return Action.NONE, None
