@@ -1,0 +1,46 @@
+"""Pure: the Message-IDs a Sent message is known under.
+
+Providers rewrite the Message-ID on submission (Outlook.com / Microsoft 365, Gmail) and keep the
+client's ID in a header of their own; a bounce may quote either, so a Sent message counts under
+all of them.
+"""
+
+from __future__ import annotations
+
+import re
+
+SENT_FIELDS: tuple[str, ...] = (
+    "Message-ID",
+    "X-Microsoft-Original-Message-ID",
+    "X-Google-Original-Message-ID",
+)
+
+_FIELD_RE = re.compile(
+    rb"^(message-id|x-microsoft-original-message-id|x-google-original-message-id)[ \t]*:"
+    rb"((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ANGLE_RE = re.compile(r"<([^<>\s]+)>")
+
+
+def normalise_id(value: str) -> str | None:
+    """`<abc@example.com>` -> `abc@example.com`; None when nothing usable is left."""
+    m = _ANGLE_RE.search(value)
+    text = m.group(1) if m else value.strip().strip("<>").strip()
+    if not text or any(c.isspace() for c in text):
+        return None
+    return text
+
+
+def ids_from_header(header: bytes) -> list[str]:
+    """Every Message-ID a header block names in SENT_FIELDS, in order, without duplicates."""
+    out: list[str] = []
+    for m in _FIELD_RE.finditer(header):
+        value = m.group(2).decode("ascii", "replace")
+        value = re.sub(r"\r?\n[ \t]", " ", value)
+        found = _ANGLE_RE.findall(value) or [value]
+        for candidate in found:
+            norm = normalise_id(candidate)
+            if norm and norm not in out:
+                out.append(norm)
+    return out

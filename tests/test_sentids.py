@@ -1,0 +1,30 @@
+from ndr_sweeper.sentids import ids_from_header, normalise_id
+
+
+def test_all_provider_ids_are_collected_in_order():
+    header = (
+        b"Message-ID: <AM0PR01MB1234.outlook@eurprd01.prod.example.com>\r\n"
+        b"X-Microsoft-Original-Message-ID: <client-1@laptop.example.org>\r\n"
+        b"X-Google-Original-Message-ID: <g-2@mail.example.org>\r\n"
+    )
+    assert ids_from_header(header) == [
+        "AM0PR01MB1234.outlook@eurprd01.prod.example.com",
+        "client-1@laptop.example.org",
+        "g-2@mail.example.org",
+    ]
+
+
+def test_folded_and_case_insensitive_field_names():
+    header = b"message-id:\n  <folded@example.com>\nSubject: x\n"
+    assert ids_from_header(header) == ["folded@example.com"]
+
+
+def test_duplicates_and_junk_are_dropped():
+    header = b"Message-ID: <a@b>\nX-Google-Original-Message-ID: <a@b>\nMessage-ID: \n"
+    assert ids_from_header(header) == ["a@b"]
+
+
+def test_normalise_keeps_case_and_strips_brackets():
+    assert normalise_id(" <AbC@Example.COM> ") == "AbC@Example.COM"
+    assert normalise_id("no brackets@x") is None
+    assert normalise_id("bare@x") == "bare@x"
