@@ -1,0 +1,210 @@
+"""Passwords and tokens: from a password_command, or from the system keyring.
+
+keyring is imported inside the functions that need it: it is slow to import and most
+commands never touch it. Nothing here ever puts a secret (or a command's stdout) in an
+error message or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+from .errors import CredentialError
+
+if TYPE_CHECKING:
+    from .config import Account
+
+log = logging.getLogger(__name__)
+
+SERVICE = "ndr-sweeper"
+REFRESH_TOKEN = "oauth2-refresh-token"
+COMMAND_TIMEOUT = 30.0
+
+_NO_KEYRING_FIX = (
+    "set password_command for it in the config file, or install a file-based keyring "
+    "backend such as keyrings.cryptfile and select it in keyring's own config file "
+    "(`keyring diagnose` shows where that is)"
+)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_secret_command(
+    command: str, *, account: str, key: str = "password_command", timeout: float = COMMAND_TIMEOUT
+) -> str:
+    """Run ``command`` through the shell; the first line of its stdout, newline stripped.
+
+    Failure (non-zero exit, nothing printed, timeout) is a CredentialError naming the account,
+    the config key and the exit status, plus the last line of stderr; never stdout.
+    """
+    what = f"{key} of account {account!r}"
+    log.debug("running %s", what)
+    try:
+        proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:  # pragma: no cover - /bin/sh missing, fd exhaustion
+        raise CredentialError(f"{what} could not be started: {exc.strerror}") from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        # A grandchild may still hold the pipes open: do not wait for it to close them.
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        raise CredentialError(
+            f"{what} did not finish within {timeout:g}s and was stopped: check that it does "
+            "not wait for input"
+        ) from None
+    if proc.returncode != 0:
+        status = (
+            f"killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exit status {proc.returncode}"
+        )
+        raise CredentialError(f"{what} failed ({status}){_stderr_tail(err)}")
+    first = out.split(b"\n", 1)[0]
+    if first.endswith(b"\r"):
+        first = first[:-1]
+    if not first:
+        raise CredentialError(
+            f"{what} printed nothing on its first line (exit status 0){_stderr_tail(err)}"
+        )
+    try:
+        return first.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CredentialError(f"{what} printed something that is not UTF-8 text") from None
+
+
+def _stderr_tail(err: bytes) -> str:
+    lines = [ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    if len(last) > 200:
+        last = last[:197] + "..."
+    return f": {last}"
+
+
+# --------------------------------------------------------------------------- keyring
+
+
+def _key(account: str, suffix: str | None) -> str:
+    return account if suffix is None else f"{account}:{suffix}"
+
+
+def _what(account: str, suffix: str | None) -> str:
+    return (
+        f"the password of account {account!r}"
+        if suffix is None
+        else f"the {suffix} of account {account!r}"
+    )
+
+
+def _call(op: str, account: str, suffix: str | None, *args: Any) -> Any:
+    import keyring
+    import keyring.errors
+
+    try:
+        return getattr(keyring, op)(SERVICE, _key(account, suffix), *args)
+    except keyring.errors.NoKeyringError:
+        raise CredentialError(
+            f"no keyring backend to keep {_what(account, suffix)}: {_NO_KEYRING_FIX}"
+        ) from None
+    except keyring.errors.KeyringLocked:
+        raise CredentialError(
+            f"the keyring is locked, so {_what(account, suffix)} cannot be read: unlock it "
+            "(log in to the desktop session) or use password_command"
+        ) from None
+    except keyring.errors.PasswordDeleteError as exc:
+        raise CredentialError(f"cannot delete {_what(account, suffix)}: {exc}") from None
+    except keyring.errors.KeyringError as exc:
+        raise CredentialError(
+            f"the keyring failed for {_what(account, suffix)}: {type(exc).__name__}: {exc}"
+        ) from None
+    except Exception as exc:
+        # Backends talk to D-Bus, Keychain, files...: their own errors are not KeyringErrors.
+        log.debug("keyring backend error", exc_info=True)
+        raise CredentialError(
+            f"the keyring failed for {_what(account, suffix)}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def get_secret(account: str, suffix: str | None = None) -> str | None:
+    """The secret stored under ``account`` (or ``account:suffix``), None when nothing is."""
+    value = _call("get_password", account, suffix)
+    return None if value is None else str(value)
+
+
+def set_secret(account: str, suffix: str | None, secret: str) -> None:
+    """Store ``secret`` under ``account`` (or ``account:suffix``), replacing what was there."""
+    if not secret:
+        raise CredentialError(f"refusing to store an empty value as {_what(account, suffix)}")
+    _call("set_password", account, suffix, secret)
+
+
+def delete_secret(account: str, suffix: str | None = None) -> None:
+    """Remove the stored secret; CredentialError when nothing is stored."""
+    if get_secret(account, suffix) is None:
+        raise CredentialError(f"nothing stored for {_what(account, suffix)} in the keyring")
+    _call("delete_password", account, suffix)
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def get_password(account: Account) -> str:
+    """The IMAP password: from password_command if set, else from the keyring."""
+    if account.password_command:
+        return run_secret_command(account.password_command, account=account.name)
+    value = get_secret(account.name)
+    if value is None:
+        raise CredentialError(
+            f"no password stored for account {account.name!r}: run "
+            f"`ndr-sweeper login {account.name}`, or set password_command"
+        )
+    return value
+
+
+def set_password(account_name: str, secret: str) -> None:
+    set_secret(account_name, None, secret)
+
+
+def delete_password(account_name: str) -> None:
+    delete_secret(account_name, None)
+
+
+# --------------------------------------------------------------------------- OAuth2
+
+
+def get_refresh_token(account_name: str) -> str:
+    """The stored OAuth2 refresh token; CredentialError saying to log in when there is none."""
+    value = get_secret(account_name, REFRESH_TOKEN)
+    if value is None:
+        raise CredentialError(
+            f"no OAuth2 token stored for account {account_name!r}: run "
+            f"`ndr-sweeper login {account_name}`"
+        )
+    return value
+
+
+def set_refresh_token(account_name: str, token: str) -> None:
+    set_secret(account_name, REFRESH_TOKEN, token)
+
+
+def delete_refresh_token(account_name: str) -> None:
+    delete_secret(account_name, REFRESH_TOKEN)
+
+
+def get_client_secret(account: Account) -> str | None:
+    """The OAuth2 client secret from oauth2_client_secret_command, None when not configured."""
+    if not account.oauth2_client_secret_command:
+        return None
+    return run_secret_command(
+        account.oauth2_client_secret_command,
+        account=account.name,
+        key="oauth2_client_secret_command",
+    )
