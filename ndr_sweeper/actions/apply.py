@@ -1,0 +1,350 @@
+"""Carry out plans through a Mailbox, journalling every step before it happens.
+
+Journal states: planned -> (copied ->) done | failed; done -> undone.
+- With MOVE (RFC 6851): one UID MOVE per batch; atomic on the server.
+- Without MOVE, with UIDPLUS: UID COPY, journal "copied" (with COPYUID), STORE \\Deleted on exactly
+  those UIDs, UID EXPUNGE of exactly those UIDs.
+- Without UIDPLUS: a plain EXPUNGE would also remove messages the user flagged \\Deleted and did
+  not expunge. By default (expunge_fallback = "protect") we journal those messages, take their
+  \\Deleted flag off, expunge ours, and put their flag back (recovery restores it after a crash).
+  With expunge_fallback = "keyword" we never send EXPUNGE: the copy stays in the folder too,
+  flagged $NdrBackscatter, and the output says the server cannot expunge selectively.
+An interrupted run leaves entries in planned/copied; `recover_pending` finishes them first on the
+next sweep, so a message copied but not yet expunged is never copied a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ndr_sweeper.actions.plan import FLAG_KEYWORDS, JUNK_KEYWORD, Action, Plan
+from ndr_sweeper.errors import MailboxError
+
+if TYPE_CHECKING:
+    from ndr_sweeper.mailbox.base import Mailbox
+    from ndr_sweeper.state import JournalRow, StateDB
+    from ndr_sweeper.sweep import Reporter
+
+log = logging.getLogger(__name__)
+
+DELETED = "\\Deleted"
+BATCH = 5000  # UIDs per MOVE/COPY command; the mailbox also caps the command length
+NO_SELECTIVE_EXPUNGE = (
+    "the server has neither MOVE nor UIDPLUS, so it cannot expunge selectively: copies were put "
+    f"in the destination and the originals were left in place, flagged {JUNK_KEYWORD}"
+)
+
+
+@dataclass
+class Outcome:
+    done: int = 0
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)
+    failed_uids: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+def _chunks(items: Sequence[int], n: int = BATCH) -> Iterable[list[int]]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
+
+
+# ---------------------------------------------------------------- removing from a folder
+
+
+def remove_from_selected(mb: Mailbox, uids: Sequence[int], fallback: str = "protect") -> bool:
+    """Expunge exactly `uids` from the selected folder. False when the server cannot do that."""
+    if not uids:
+        return True
+    if mb.has("UIDPLUS"):
+        mb.add_flags(uids, [DELETED])
+        mb.expunge_uids(uids)
+        return True
+    if fallback != "protect":
+        mb.add_flags(uids, [JUNK_KEYWORD])
+        return False
+    ours = set(uids)
+    theirs = [u for u in mb.search_flag(DELETED) if u not in ours]
+    if theirs:
+        log.info("protecting %d message(s) the user flagged \\Deleted during EXPUNGE", len(theirs))
+        mb.remove_flags(theirs, [DELETED])
+    try:
+        mb.add_flags(uids, [DELETED])
+        mb.expunge_flagged_deleted()
+    finally:
+        if theirs:
+            mb.add_flags(theirs, [DELETED])
+    return True
+
+
+def _transfer(
+    mb: Mailbox,
+    state: StateDB | None,
+    uids: list[int],
+    ids: dict[int, int],
+    dest: str,
+    dest_validity: int | None,
+    fallback: str,
+    outcome: Outcome,
+) -> None:
+    """Move `uids` (of the selected folder) to `dest`, journalling each step when `state` is given."""
+    entry_ids = [ids[u] for u in uids]
+
+    def journal(step: str, mapping: dict[int, int] | None = None) -> None:
+        if state is None:
+            return
+        state.journal_update(
+            entry_ids,
+            step,
+            dest_uidvalidity=dest_validity if mapping is not None else None,
+            dest_uids={ids[s]: d for s, d in mapping.items() if s in ids} if mapping else None,
+        )
+
+    if mb.has("MOVE"):
+        journal("done", mb.move(uids, dest))
+        outcome.done += len(uids)
+        return
+    journal("copied", mb.copy(uids, dest))
+    if not remove_from_selected(mb, uids, fallback):
+        outcome.note(NO_SELECTIVE_EXPUNGE)
+    journal("done")
+    outcome.done += len(uids)
+
+
+# ---------------------------------------------------------------- applying plans
+
+
+def apply_plans(
+    mb: Mailbox,
+    state: StateDB,
+    run_id: str,
+    account: str,
+    plans: Sequence[Plan],
+    reporter: Reporter,
+    fallback: str = "protect",
+) -> Outcome:
+    """Journal, then carry out, every plan that acts. One bad batch does not stop the others."""
+    from ndr_sweeper.state import JournalEntry
+
+    outcome = Outcome()
+    groups: dict[tuple[str, Action, str | None], list[Plan]] = defaultdict(list)
+    for p in plans:
+        if p.acts:
+            groups[(p.folder, p.action, p.dest)].append(p)
+    for (folder, action, dest), group in groups.items():
+        if action in (Action.MOVE, Action.DELETE) and (not dest or dest == folder):
+            outcome.note(f"{len(group)} message(s) in {folder!r} are already where they would go")
+            continue
+        entries = [
+            JournalEntry(
+                account=account,
+                folder=folder,
+                uidvalidity=0,  # filled below, once the folder is selected
+                uid=p.uid,
+                bounce_message_id=p.bounce_message_id,
+                original_message_id=p.original_message_id,
+                kind=p.kind,
+                decision=str(p.decision),
+                reason=p.reason,
+                action=str(action),
+                dest_folder=dest,
+                state="planned",
+            )
+            for p in group
+        ]
+        try:
+            st = mb.select(folder)
+            dest_validity = (
+                mb.status(dest).uidvalidity if action is not Action.FLAG and dest else None
+            )
+            for e in entries:
+                e.uidvalidity = st.uidvalidity
+            entry_ids = state.journal_add(run_id, entries)
+        except MailboxError as exc:
+            outcome.failed += len(group)
+            outcome.failed_uids[folder].extend(p.uid for p in group)
+            outcome.note(str(exc))
+            continue
+        ids = {p.uid: eid for p, eid in zip(group, entry_ids, strict=True)}
+        for batch in _chunks(sorted(ids)):
+            try:
+                if action is Action.FLAG:
+                    mb.add_flags(batch, [dest or JUNK_KEYWORD, *FLAG_KEYWORDS[1:]])
+                    state.journal_update([ids[u] for u in batch], "done")
+                    outcome.done += len(batch)
+                else:
+                    assert dest is not None
+                    _transfer(mb, state, batch, ids, dest, dest_validity, fallback, outcome)
+            except MailboxError as exc:
+                log.warning("%s: %s", account, exc)
+                state.journal_update([ids[u] for u in batch], "failed", error=str(exc))
+                outcome.failed += len(batch)
+                outcome.failed_uids[folder].extend(batch)
+                outcome.note(str(exc))
+            reporter.advance(len(batch))
+    return outcome
+
+
+# ---------------------------------------------------------------- finding moved messages
+
+
+def locate(mb: Mailbox, rows: Sequence[JournalRow], folder_validity: int) -> dict[int, int]:
+    """Journal entry id -> UID in the selected destination folder, for rows still there.
+
+    The UID from COPYUID is used when the folder's UIDVALIDITY is unchanged and the message
+    there still has the bounce's Message-ID; otherwise the Message-ID is searched for.
+    """
+    from ndr_sweeper.sentids import ids_from_header
+
+    found: dict[int, int] = {}
+    by_uid = {
+        r.dest_uid: r
+        for r in rows
+        if r.dest_uid and r.dest_uidvalidity == folder_validity and r.bounce_message_id
+    }
+    if by_uid:
+        for item in mb.fetch_headers(sorted(by_uid), ["Message-ID"]):
+            row = by_uid[item.uid]
+            if row.bounce_message_id in ids_from_header(item.header):
+                found[row.id] = item.uid
+    taken = set(found.values())
+    for r in rows:
+        if r.id in found or not r.bounce_message_id:
+            continue
+        for uid in mb.search_header("Message-ID", r.bounce_message_id):
+            if uid in taken:
+                continue
+            headers = list(mb.fetch_headers([uid], ["Message-ID"]))
+            if headers and r.bounce_message_id in ids_from_header(headers[0].header):
+                found[r.id] = uid
+                taken.add(uid)
+                break
+    return found
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def recover_pending(
+    mb: Mailbox, state: StateDB, account: str, fallback: str = "protect"
+) -> list[str]:
+    """Finish what an interrupted run left half done. Returns notes for the output."""
+    pending = state.pending_entries(account)
+    if not pending:
+        return []
+    notes = [f"finishing {len(pending)} action(s) left over from an interrupted run"]
+    by_folder: dict[str, list[JournalRow]] = defaultdict(list)
+    for row in pending:
+        by_folder[row.folder].append(row)
+    for folder, rows in by_folder.items():
+        try:
+            st = mb.select(folder)
+        except MailboxError as exc:
+            state.journal_update([r.id for r in rows], "failed", error=f"recovery: {exc}")
+            continue
+        stale = [r for r in rows if r.uidvalidity != st.uidvalidity]
+        if stale:
+            state.journal_update(
+                [r.id for r in stale], "failed", error="recovery: UIDVALIDITY changed; rescanned"
+            )
+        rows = [r for r in rows if r.uidvalidity == st.uidvalidity]
+        if not rows:
+            continue
+        present = {h.uid for h in mb.fetch_headers(sorted(r.uid for r in rows), ["Message-ID"])}
+        flag_rows = [r for r in rows if r.action == "flag"]
+        move_rows = [r for r in rows if r.action != "flag"]
+        if flag_rows:
+            # Keywords are idempotent: the rescan sets them again if needed.
+            state.journal_update([r.id for r in flag_rows], "failed", error="recovery: interrupted")
+        by_dest: dict[str, list[JournalRow]] = defaultdict(list)
+        for r in move_rows:
+            by_dest[r.dest_folder or ""].append(r)
+        for dest, drows in by_dest.items():
+            dest_validity = mb.status(dest).uidvalidity
+            mb.select(dest, readonly=True)
+            in_dest = locate(mb, drows, dest_validity)
+            mb.select(folder)
+            finished = [r for r in drows if r.uid not in present]
+            copied = [r for r in drows if r.uid in present and r.id in in_dest]
+            untouched = [r for r in drows if r.uid in present and r.id not in in_dest]
+            if finished:
+                state.journal_update(
+                    [r.id for r in finished],
+                    "done",
+                    dest_uidvalidity=dest_validity,
+                    dest_uids={r.id: in_dest[r.id] for r in finished if r.id in in_dest},
+                )
+            if copied:
+                state.journal_update(
+                    [r.id for r in copied],
+                    "copied",
+                    dest_uidvalidity=dest_validity,
+                    dest_uids={r.id: in_dest[r.id] for r in copied},
+                )
+                if not remove_from_selected(mb, [r.uid for r in copied], fallback):
+                    notes.append(NO_SELECTIVE_EXPUNGE)
+                state.journal_update([r.id for r in copied], "done")
+            if untouched:
+                # Never reached the server: the rescan of this run plans them again.
+                state.journal_update(
+                    [r.id for r in untouched],
+                    "failed",
+                    error="recovery: not carried out; re-planned",
+                )
+    return notes
+
+
+# ---------------------------------------------------------------- undo
+
+
+@dataclass
+class UndoResult:
+    restored: int = 0
+    missing: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def undo_entries(
+    mb: Mailbox, state: StateDB, rows: Sequence[JournalRow], fallback: str = "protect"
+) -> UndoResult:
+    """Put every message of these journal rows back where it was."""
+    result = UndoResult()
+    done = [r for r in rows if r.state == "done"]
+    flags: dict[str, list[JournalRow]] = defaultdict(list)
+    moves: dict[tuple[str, str], list[JournalRow]] = defaultdict(list)
+    for r in done:
+        if r.action == "flag":
+            flags[r.folder].append(r)
+        elif r.action in ("move", "delete") and r.dest_folder:
+            moves[(r.dest_folder, r.folder)].append(r)
+    for folder, frows in flags.items():
+        st = mb.select(folder)
+        live = [r for r in frows if r.uidvalidity == st.uidvalidity]
+        if live:
+            mb.remove_flags([r.uid for r in live], list(FLAG_KEYWORDS))
+            state.journal_update([r.id for r in live], "undone")
+            result.restored += len(live)
+        result.missing += len(frows) - len(live)
+    for (dest, origin), mrows in moves.items():
+        dest_validity = mb.status(dest).uidvalidity
+        origin_validity = mb.status(origin).uidvalidity
+        mb.select(dest)
+        where = locate(mb, mrows, dest_validity)
+        result.missing += len(mrows) - len(where)
+        if not where:
+            continue
+        back = {uid: eid for eid, uid in where.items()}
+        outcome = Outcome()
+        for batch in _chunks(sorted(back)):
+            _transfer(mb, None, batch, back, origin, origin_validity, fallback, outcome)
+        state.journal_update(sorted(where), "undone")
+        result.restored += outcome.done
+        result.notes.extend(n for n in outcome.notes if n not in result.notes)
+    return result

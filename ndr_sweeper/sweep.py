@@ -1,0 +1,339 @@
+"""One account's sweep: the I/O shell that wires classify, the Sent index, plan and apply.
+
+Order of work, chosen so that a re-run with nothing new costs a few round trips:
+  1. lock the account, open the state database, start a run in the journal;
+  2. connect, LIST, discover Sent / Junk / Trash;
+  3. finish what an interrupted earlier run left half done (journal entries not yet done);
+  4. per swept folder: STATUS; skip when UIDNEXT says nothing is new; else fetch a few header
+     fields of the new UIDs, the whole message only for those that can be reports, classify;
+  5. only when there are NDRs to check: bring the Sent index up to date (incrementally);
+  6. decide (pure), then act through the journal (actions.apply);
+  7. move the per-folder cursor past everything that was decided.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+from ndr_sweeper.actions.plan import Decision, Plan, Policy, RuleHook, decide
+from ndr_sweeper.classify import HEADER_FIELDS, Verdict, classify, may_be_report
+from ndr_sweeper.errors import MailboxError, NdrSweeperError
+from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
+
+if TYPE_CHECKING:
+    from ndr_sweeper.config import Account
+    from ndr_sweeper.mailbox.base import Mailbox
+    from ndr_sweeper.state import StateDB
+
+log = logging.getLogger(__name__)
+
+# Bodies of report candidates are fetched up to this size: the original's headers sit near the
+# top of every report format, and a 50 MB attachment must not be pulled in to find them.
+MAX_REPORT_BYTES = 1024 * 1024
+
+
+class Reporter(Protocol):
+    """Progress callbacks; the terminal renders them, everything else ignores them."""
+
+    def stage(self, account: str, name: str, total: int | None = None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class NullReporter:
+    def stage(self, account: str, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class AccountResult:
+    """What one account's sweep did; rendered as the summary table and as JSON."""
+
+    account: str
+    run_id: str | None = None
+    dry_run: bool = False
+    scanned: int = 0
+    ndrs: int = 0
+    own: int = 0
+    backscatter: int = 0
+    acted: int = 0
+    undetermined: int = 0
+    too_young: int = 0
+    errors: int = 0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    decisions: list[Plan] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.errors == 0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "scanned": self.scanned,
+            "ndrs": self.ndrs,
+            "own": self.own,
+            "backscatter": self.backscatter,
+            "acted": self.acted,
+            "undetermined": self.undetermined,
+            "too_young": self.too_young,
+            "errors": self.errors,
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "error": self.error,
+            **self.counts(),
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+            "decisions": [
+                {
+                    "folder": p.folder,
+                    "uid": p.uid,
+                    "bounce_message_id": p.bounce_message_id,
+                    "original_message_id": p.original_message_id,
+                    "kind": p.kind,
+                    "decision": str(p.decision),
+                    "action": str(p.action),
+                    "dest": p.dest,
+                    "reason": p.reason,
+                    "rule": p.rule,
+                }
+                for p in self.decisions
+            ],
+        }
+
+
+@dataclass
+class _Found:
+    folder: str
+    uid: int
+    verdict: Verdict
+    internaldate: datetime
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | None, str | None]:
+    """Sent folders, and the destination folders the account's action needs."""
+    from ndr_sweeper.mailbox.discovery import find_folder
+
+    folders = mb.list_folders()
+    names = {f.name for f in folders}
+    for f in account.folders:
+        if f not in names:
+            raise MailboxError(
+                f"account {account.name!r}: folder {f!r} does not exist on the server; "
+                "check `folders` in the config"
+            )
+    if account.sent_folders:
+        missing = [s for s in account.sent_folders if s not in names]
+        if missing:
+            raise MailboxError(
+                f"account {account.name!r}: Sent folder {missing[0]!r} does not exist on the "
+                "server; check `sent_folders` in the config"
+            )
+        sent = list(account.sent_folders)
+    else:
+        sent = [find_folder(folders, "sent", None)]
+    junk = trash = None
+    if account.action == "move":
+        junk = find_folder(folders, "junk", account.junk_folder)
+    elif account.action == "delete":
+        trash = find_folder(folders, "trash", account.trash_folder)
+    return sent, junk, trash
+
+
+# ---------------------------------------------------------------- Sent index
+
+
+def update_sent_index(
+    mb: Mailbox, state: StateDB, account: str, sent_folders: Iterable[str], reporter: Reporter
+) -> None:
+    """Bring the local index of Sent Message-IDs up to date, reading only what is new."""
+    for folder in sent_folders:
+        st = mb.status(folder)
+        cursor = state.sent_cursor(account, folder)
+        if cursor is not None and cursor[0] != st.uidvalidity:
+            log.info("%s: UIDVALIDITY of %s changed: rebuilding its Sent index", account, folder)
+            state.drop_sent_folder(account, folder)
+            cursor = None
+        last = cursor[1] if cursor else 0
+        if st.uidnext - 1 <= last:
+            continue
+        mb.select(folder, readonly=True)
+        uids = mb.search_uids(last + 1)
+        if not uids:
+            state.add_sent_ids(account, folder, st.uidvalidity, [], last_uid=st.uidnext - 1)
+            continue
+        reporter.stage(account, f"indexing {folder}", len(uids))
+
+        def rows(uids: list[int]) -> Iterable[tuple[int, list[str]]]:
+            for item in mb.fetch_headers(uids, SENT_FIELDS):
+                reporter.advance()
+                yield item.uid, ids_from_header(item.header)
+
+        state.add_sent_ids(account, folder, st.uidvalidity, rows(uids), last_uid=max(uids))
+
+
+# ---------------------------------------------------------------- scanning
+
+
+def scan_folder(
+    mb: Mailbox,
+    state: StateDB,
+    account: str,
+    folder: str,
+    full: bool,
+    reporter: Reporter,
+    result: AccountResult,
+) -> tuple[int, list[int], list[_Found]]:
+    """Classify what is new in one folder: (uidvalidity, new uids, report verdicts)."""
+    st = mb.status(folder)
+    cursor = None if full else state.get_cursor(account, folder)
+    if cursor is not None and cursor[0] != st.uidvalidity:
+        log.info("%s: UIDVALIDITY of %s changed: scanning it again from the start", account, folder)
+        cursor = None
+    last = cursor[1] if cursor else 0
+    if st.uidnext - 1 <= last:
+        return st.uidvalidity, [], []
+    mb.select(folder, readonly=True)
+    uids = mb.search_uids(last + 1)
+    if not uids:
+        return st.uidvalidity, [], []
+    reporter.stage(account, f"scanning {folder}", len(uids))
+    candidates: dict[int, datetime] = {}
+    for item in mb.fetch_headers(uids, HEADER_FIELDS):
+        reporter.advance()
+        if may_be_report(item.header):
+            candidates[item.uid] = item.internaldate
+    result.scanned += len(uids)
+    found: list[_Found] = []
+    if candidates:
+        reporter.stage(
+            account, f"reading {len(candidates)} possible reports in {folder}", len(candidates)
+        )
+        for uid, raw in mb.fetch_messages(sorted(candidates), max_bytes=MAX_REPORT_BYTES):
+            reporter.advance()
+            found.append(_Found(folder, uid, classify(raw), candidates[uid]))
+    return st.uidvalidity, uids, found
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def sweep_account(
+    account: Account,
+    state: StateDB,
+    mailbox_factory: Callable[[Account], Mailbox],
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    reporter: Reporter | None = None,
+    rule_hook: RuleHook | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> AccountResult:
+    """Sweep one account. Errors are caught into the result; the caller holds the lock."""
+    from ndr_sweeper.actions.apply import apply_plans, recover_pending
+
+    reporter = reporter or NullReporter()
+    now = now or (lambda: datetime.now(UTC))
+    started = time.monotonic()
+    result = AccountResult(account.name, dry_run=dry_run)
+    result.run_id = state.start_run(account.name, dry_run=dry_run, command="sweep")
+    mb: Mailbox | None = None
+    try:
+        reporter.stage(account.name, "connecting")
+        mb = mailbox_factory(account)
+        sent_folders, junk, trash = resolve_folders(mb, account)
+        if not dry_run:
+            result.notes.extend(recover_pending(mb, state, account.name))
+
+        found: list[_Found] = []
+        cursors: dict[str, tuple[int, list[int]]] = {}
+        for folder in account.folders:
+            uidvalidity, uids, f = scan_folder(
+                mb, state, account.name, folder, full, reporter, result
+            )
+            cursors[folder] = (uidvalidity, uids)
+            found.extend(f)
+
+        ndrs = [f for f in found if f.verdict.is_ndr]
+        result.ndrs = len(ndrs)
+        if ndrs:
+            update_sent_index(mb, state, account.name, sent_folders, reporter)
+
+        policy = Policy(
+            action=account.action, junk_folder=junk, trash_folder=trash, min_age=account.min_age
+        )
+        at = now()
+        plans: list[Plan] = []
+        for f in found:
+            sent_match = (
+                state.find_sent(account.name, f.verdict.all_original_ids())
+                if f.verdict.is_ndr
+                else None
+            )
+            age = (at - f.internaldate).total_seconds()
+            plans.append(decide(f.folder, f.uid, f.verdict, sent_match, age, policy, rule_hook))
+        for p in plans:
+            if p.decision is Decision.OWN:
+                result.own += 1
+            elif p.decision is Decision.BACKSCATTER:
+                result.backscatter += 1
+            elif p.decision is Decision.UNDETERMINED:
+                result.undetermined += 1
+            elif p.decision is Decision.TOO_YOUNG:
+                result.too_young += 1
+        result.decisions = [p for p in plans if p.decision is not Decision.NOT_NDR or p.rule]
+
+        acting = [p for p in plans if p.acts]
+        if acting and not dry_run:
+            reporter.stage(account.name, "acting", len(acting))
+            outcome = apply_plans(mb, state, result.run_id, account.name, acting, reporter)
+            result.acted = outcome.done
+            result.errors += outcome.failed
+            result.notes.extend(outcome.notes)
+        elif dry_run:
+            result.acted = 0
+
+        if not dry_run:
+            for folder, (uidvalidity, uids) in cursors.items():
+                if not uids:
+                    continue
+                waiting = [
+                    p.uid for p in plans if p.folder == folder and p.decision is Decision.TOO_YOUNG
+                ]
+                last = (min(waiting) - 1) if waiting else max(uids)
+                state.set_cursor(account.name, folder, uidvalidity, last)
+    except NdrSweeperError as exc:
+        result.error = str(exc)
+        log.debug("%s: sweep failed", account.name, exc_info=True)
+    finally:
+        if mb is not None:
+            try:
+                mb.logout()
+            except Exception:  # logging out of a dead connection is no news
+                log.debug("%s: logout failed", account.name, exc_info=True)
+        result.seconds = time.monotonic() - started
+        state.finish_run(
+            result.run_id,
+            "failed" if result.error else ("partial" if result.errors else "ok"),
+            result.counts(),
+            result.error,
+        )
+    return result
