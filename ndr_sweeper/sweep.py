@@ -302,22 +302,23 @@ def sweep_account(
         result.decisions = [p for p in plans if p.decision is not Decision.NOT_NDR or p.rule]
 
         acting = [p for p in plans if p.acts]
+        retry: dict[str, list[int]] = {}
         if acting and not dry_run:
             reporter.stage(account.name, "acting", len(acting))
             outcome = apply_plans(mb, state, result.run_id, account.name, acting, reporter)
             result.acted = outcome.done
             result.errors += outcome.failed
             result.notes.extend(outcome.notes)
-        elif dry_run:
-            result.acted = 0
+            retry = dict(outcome.failed_uids)
 
         if not dry_run:
             for folder, (uidvalidity, uids) in cursors.items():
                 if not uids:
                     continue
+                # Too young to decide, or failed to act: the next sweep looks at them again.
                 waiting = [
                     p.uid for p in plans if p.folder == folder and p.decision is Decision.TOO_YOUNG
-                ]
+                ] + retry.get(folder, [])
                 last = (min(waiting) - 1) if waiting else max(uids)
                 state.set_cursor(account.name, folder, uidvalidity, last)
     except NdrSweeperError as exc:
