@@ -1,0 +1,822 @@
+"""Local state: folder cursors, the Sent Message-ID index, the journal of runs, account status.
+
+One SQLite database per state directory (``state.db``, mode 0600, in a 0700 directory), in
+WAL mode, schema version in ``PRAGMA user_version``. Every write is one transaction per
+call. Any SQLite failure becomes a StateError: nothing may be acted on without a journal.
+
+A :class:`StateDB` can be shared between threads (calls are serialised); each process opens
+its own. The per-account lock (:func:`account_lock`) is separate from the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from .errors import LockedError, StateError
+
+log = logging.getLogger(__name__)
+
+DB_NAME: Final = "state.db"
+SCHEMA_VERSION: Final = 1
+BUSY_TIMEOUT: Final = 30.0  # seconds to wait for another process's write transaction
+
+ENTRY_STATES: Final = ("planned", "copied", "done", "failed", "undone")
+PENDING_STATES: Final = ("planned", "copied")
+
+_SCHEMA_V1: Final = """
+CREATE TABLE cursors (
+    account     TEXT NOT NULL,
+    folder      TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    last_uid    INTEGER NOT NULL,
+    updated     TEXT NOT NULL,
+    PRIMARY KEY (account, folder)
+);
+CREATE TABLE sent_folders (
+    account     TEXT NOT NULL,
+    folder      TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    last_uid    INTEGER NOT NULL,
+    updated     TEXT NOT NULL,
+    PRIMARY KEY (account, folder)
+);
+CREATE TABLE sent_ids (
+    account     TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    folder      TEXT NOT NULL,
+    uid         INTEGER NOT NULL,
+    PRIMARY KEY (account, message_id, folder, uid)
+) WITHOUT ROWID;
+CREATE INDEX sent_ids_by_folder ON sent_ids (account, folder);
+CREATE TABLE runs (
+    id       TEXT PRIMARY KEY,
+    account  TEXT NOT NULL,
+    started  TEXT NOT NULL,
+    finished TEXT,
+    dry_run  INTEGER NOT NULL,
+    command  TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    counts   TEXT NOT NULL DEFAULT '{}',
+    error    TEXT
+);
+CREATE INDEX runs_by_account ON runs (account, started);
+CREATE TABLE journal (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id              TEXT NOT NULL REFERENCES runs (id),
+    account             TEXT NOT NULL,
+    folder              TEXT NOT NULL,
+    uidvalidity         INTEGER NOT NULL,
+    uid                 INTEGER NOT NULL,
+    bounce_message_id   TEXT,
+    original_message_id TEXT,
+    kind                TEXT NOT NULL,
+    decision            TEXT NOT NULL,
+    reason              TEXT NOT NULL,
+    action              TEXT NOT NULL,
+    dest_folder         TEXT,
+    state               TEXT NOT NULL,
+    dest_uidvalidity    INTEGER,
+    dest_uid            INTEGER,
+    error               TEXT,
+    updated             TEXT NOT NULL
+);
+CREATE INDEX journal_by_run ON journal (run_id);
+CREATE INDEX journal_by_state ON journal (account, state);
+CREATE TABLE account_status (
+    account  TEXT PRIMARY KEY,
+    last_run TEXT,
+    run_id   TEXT,
+    counts   TEXT NOT NULL DEFAULT '{}',
+    error    TEXT,
+    next_run TEXT,
+    updated  TEXT NOT NULL
+);
+"""
+
+# Index = the user_version a script upgrades from.
+_MIGRATIONS: Final = (_SCHEMA_V1,)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One planned action on one message, written before the action is taken."""
+
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    bounce_message_id: str | None
+    original_message_id: str | None
+    kind: str
+    decision: str
+    reason: str
+    action: str  # move / delete / flag / none
+    dest_folder: str | None
+    state: str = "planned"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    """A journal entry as stored, with what happened to it."""
+
+    id: int
+    run_id: str
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    bounce_message_id: str | None
+    original_message_id: str | None
+    kind: str
+    decision: str
+    reason: str
+    action: str
+    dest_folder: str | None
+    state: str
+    dest_uidvalidity: int | None
+    dest_uid: int | None
+    error: str | None
+    updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: str
+    account: str
+    started: datetime
+    finished: datetime | None
+    dry_run: bool
+    status: str  # "running" until finish_run
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    command: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    account: str
+    last_run: datetime | None
+    counts: dict[str, int]
+    error: str | None
+    next_run: datetime | None
+    run_id: str | None
+    updated: datetime
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def normalise_message_id(value: str) -> str | None:
+    """A Message-ID without angle brackets or whitespace; case kept. None when empty."""
+    s = "".join(value.split())
+    if s.startswith("<"):
+        s = s[1:]
+    if s.endswith(">"):
+        s = s[:-1]
+    return s or None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # naive = local time
+    return dt.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _new_run_id(now: datetime) -> str:
+    return f"{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+_DAMAGED_CODES: Final = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def _damaged(path: Path) -> StateError:
+    return StateError(
+        f"state database {path} is damaged: move it aside and run again; the Sent index is "
+        "rebuilt, the journal of earlier runs is lost"
+    )
+
+
+def _state_error(path: Path, exc: sqlite3.Error, doing: str) -> StateError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        primary in _DAMAGED_CODES
+        or (primary is None and not isinstance(exc, sqlite3.OperationalError))
+    ):
+        return _damaged(path)
+    if primary == sqlite3.SQLITE_FULL:
+        fix = "the disk is full: free some space and run again"
+    elif primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        fix = f"it cannot be written ({exc}): check the permissions of {path.parent}"
+    elif primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        fix = "another process kept it busy: run again"
+    else:
+        fix = f"{exc}"
+    return StateError(f"cannot {doing} state database {path}: {fix}; nothing was acted on")
+
+
+# --------------------------------------------------------------------------- database
+
+
+class StateDB:
+    """The state database. Use :func:`open_state`; close it (or use ``with``) when done."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    # --- plumbing
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error:  # pragma: no cover
+                log.debug("closing %s failed", self.path, exc_info=True)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK and StateError."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _state_error(self.path, exc, "write to") from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise _state_error(self.path, exc, "write to") from None
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _state_error(self.path, exc, "read") from None
+
+    def check(self) -> list[str]:
+        """SQLite's integrity check: an empty list when the database is sound."""
+        rows = self._read("PRAGMA integrity_check")
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
+
+    # --- folder cursors
+
+    def get_cursor(self, account: str, folder: str) -> tuple[int, int] | None:
+        """(uidvalidity, last UID seen) of a folder, None when it was never scanned."""
+        rows = self._read(
+            "SELECT uidvalidity, last_uid FROM cursors WHERE account = ? AND folder = ?",
+            (account, folder),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def set_cursor(self, account: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO cursors (account, folder, uidvalidity, last_uid, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, folder) DO UPDATE SET "
+                "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
+                "updated = excluded.updated",
+                (account, folder, uidvalidity, last_uid, _ts(_now())),
+            )
+
+    def drop_cursor(self, account: str, folder: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM cursors WHERE account = ? AND folder = ?", (account, folder))
+
+    # --- Sent index
+
+    def sent_cursor(self, account: str, folder: str) -> tuple[int, int] | None:
+        """(uidvalidity, last UID indexed) of a Sent folder, None when never indexed."""
+        rows = self._read(
+            "SELECT uidvalidity, last_uid FROM sent_folders WHERE account = ? AND folder = ?",
+            (account, folder),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def add_sent_ids(
+        self,
+        account: str,
+        folder: str,
+        uidvalidity: int,
+        rows: Iterable[tuple[int, Iterable[str]]],
+        last_uid: int,
+    ) -> int:
+        """Index (uid, Message-IDs) pairs of a Sent folder and move its cursor to ``last_uid``.
+
+        IDs are normalised (no ``<>``, no whitespace), case kept. When ``uidvalidity`` differs
+        from the stored one, the folder's old entries are dropped first. One transaction.
+        Returns how many (uid, id) pairs were given.
+        """
+        values = [
+            (account, norm, folder, uid)
+            for uid, ids in rows
+            for raw in ids
+            if (norm := normalise_message_id(raw)) is not None
+        ]
+        with self._write() as c:
+            row = c.execute(
+                "SELECT uidvalidity FROM sent_folders WHERE account = ? AND folder = ?",
+                (account, folder),
+            ).fetchone()
+            if row is not None and row[0] != uidvalidity:
+                log.info(
+                    "%s: Sent folder %s has a new UIDVALIDITY (%s, was %s): reindexing",
+                    account,
+                    folder,
+                    uidvalidity,
+                    row[0],
+                )
+                c.execute(
+                    "DELETE FROM sent_ids WHERE account = ? AND folder = ?", (account, folder)
+                )
+            c.executemany(
+                "INSERT OR IGNORE INTO sent_ids (account, message_id, folder, uid) "
+                "VALUES (?, ?, ?, ?)",
+                values,
+            )
+            c.execute(
+                "INSERT INTO sent_folders (account, folder, uidvalidity, last_uid, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, folder) DO UPDATE SET "
+                "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
+                "updated = excluded.updated",
+                (account, folder, uidvalidity, last_uid, _ts(_now())),
+            )
+        return len(values)
+
+    def drop_sent_folder(self, account: str, folder: str) -> None:
+        """Forget a Sent folder's index and cursor (its UIDVALIDITY changed, or it is gone)."""
+        with self._write() as c:
+            c.execute("DELETE FROM sent_ids WHERE account = ? AND folder = ?", (account, folder))
+            c.execute(
+                "DELETE FROM sent_folders WHERE account = ? AND folder = ?", (account, folder)
+            )
+
+    def sent_folders(self, account: str) -> list[str]:
+        """The Sent folders indexed for an account (to drop ones no longer configured)."""
+        rows = self._read(
+            "SELECT folder FROM sent_folders WHERE account = ? ORDER BY folder", (account,)
+        )
+        return [r[0] for r in rows]
+
+    def find_sent(self, account: str, ids: Iterable[str]) -> str | None:
+        """The first of ``ids`` (normalised, in the order given) that is in the Sent index."""
+        wanted = list(
+            dict.fromkeys(n for raw in ids if (n := normalise_message_id(raw)) is not None)
+        )
+        if not wanted:
+            return None
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._read(
+                "SELECT DISTINCT message_id FROM sent_ids "
+                f"WHERE account = ? AND message_id IN ({marks})",
+                (account, *chunk),
+            )
+            found.update(r[0] for r in rows)
+        return next((w for w in wanted if w in found), None)
+
+    def sent_count(self, account: str) -> int:
+        """How many distinct Message-IDs are indexed for an account."""
+        rows = self._read(
+            "SELECT COUNT(DISTINCT message_id) FROM sent_ids WHERE account = ?", (account,)
+        )
+        return int(rows[0][0])
+
+    # --- runs and journal
+
+    def start_run(self, account: str, *, dry_run: bool, command: str) -> str:
+        """Record a new run; its id sorts by start time, e.g. ``20261127-172600-ab12`` (UTC)."""
+        now = _now()
+        with self._write() as c:
+            while True:
+                run_id = _new_run_id(now)
+                if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                    break
+            c.execute(
+                "INSERT INTO runs (id, account, started, dry_run, command, status) "
+                "VALUES (?, ?, ?, ?, ?, 'running')",
+                (run_id, account, _ts(now), int(dry_run), command),
+            )
+        return run_id
+
+    def journal_add(self, run_id: str, entries: Sequence[JournalEntry]) -> list[int]:
+        """Write entries (one transaction) and return their ids, in the order given."""
+        if not entries:
+            return []
+        for e in entries:
+            if e.state not in ENTRY_STATES:
+                raise ValueError(f"unknown journal state {e.state!r}")
+        now = _ts(_now())
+        values = [
+            (
+                run_id,
+                e.account,
+                e.folder,
+                e.uidvalidity,
+                e.uid,
+                e.bounce_message_id,
+                e.original_message_id,
+                e.kind,
+                e.decision,
+                e.reason,
+                e.action,
+                e.dest_folder,
+                e.state,
+                now,
+            )
+            for e in entries
+        ]
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise ValueError(f"unknown run id {run_id!r}")
+            before = c.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0]
+            c.executemany(
+                "INSERT INTO journal (run_id, account, folder, uidvalidity, uid, "
+                "bounce_message_id, original_message_id, kind, decision, reason, action, "
+                "dest_folder, state, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            # The write lock is held, so the new rows are exactly those after `before`.
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM journal WHERE id > ? ORDER BY id", (before,)
+                ).fetchall()
+            ]
+        if len(ids) != len(entries):  # pragma: no cover - would mean a concurrent writer
+            raise StateError(f"journal ids in {self.path} are not what was written; run again")
+        return ids
+
+    def journal_update(
+        self,
+        entry_ids: Iterable[int],
+        state: str,
+        *,
+        dest_uidvalidity: int | None = None,
+        dest_uids: Mapping[int, int] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Move entries to ``state`` (planned -> copied -> done | failed; done -> undone).
+
+        ``dest_uids`` maps entry id -> UID in the destination folder; ``dest_uidvalidity``,
+        ``dest_uids`` and ``error`` are only written when given. One transaction.
+        """
+        if state not in ENTRY_STATES:
+            raise ValueError(f"unknown journal state {state!r}: one of {', '.join(ENTRY_STATES)}")
+        ids = list(dict.fromkeys(entry_ids))
+        dest_uids = dict(dest_uids or {})
+        if not ids and not dest_uids:
+            return
+        extra = [i for i in dest_uids if i not in ids]
+        ids.extend(extra)
+        now = _ts(_now())
+        with self._write() as c:
+            cur = c.executemany(
+                "UPDATE journal SET state = ?, updated = ?, "
+                "dest_uidvalidity = COALESCE(?, dest_uidvalidity), "
+                "dest_uid = COALESCE(?, dest_uid), error = COALESCE(?, error) WHERE id = ?",
+                [(state, now, dest_uidvalidity, dest_uids.get(i), error, i) for i in ids],
+            )
+            if cur.rowcount != len(ids):
+                raise ValueError(
+                    f"journal_update: {len(ids) - cur.rowcount} of the entry ids are unknown"
+                )
+
+    def pending_entries(self, account: str, *, exclude_run: str | None = None) -> list[JournalRow]:
+        """Entries of real (not dry) runs left planned or copied: an earlier run stopped midway."""
+        marks = ", ".join("?" * len(PENDING_STATES))
+        rows = self._read(
+            f"SELECT j.* FROM journal j JOIN runs r ON r.id = j.run_id "
+            f"WHERE j.account = ? AND j.state IN ({marks}) AND r.dry_run = 0 AND r.id != ? "
+            "ORDER BY j.id",
+            (account, *PENDING_STATES, exclude_run or ""),
+        )
+        return [_journal_row(r) for r in rows]
+
+    def finish_run(
+        self, run_id: str, status: str, counts: Mapping[str, int], error: str | None = None
+    ) -> None:
+        with self._write() as c:
+            cur = c.execute(
+                "UPDATE runs SET finished = ?, status = ?, counts = ?, error = ? WHERE id = ?",
+                (_ts(_now()), status, json.dumps(dict(counts), sort_keys=True), error, run_id),
+            )
+            if cur.rowcount != 1:
+                raise ValueError(f"unknown run id {run_id!r}")
+
+    def runs(self, account: str | None = None, limit: int = 50) -> list[RunRow]:
+        """The latest runs first."""
+        if account is None:
+            rows = self._read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._read(
+                "SELECT * FROM runs WHERE account = ? ORDER BY id DESC LIMIT ?", (account, limit)
+            )
+        return [_run_row(r) for r in rows]
+
+    def run(self, run_id: str) -> RunRow | None:
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return _run_row(rows[0]) if rows else None
+
+    def run_entries(self, run_id: str) -> list[JournalRow]:
+        rows = self._read("SELECT * FROM journal WHERE run_id = ? ORDER BY id", (run_id,))
+        return [_journal_row(r) for r in rows]
+
+    def last_run_id(self, account: str | None = None, include_dry: bool = False) -> str | None:
+        sql = "SELECT id FROM runs WHERE 1 = 1"
+        params: list[Any] = []
+        if account is not None:
+            sql += " AND account = ?"
+            params.append(account)
+        if not include_dry:
+            sql += " AND dry_run = 0"
+        rows = self._read(sql + " ORDER BY id DESC LIMIT 1", params)
+        return str(rows[0][0]) if rows else None
+
+    # --- account status (for the service)
+
+    def set_account_status(
+        self,
+        account: str,
+        last_run: datetime | None,
+        counts: Mapping[str, int],
+        error: str | None,
+        next_run: datetime | None,
+        *,
+        run_id: str | None = None,
+    ) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO account_status "
+                "(account, last_run, run_id, counts, error, next_run, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    account,
+                    _ts(last_run),
+                    run_id,
+                    json.dumps(dict(counts), sort_keys=True),
+                    error,
+                    _ts(next_run),
+                    _ts(_now()),
+                ),
+            )
+
+    def account_status(self, account: str | None = None) -> list[AccountStatus]:
+        if account is None:
+            rows = self._read("SELECT * FROM account_status ORDER BY account")
+        else:
+            rows = self._read("SELECT * FROM account_status WHERE account = ?", (account,))
+        return [
+            AccountStatus(
+                account=r["account"],
+                last_run=_dt(r["last_run"]),
+                counts=json.loads(r["counts"]),
+                error=r["error"],
+                next_run=_dt(r["next_run"]),
+                run_id=r["run_id"],
+                updated=datetime.fromisoformat(r["updated"]),
+            )
+            for r in rows
+        ]
+
+
+def _journal_row(r: sqlite3.Row) -> JournalRow:
+    return JournalRow(
+        id=r["id"],
+        run_id=r["run_id"],
+        account=r["account"],
+        folder=r["folder"],
+        uidvalidity=r["uidvalidity"],
+        uid=r["uid"],
+        bounce_message_id=r["bounce_message_id"],
+        original_message_id=r["original_message_id"],
+        kind=r["kind"],
+        decision=r["decision"],
+        reason=r["reason"],
+        action=r["action"],
+        dest_folder=r["dest_folder"],
+        state=r["state"],
+        dest_uidvalidity=r["dest_uidvalidity"],
+        dest_uid=r["dest_uid"],
+        error=r["error"],
+        updated=datetime.fromisoformat(r["updated"]),
+    )
+
+
+def _run_row(r: sqlite3.Row) -> RunRow:
+    return RunRow(
+        id=r["id"],
+        account=r["account"],
+        started=datetime.fromisoformat(r["started"]),
+        finished=_dt(r["finished"]),
+        dry_run=bool(r["dry_run"]),
+        status=r["status"],
+        counts=json.loads(r["counts"]),
+        error=r["error"],
+        command=r["command"],
+    )
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) with the leaf at 0700; leave an existing one alone."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not path.is_dir():
+                raise StateError(f"state directory {path} exists and is not a directory") from None
+            return
+        os.chmod(path, 0o700)  # the umask may have removed bits; never added any
+    except OSError as exc:
+        raise StateError(
+            f"cannot create state directory {path}: {exc.strerror}: check its parent's "
+            "permissions, or set state_dir in the config file"
+        ) from None
+
+
+def _private_file(path: Path) -> None:
+    """Make sure ``path`` exists with mode 0600 before SQLite writes a byte into it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            st = path.stat()
+            if st.st_mode & 0o077:
+                os.chmod(path, 0o600)
+        except OSError as exc:
+            log.warning("cannot make %s private: %s", path, exc.strerror)
+        return
+    except OSError as exc:
+        raise StateError(f"cannot create state database {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def open_state(state_dir: Path | str) -> StateDB:
+    """Open (creating when needed) ``state_dir/state.db`` and bring its schema up to date."""
+    state_dir = Path(state_dir)
+    _private_dir(state_dir)
+    path = state_dir / DB_NAME
+    _private_file(path)
+    try:
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise _state_error(path, exc, "open") from None
+    conn.row_factory = sqlite3.Row
+    try:
+        _prepare(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise _state_error(path, exc, "open") from None
+    except BaseException:
+        conn.close()
+        raise
+    return StateDB(path, conn)
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    # Reading the schema is what fails first on a file that is not a database.
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        log.warning("state database %s: WAL mode unavailable, using %s", path, mode)
+    conn.execute("PRAGMA synchronous = FULL")  # the journal must survive a crash
+    conn.execute("PRAGMA foreign_keys = ON")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"state database {path} was written by a newer ndr-sweeper (schema {version}, this "
+            f"one knows {SCHEMA_VERSION}): upgrade ndr-sweeper, or move the file aside"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated it while we waited for the lock.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for script in _MIGRATIONS[version:]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    log.debug("state database %s: schema %s -> %s", path, version, SCHEMA_VERSION)
+
+
+# --------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def account_lock(state_dir: Path | str, account: str, wait: float = 0) -> Iterator[Path]:
+    """Hold ``state_dir/locks/ACCOUNT.lock`` (flock, 0600, holds our pid) for one sweep.
+
+    Held elsewhere: wait up to ``wait`` seconds, then LockedError. Also exclusive within one
+    process (each call opens its own file description).
+    """
+    if not account or "/" in account or "\0" in account or account in (".", ".."):
+        raise ValueError(f"not a usable account name for a lock file: {account!r}")
+    locks = Path(state_dir) / "locks"
+    _private_dir(Path(state_dir))
+    _private_dir(locks)
+    path = locks / f"{account}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        deadline = time.monotonic() + max(wait, 0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise StateError(f"cannot lock {path}: {exc.strerror}") from None
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"another ndr-sweeper is sweeping account {account!r} "
+                        f"(pid {_read_pid(fd)}): wait for it to finish"
+                    ) from None
+                time.sleep(min(0.1, max(deadline - time.monotonic(), 0.01)))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isdigit() else "unknown"
