@@ -45,6 +45,172 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ndr_sweeper import render
+    from ndr_sweeper.config import load_config
+
+    config = load_config(args.config)
+    for w in config.warnings:
+        render.warning(w)
+    return config
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ndr_sweeper import render
+    from ndr_sweeper.connect import open_mailbox
+    from ndr_sweeper.errors import LockedError
+    from ndr_sweeper.state import account_lock, open_state
+    from ndr_sweeper.sweep import AccountResult, sweep_account
+
+    config = _load(args)
+    accounts = config.select(args.account)
+    results: list[AccountResult] = []
+    with (
+        open_state(config.state_dir) as state,
+        render.Progress(not (args.json or args.quiet)) as progress,
+    ):
+        for acc in accounts:
+            try:
+                with account_lock(config.state_dir, acc.name):
+                    result = sweep_account(
+                        acc,
+                        state,
+                        open_mailbox,
+                        dry_run=args.dry_run,
+                        full=args.full,
+                        reporter=progress,
+                    )
+            except LockedError as exc:
+                result = AccountResult(acc.name, dry_run=args.dry_run, error=str(exc))
+            results.append(result)
+    if args.json:
+        render.json_doc(
+            {"ok": all(r.ok for r in results), "accounts": [r.to_dict() for r in results]}
+        )
+    elif args.quiet:
+        for r in results:
+            if r.error:
+                render.error(f"{r.account}: {r.error}")
+    else:
+        render.sweep_summary(results, verbose=args.verbose)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    from ndr_sweeper import render
+    from ndr_sweeper.actions.apply import undo_entries
+    from ndr_sweeper.connect import open_mailbox
+    from ndr_sweeper.errors import ConfigError
+    from ndr_sweeper.state import account_lock, open_state
+
+    config = _load(args)
+    with open_state(config.state_dir) as state:
+        run_id = args.run_id
+        if args.last:
+            # The newest run that changed something: a no-op re-run has nothing to undo.
+            run_id = next(
+                (
+                    r.id
+                    for r in state.runs(limit=1000)
+                    if not r.dry_run and any(e.state == "done" for e in state.run_entries(r.id))
+                ),
+                None,
+            )
+        if not run_id:
+            raise ConfigError("no run to undo: `ndr-sweeper history` lists the runs")
+        run = next((r for r in state.runs(limit=100000) if r.id == run_id), None)
+        if run is None:
+            raise ConfigError(f"no run {run_id!r}: `ndr-sweeper history` lists the runs")
+        rows = state.run_entries(run_id)
+        account = config.account(run.account)
+        with account_lock(config.state_dir, account.name):
+            mb = open_mailbox(account)
+            try:
+                result = undo_entries(mb, state, rows)
+            finally:
+                mb.logout()
+    if args.json:
+        render.json_doc(
+            {
+                "run_id": run_id,
+                "account": account.name,
+                "restored": result.restored,
+                "missing": result.missing,
+                "notes": result.notes,
+            }
+        )
+    else:
+        out = render.console()
+        out.print(
+            f"run {run_id} ({account.name}): {result.restored} message(s) put back", markup=False
+        )
+        if result.missing:
+            out.print(
+                f"{result.missing} message(s) were no longer where the run put them (moved or deleted since)",
+                markup=False,
+            )
+        for n in result.notes:
+            out.print(f"note: {n}", markup=False)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from ndr_sweeper import render
+    from ndr_sweeper.state import open_state
+
+    config = _load(args)
+    with open_state(config.state_dir) as state:
+        runs = state.runs(account=args.account, limit=args.limit)
+    if args.json:
+        render.json_doc(
+            [
+                {
+                    "run_id": r.id,
+                    "account": r.account,
+                    "started": r.started,
+                    "finished": r.finished,
+                    "dry_run": r.dry_run,
+                    "status": r.status,
+                    "counts": r.counts,
+                    "error": r.error,
+                }
+                for r in runs
+            ]
+        )
+        return 0
+    render.table(
+        "ndr-sweeper history",
+        [
+            "run",
+            "account",
+            "started",
+            "status",
+            "scanned",
+            "NDRs",
+            "own",
+            "backscatter",
+            "acted",
+            "error",
+        ],
+        [
+            [
+                r.id,
+                r.account,
+                r.started,
+                ("dry run" if r.dry_run else r.status),
+                r.counts.get("scanned"),
+                r.counts.get("ndrs"),
+                r.counts.get("own"),
+                r.counts.get("backscatter"),
+                r.counts.get("acted"),
+                r.error or "",
+            ]
+            for r in runs
+        ],
+    )
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -66,6 +232,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("paths", nargs="+", metavar="PATH", help="message file, '-', Maildir or mbox")
     sp.add_argument("--json", action="store_true", help="one JSON object per message on stdout")
     sp.set_defaults(func=cmd_explain)
+
+    def config_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config",
+            metavar="PATH",
+            help="config file (default: $XDG_CONFIG_HOME/ndr-sweeper/config.toml)",
+        )
+
+    sp = sub.add_parser("sweep", help="sweep the accounts once")
+    config_arg(sp)
+    sp.add_argument(
+        "--account", action="append", metavar="NAME", help="only this account (repeatable)"
+    )
+    sp.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    sp.add_argument(
+        "--full", action="store_true", help="look at every message again, not only new ones"
+    )
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.add_argument("-v", "--verbose", action="store_true", help="one line per decision")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print only errors (for cron)")
+    sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("undo", help="put every message of a run back where it was")
+    config_arg(sp)
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    g.add_argument("--last", action="store_true", help="the most recent run that acted")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_undo)
+
+    sp = sub.add_parser("history", help="list runs with their counts")
+    config_arg(sp)
+    sp.add_argument("--account", metavar="NAME")
+    sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_history)
     return p
 
 

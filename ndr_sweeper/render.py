@@ -119,3 +119,108 @@ def table(
     for row in rows:
         t.add_row(*(escape("" if v is None else str(v)) for v in row))
     out.print(t)
+
+
+# ---------------------------------------------------------------- sweep
+
+
+class Progress:
+    """A rich progress display on stderr; does nothing when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress = None
+        self._task = None
+        if enabled and sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=console(stderr=True),
+                transient=True,
+            )
+
+    def __enter__(self) -> Progress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def stage(self, account: str, name: str, total: int | None = None) -> None:
+        if self._progress is None:
+            return
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(f"{account}: {name}", total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, n)
+
+
+_ACTED = {"move": "moved", "delete": "deleted", "flag": "flagged", "none": "reported"}
+
+
+def sweep_summary(
+    results: Sequence[Any], verbose: bool = False, actions: Mapping[str, str] | None = None
+) -> None:
+    """The per-account table, notes, errors and (verbose) one line per decision."""
+    out = console()
+    dry = any(r.dry_run for r in results)
+    acted = "would act" if dry else "acted"
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                r.account,
+                r.scanned,
+                r.ndrs,
+                r.own,
+                r.backscatter,
+                r.acted if not r.dry_run else r.backscatter,
+                r.undetermined,
+                r.too_young,
+                r.errors + (1 if r.error else 0),
+            ]
+        )
+    title = "ndr-sweeper: dry run (nothing changed)" if dry else "ndr-sweeper sweep"
+    table(
+        title,
+        [
+            "account",
+            "scanned",
+            "NDRs",
+            "own kept",
+            "backscatter",
+            acted,
+            "undetermined",
+            "waiting",
+            "errors",
+        ],
+        rows,
+        out=out,
+    )
+    for r in results:
+        if r.run_id and not r.dry_run:
+            out.print(
+                f"{r.account}: run {r.run_id} ({r.seconds:.2f} s); undo with `ndr-sweeper undo {r.run_id}`",
+                markup=False,
+            )
+        for n in r.notes:
+            out.print(f"{r.account}: note: {n}", markup=False)
+        if r.error:
+            error(f"{r.account}: {r.error}")
+        if verbose or r.dry_run:
+            for p in r.decisions:
+                if verbose or p.acts:
+                    verb = str(p.action)
+                    where = f" -> {p.dest}" if p.dest else ""
+                    out.print(
+                        f"{r.account} {p.folder} uid {p.uid}: {p.decision} {verb}{where}: {p.reason}"
+                        f" [bounce <{p.bounce_message_id or '?'}>]",
+                        markup=False,
+                    )

@@ -142,30 +142,28 @@ def apply_plans(
         if action in (Action.MOVE, Action.DELETE) and (not dest or dest == folder):
             outcome.note(f"{len(group)} message(s) in {folder!r} are already where they would go")
             continue
-        entries = [
-            JournalEntry(
-                account=account,
-                folder=folder,
-                uidvalidity=0,  # filled below, once the folder is selected
-                uid=p.uid,
-                bounce_message_id=p.bounce_message_id,
-                original_message_id=p.original_message_id,
-                kind=p.kind,
-                decision=str(p.decision),
-                reason=p.reason,
-                action=str(action),
-                dest_folder=dest,
-                state="planned",
-            )
-            for p in group
-        ]
         try:
             st = mb.select(folder)
             dest_validity = (
                 mb.status(dest).uidvalidity if action is not Action.FLAG and dest else None
             )
-            for e in entries:
-                e.uidvalidity = st.uidvalidity
+            entries = [
+                JournalEntry(
+                    account=account,
+                    folder=folder,
+                    uidvalidity=st.uidvalidity,
+                    uid=p.uid,
+                    bounce_message_id=p.bounce_message_id,
+                    original_message_id=p.original_message_id,
+                    kind=p.kind,
+                    decision=str(p.decision),
+                    reason=p.reason,
+                    action=str(action),
+                    dest_folder=dest,
+                    state="planned",
+                )
+                for p in group
+            ]
             entry_ids = state.journal_add(run_id, entries)
         except MailboxError as exc:
             outcome.failed += len(group)
