@@ -51,9 +51,19 @@ class Plan:
         return self.action in (Action.MOVE, Action.DELETE, Action.FLAG)
 
 
-# A rule hook: given the verdict, the built-in plan and the message age, return a replacement
-# plan or None. The rules module supplies it; the default is no rules.
-RuleHook = Callable[[Verdict, Plan, float], "Plan | None"]
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a rule may look at besides the verdict and the built-in plan."""
+
+    age: float  # seconds since the message arrived (INTERNALDATE)
+    # For messages with In-Reply-To/References (auto-replies, challenge/response): whether one
+    # of those IDs is in Sent. None when the message names no such ID or nobody looked.
+    reply_in_sent: bool | None = None
+
+
+# A rule hook: given the verdict, the built-in plan and the context, return a replacement plan
+# or None. The rules module supplies it; the default is no rules.
+RuleHook = Callable[[Verdict, Plan, Context], "Plan | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,7 @@ def decide(
     age: float,
     policy: Policy,
     rule_hook: RuleHook | None = None,
+    reply_in_sent: bool | None = None,
 ) -> Plan:
     """Decide one message. `sent_match` is the original ID found in Sent, if any."""
 
@@ -112,7 +123,7 @@ def decide(
             Decision.BACKSCATTER, action, f"original <{ids[0]}> is not in Sent: backscatter", dest
         )
     if rule_hook is not None and plan.decision is not Decision.TOO_YOUNG:
-        replaced = rule_hook(verdict, plan, age)
+        replaced = rule_hook(verdict, plan, Context(age=age, reply_in_sent=reply_in_sent))
         if replaced is not None:
             return replaced
     return plan
