@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import keyring
+import keyring.backend
+import keyring.backends.fail
+import keyring.errors
+import pytest
+
+from ndr_sweeper import credentials
+from ndr_sweeper.config import Account
+from ndr_sweeper.errors import CredentialError
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        try:
+            del self.store[(service, username)]
+        except KeyError:
+            raise keyring.errors.PasswordDeleteError("not found") from None
+
+
+class BrokenKeyring(MemoryKeyring):
+    def get_password(self, service: str, username: str) -> str | None:
+        raise RuntimeError("dbus went away")
+
+
+@pytest.fixture
+def memory() -> Iterator[MemoryKeyring]:
+    old = keyring.get_keyring()
+    kr = MemoryKeyring()
+    keyring.set_keyring(kr)
+    yield kr
+    keyring.set_keyring(old)
+
+
+@pytest.fixture
+def no_keyring() -> Iterator[None]:
+    old = keyring.get_keyring()
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    yield
+    keyring.set_keyring(old)
+
+
+def account(command: str | None = None) -> Account:
+    return Account(name="work", host="h", username="u", password_command=command)
+
+
+# --------------------------------------------------------------------------- password_command
+
+
+def test_command_first_line_only() -> None:
+    assert credentials.get_password(account("printf 'se cret\\nsecond\\n'")) == "se cret"
+    assert credentials.get_password(account("printf 'crlf\\r\\n'")) == "crlf"
+    assert credentials.get_password(account("printf ' spaced '")) == " spaced "
+
+
+def test_command_wins_over_keyring(memory: MemoryKeyring) -> None:
+    memory.store[("ndr-sweeper", "work")] = "from-keyring"
+    assert credentials.get_password(account("printf fromcmd")) == "fromcmd"
+
+
+def test_command_failure_names_status_not_stdout() -> None:
+    with pytest.raises(CredentialError) as info:
+        credentials.get_password(
+            account("echo hunter2; echo first >&2; echo gpg: no key >&2; exit 3")
+        )
+    msg = str(info.value)
+    assert msg == "password_command of account 'work' failed (exit status 3): gpg: no key"
+    assert "hunter2" not in msg
+
+
+def test_command_false() -> None:
+    with pytest.raises(CredentialError, match=r"'work' failed \(exit status 1\)$"):
+        credentials.get_password(account("false"))
+
+
+def test_command_empty_output() -> None:
+    with pytest.raises(CredentialError, match="printed nothing"):
+        credentials.get_password(account("printf '\\nsecret-on-line-2\\n'"))
+    with pytest.raises(CredentialError, match="printed nothing"):
+        credentials.get_password(account("true"))
+
+
+def test_command_timeout() -> None:
+    start = time.monotonic()
+    with pytest.raises(CredentialError, match=r"did not finish within 0\.5s"):
+        credentials.run_secret_command("sleep 10; echo late", account="work", timeout=0.5)
+    assert time.monotonic() - start < 5
+
+
+def test_command_killed_by_signal() -> None:
+    with pytest.raises(CredentialError, match="killed by signal 9"):
+        credentials.run_secret_command("kill -9 $$", account="work")
+
+
+def test_client_secret_command() -> None:
+    acc = Account(
+        name="g", host="h", username="u", auth="oauth2", oauth2_client_secret_command="printf cs"
+    )
+    assert credentials.get_client_secret(acc) == "cs"
+    assert credentials.get_client_secret(account()) is None
+    bad = Account(name="g", host="h", username="u", oauth2_client_secret_command="exit 2")
+    with pytest.raises(CredentialError, match="oauth2_client_secret_command of account 'g'"):
+        credentials.get_client_secret(bad)
+
+
+# --------------------------------------------------------------------------- keyring
+
+
+def test_keyring_round_trip(memory: MemoryKeyring) -> None:
+    with pytest.raises(CredentialError) as info:
+        credentials.get_password(account())
+    assert str(info.value) == (
+        "no password stored for account 'work': run `ndr-sweeper login work`, "
+        "or set password_command"
+    )
+    credentials.set_password("work", "s3cret")
+    assert memory.store == {("ndr-sweeper", "work"): "s3cret"}
+    assert credentials.get_password(account()) == "s3cret"
+    credentials.delete_password("work")
+    assert memory.store == {}
+    with pytest.raises(CredentialError, match="nothing stored for the password of account 'work'"):
+        credentials.delete_password("work")
+
+
+def test_refresh_token_key(memory: MemoryKeyring) -> None:
+    with pytest.raises(CredentialError, match="ndr-sweeper login work"):
+        credentials.get_refresh_token("work")
+    credentials.set_refresh_token("work", "rt")
+    assert memory.store == {("ndr-sweeper", "work:oauth2-refresh-token"): "rt"}
+    assert credentials.get_refresh_token("work") == "rt"
+    assert credentials.get_secret("work", credentials.REFRESH_TOKEN) == "rt"
+    assert credentials.get_secret("work") is None
+    credentials.delete_refresh_token("work")
+    assert memory.store == {}
+
+
+def test_refuses_empty_secret(memory: MemoryKeyring) -> None:
+    with pytest.raises(CredentialError, match="empty"):
+        credentials.set_password("work", "")
+
+
+def test_no_keyring_backend(no_keyring: None) -> None:
+    for call in (
+        lambda: credentials.get_password(account()),
+        lambda: credentials.set_password("work", "x"),
+        lambda: credentials.delete_password("work"),
+    ):
+        with pytest.raises(CredentialError) as info:
+            call()
+        msg = str(info.value)
+        assert "\n" not in msg
+        assert "no keyring backend" in msg and "'work'" in msg
+        assert "password_command" in msg and "keyrings.cryptfile" in msg
+        assert "keyring diagnose" in msg
+
+
+def test_no_keyring_backend_does_not_matter_with_command(no_keyring: None) -> None:
+    assert credentials.get_password(account("printf ok")) == "ok"
+
+
+def test_backend_error_is_wrapped() -> None:
+    old = keyring.get_keyring()
+    keyring.set_keyring(BrokenKeyring())
+    try:
+        with pytest.raises(CredentialError, match="RuntimeError: dbus went away"):
+            credentials.get_password(account())
+    finally:
+        keyring.set_keyring(old)
+
+
+def test_keyring_imported_lazily() -> None:
+    import subprocess
+
+    code = (
+        "import sys, ndr_sweeper.credentials, ndr_sweeper.config; print('keyring' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
