@@ -13,6 +13,7 @@ Order of work, chosen so that a re-run with nothing new costs a few round trips:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from ndr_sweeper.actions.plan import Decision, Plan, Policy, RuleHook, decide
+from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.classify import HEADER_FIELDS, Verdict, classify, may_be_report
 from ndr_sweeper.errors import MailboxError, NdrSweeperError
 from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
@@ -249,6 +250,7 @@ def sweep_account(
 ) -> AccountResult:
     """Sweep one account. Errors are caught into the result; the caller holds the lock."""
     from ndr_sweeper.actions.apply import apply_plans, recover_pending
+    from ndr_sweeper.mailbox.discovery import find_folder
 
     reporter = reporter or NullReporter()
     now = now or (lambda: datetime.now(UTC))
@@ -274,7 +276,8 @@ def sweep_account(
 
         ndrs = [f for f in found if f.verdict.is_ndr]
         result.ndrs = len(ndrs)
-        if ndrs:
+        replies = rule_hook is not None and any(f.verdict.reply_to_ids for f in found)
+        if ndrs or replies:
             update_sent_index(mb, state, account.name, sent_folders, reporter)
 
         policy = Policy(
@@ -283,13 +286,20 @@ def sweep_account(
         at = now()
         plans: list[Plan] = []
         for f in found:
-            sent_match = (
-                state.find_sent(account.name, f.verdict.all_original_ids())
-                if f.verdict.is_ndr
-                else None
-            )
+            sent_match = reply_in_sent = None
+            if f.verdict.is_ndr:
+                sent_match = state.find_sent(account.name, f.verdict.all_original_ids())
+            elif replies and f.verdict.reply_to_ids:
+                reply_in_sent = state.find_sent(account.name, f.verdict.reply_to_ids) is not None
             age = (at - f.internaldate).total_seconds()
-            plans.append(decide(f.folder, f.uid, f.verdict, sent_match, age, policy, rule_hook))
+            plan = decide(
+                f.folder, f.uid, f.verdict, sent_match, age, policy, rule_hook, reply_in_sent
+            )
+            if plan.action is Action.DELETE and plan.dest is None:
+                # A rule said delete: that means Trash, found the same way as for action = "delete".
+                trash = trash or find_folder(mb.list_folders(), "trash", account.trash_folder)
+                plan = dataclasses.replace(plan, dest=trash)
+            plans.append(plan)
         for p in plans:
             if p.decision is Decision.OWN:
                 result.own += 1

@@ -143,6 +143,11 @@ def apply_plans(
             outcome.note(f"{len(group)} message(s) in {folder!r} are already where they would go")
             continue
         try:
+            # A rule's folder (e.g. "NDR Review") is made on first use; Junk and Trash
+            # were found on the server before anything was planned.
+            rule_dest = dest and action is not Action.FLAG and any(p.rule for p in group)
+            if rule_dest and dest and not mb.folder_exists(dest):
+                mb.create_folder(dest)
             st = mb.select(folder)
             dest_validity = (
                 mb.status(dest).uidvalidity if action is not Action.FLAG and dest else None
