@@ -1,0 +1,383 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ndr_sweeper.errors import LockedError, StateError
+from ndr_sweeper.state import (
+    SCHEMA_VERSION,
+    JournalEntry,
+    StateDB,
+    account_lock,
+    normalise_message_id,
+    open_state,
+)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[StateDB]:
+    with open_state(tmp_path / "state") as sdb:
+        yield sdb
+
+
+def entry(uid: int, account: str = "work", **kw: object) -> JournalEntry:
+    fields: dict[str, object] = {
+        "account": account,
+        "folder": "INBOX",
+        "uidvalidity": 7,
+        "uid": uid,
+        "bounce_message_id": f"bounce{uid}@mx.example",
+        "original_message_id": f"orig{uid}@forged.example",
+        "kind": "failed",
+        "decision": "act",
+        "reason": "original not in Sent",
+        "action": "move",
+        "dest_folder": "Junk",
+    }
+    fields.update(kw)
+    return JournalEntry(**fields)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        state_dir = tmp_path / "a" / "b"
+        with open_state(state_dir) as sdb:
+            sdb.set_cursor("work", "INBOX", 1, 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state_dir / "state.db").stat().st_mode) == 0o600
+    for extra in ("state.db-wal", "state.db-shm"):
+        p = state_dir / extra
+        if p.exists():
+            assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0
+
+
+def test_loose_existing_file_is_tightened(tmp_path: Path) -> None:
+    with open_state(tmp_path):
+        pass
+    os.chmod(tmp_path / "state.db", 0o644)
+    with open_state(tmp_path):
+        pass
+    assert stat.S_IMODE((tmp_path / "state.db").stat().st_mode) == 0o600
+
+
+def test_wal_and_schema_version(tmp_path: Path) -> None:
+    with open_state(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+    with open_state(tmp_path) as sdb:  # reopening keeps it
+        assert sdb.check() == []
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    (tmp_path / "state.db").write_bytes(b"this is not a database at all\x00\xff" * 200)
+    with pytest.raises(StateError) as info:
+        open_state(tmp_path)
+    assert str(info.value) == (
+        f"state database {tmp_path / 'state.db'} is damaged: move it aside and run again; "
+        "the Sent index is rebuilt, the journal of earlier runs is lost"
+    )
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    with open_state(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StateError, match="newer ndr-sweeper"):
+        open_state(tmp_path)
+
+
+def test_state_dir_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    with pytest.raises(StateError, match="not a directory"):
+        open_state(tmp_path / "f")
+
+
+def test_full_disk_is_state_error(db: StateDB) -> None:
+    run = db.start_run("work", dry_run=False, command="sweep")
+    db._conn.execute("PRAGMA max_page_count = 1")  # simulate a full disk
+    big = [entry(i, reason="x" * 2000) for i in range(200)]
+    with pytest.raises(StateError, match="disk is full"):
+        db.journal_add(run, big)
+    db._conn.execute("PRAGMA max_page_count = 1073741823")
+    assert db.run_entries(run) == []  # the whole batch was rolled back
+
+
+def test_read_only_is_state_error(db: StateDB) -> None:
+    db._conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(StateError, match=r"cannot write to state database .*nothing was acted on"):
+        db.start_run("work", dry_run=False, command="sweep")
+
+
+# --------------------------------------------------------------------------- cursors
+
+
+def test_cursors(db: StateDB) -> None:
+    assert db.get_cursor("work", "INBOX") is None
+    db.set_cursor("work", "INBOX", 100, 5)
+    db.set_cursor("work", "INBOX", 100, 9)
+    db.set_cursor("home", "INBOX", 3, 1)
+    assert db.get_cursor("work", "INBOX") == (100, 9)
+    assert db.get_cursor("home", "INBOX") == (3, 1)
+    db.drop_cursor("work", "INBOX")
+    assert db.get_cursor("work", "INBOX") is None
+    assert db.get_cursor("home", "INBOX") == (3, 1)
+
+
+# --------------------------------------------------------------------------- Sent index
+
+
+@pytest.mark.parametrize(
+    ("raw", "norm"),
+    [
+        ("<a@b>", "a@b"),
+        ("  <Ab.C@D>\r\n", "Ab.C@D"),
+        ("a@b", "a@b"),
+        ("<a\r\n @b>", "a@b"),
+        ("<>", None),
+    ],
+)
+def test_normalise_message_id(raw: str, norm: str | None) -> None:
+    assert normalise_message_id(raw) == norm
+
+
+def test_sent_index(db: StateDB) -> None:
+    assert db.sent_cursor("work", "Sent") is None
+    n = db.add_sent_ids(
+        "work",
+        "Sent",
+        42,
+        [(1, ["<One@example.com>"]), (2, ["two@example.com", "<x-ms-orig@outlook>"]), (3, [])],
+        last_uid=3,
+    )
+    assert n == 3
+    assert db.sent_cursor("work", "Sent") == (42, 3)
+    assert db.sent_count("work") == 3
+    # case is kept: the local part of a Message-ID is case-sensitive
+    assert db.find_sent("work", ["one@example.com"]) is None
+    assert db.find_sent("work", ["<One@example.com>"]) == "One@example.com"
+    # the first of the given ids that is indexed, in the order given
+    assert (
+        db.find_sent("work", ["nope", "x-ms-orig@outlook", "two@example.com"])
+        == "x-ms-orig@outlook"
+    )
+    assert db.find_sent("work", []) is None
+    # other accounts do not see it
+    assert db.find_sent("home", ["two@example.com"]) is None
+    # indexing the same again is harmless
+    db.add_sent_ids("work", "Sent", 42, [(2, ["two@example.com"])], last_uid=4)
+    assert db.sent_count("work") == 3 and db.sent_cursor("work", "Sent") == (42, 4)
+
+
+def test_sent_uidvalidity_drop(db: StateDB) -> None:
+    db.add_sent_ids("work", "Sent", 1, [(1, ["a@x"]), (2, ["b@x"])], last_uid=2)
+    db.add_sent_ids("work", "Sent Items", 5, [(1, ["c@x"])], last_uid=1)
+    db.drop_sent_folder("work", "Sent")
+    assert db.sent_cursor("work", "Sent") is None
+    assert db.find_sent("work", ["a@x", "b@x"]) is None
+    assert db.find_sent("work", ["c@x"]) == "c@x"
+    assert db.sent_folders("work") == ["Sent Items"]
+    # A changed UIDVALIDITY given to add_sent_ids drops the old entries too.
+    db.add_sent_ids("work", "Sent Items", 6, [(1, ["d@x"])], last_uid=1)
+    assert db.find_sent("work", ["c@x"]) is None
+    assert db.find_sent("work", ["d@x"]) == "d@x"
+    assert db.sent_cursor("work", "Sent Items") == (6, 1)
+
+
+def test_find_sent_many_ids(db: StateDB) -> None:
+    db.add_sent_ids("work", "Sent", 1, [(i, [f"m{i}@x"]) for i in range(2000)], last_uid=2000)
+    assert db.find_sent("work", [f"z{i}@x" for i in range(1500)] + ["m1999@x"]) == "m1999@x"
+    assert db.sent_count("work") == 2000
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def test_journal_round_trip(db: StateDB) -> None:
+    run = db.start_run("work", dry_run=False, command="sweep work")
+    assert len(run) == len("20261127-172600-ab12")
+    ids = db.journal_add(run, [entry(i) for i in range(1, 101)])
+    assert len(ids) == 100 and ids == sorted(ids) and len(set(ids)) == 100
+    rows = db.run_entries(run)
+    assert [r.id for r in rows] == ids
+    assert rows[0].uid == 1 and rows[0].state == "planned" and rows[0].dest_uid is None
+    assert rows[0].original_message_id == "orig1@forged.example"
+
+    db.journal_update(ids[:50], "copied", dest_uidvalidity=900, dest_uids={ids[0]: 5000})
+    db.journal_update(ids[:50], "done")
+    db.journal_update(ids[50:], "failed", error="NO [TRYCREATE] Junk")
+    rows = {r.id: r for r in db.run_entries(run)}
+    assert rows[ids[0]].state == "done"
+    assert rows[ids[0]].dest_uidvalidity == 900 and rows[ids[0]].dest_uid == 5000
+    assert rows[ids[1]].dest_uid is None
+    assert rows[ids[99]].state == "failed" and rows[ids[99]].error == "NO [TRYCREATE] Junk"
+    db.journal_update([ids[0]], "undone")
+    assert db.run_entries(run)[0].state == "undone"
+
+    db.finish_run(run, "ok", {"moved": 50, "failed": 50}, None)
+    (r,) = db.runs("work")
+    assert r.id == run and r.status == "ok" and not r.dry_run
+    assert r.counts == {"moved": 50, "failed": 50} and r.error is None
+    assert r.finished is not None and r.finished >= r.started
+    assert r.command == "sweep work"
+
+
+def test_journal_bad_input(db: StateDB) -> None:
+    run = db.start_run("work", dry_run=False, command="sweep")
+    assert db.journal_add(run, []) == []
+    with pytest.raises(ValueError, match="unknown run"):
+        db.journal_add("nope", [entry(1)])
+    with pytest.raises(ValueError, match="state"):
+        db.journal_add(run, [entry(1, state="bogus")])
+    (i,) = db.journal_add(run, [entry(1)])
+    with pytest.raises(ValueError, match="state"):
+        db.journal_update([i], "gone")
+    with pytest.raises(ValueError, match="unknown"):
+        db.journal_update([i, 12345], "done")
+    assert db.run_entries(run)[0].state == "planned"  # rolled back
+
+
+def test_pending_entries(db: StateDB) -> None:
+    crashed = db.start_run("work", dry_run=False, command="sweep")
+    a, b, c, d = db.journal_add(crashed, [entry(1), entry(2), entry(3), entry(4)])
+    db.journal_update([b], "copied", dest_uidvalidity=9, dest_uids={b: 77})
+    db.journal_update([c], "done")
+    db.journal_update([d], "failed", error="x")
+    dry = db.start_run("work", dry_run=True, command="sweep --dry-run")
+    db.journal_add(dry, [entry(5)])
+    other = db.start_run("home", dry_run=False, command="sweep")
+    db.journal_add(other, [entry(6, account="home")])
+    current = db.start_run("work", dry_run=False, command="sweep")
+    db.journal_add(current, [entry(7)])
+
+    pending = db.pending_entries("work", exclude_run=current)
+    assert [(p.id, p.state) for p in pending] == [(a, "planned"), (b, "copied")]
+    assert pending[1].dest_uid == 77 and pending[1].run_id == crashed
+    assert len(db.pending_entries("work")) == 3
+
+
+def test_runs_listing_and_last_run(db: StateDB) -> None:
+    assert db.last_run_id() is None and db.runs() == []
+    r1 = db.start_run("work", dry_run=False, command="sweep")
+    r2 = db.start_run("home", dry_run=False, command="sweep")
+    r3 = db.start_run("work", dry_run=True, command="sweep -n")
+    assert db.runs()[0].status == "running"
+    assert [r.id for r in db.runs()] == sorted([r1, r2, r3], reverse=True)
+    assert [r.id for r in db.runs(limit=1)] == [max(r1, r2, r3)]
+    assert {r.id for r in db.runs("work")} == {r1, r3}
+    assert db.last_run_id("work") == r1
+    assert db.last_run_id("work", include_dry=True) == max(r1, r3)
+    assert db.last_run_id() == max(r1, r2)
+    assert db.run(r3) is not None and db.run(r3).dry_run  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        db.finish_run("nope", "ok", {}, None)
+
+
+def test_account_status(db: StateDB) -> None:
+    now = datetime(2026, 11, 27, 17, 26, tzinfo=UTC)
+    db.set_account_status("work", now, {"moved": 3}, None, now + timedelta(minutes=15))
+    db.set_account_status("home", None, {}, "login failed", None, run_id="r1")
+    db.set_account_status("work", now, {"moved": 4}, None, None)
+    home, work = db.account_status()
+    assert work.account == "work" and work.counts == {"moved": 4} and work.last_run == now
+    assert work.next_run is None
+    assert home.error == "login failed" and home.last_run is None and home.run_id == "r1"
+    assert [s.account for s in db.account_status("home")] == ["home"]
+
+
+def test_threads_share_one_db(db: StateDB) -> None:
+    run = db.start_run("work", dry_run=False, command="sweep")
+
+    def worker(base: int) -> None:
+        for i in range(20):
+            db.journal_add(run, [entry(base + i)])
+
+    threads = [threading.Thread(target=worker, args=(k * 100,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(db.run_entries(run)) == 80
+
+
+# --------------------------------------------------------------------------- lock
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from ndr_sweeper.state import account_lock
+    with account_lock(sys.argv[1], "work"):
+        print("locked", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_lock_across_processes(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "locked"
+        lock_file = tmp_path / "locks" / "work.lock"
+        assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "locks").stat().st_mode) == 0o700
+        with pytest.raises(LockedError) as info, account_lock(tmp_path, "work"):
+            pass  # pragma: no cover
+        assert str(info.value) == (
+            f"another ndr-sweeper is sweeping account 'work' (pid {proc.pid}): "
+            "wait for it to finish"
+        )
+        with pytest.raises(LockedError), account_lock(tmp_path, "work", wait=0.3):
+            pass  # pragma: no cover
+        # Another account is not blocked.
+        with account_lock(tmp_path, "home"):
+            pass
+        # Waiting long enough gets the lock once the holder lets go.
+        threading.Timer(0.3, proc.stdin.close).start()
+        with account_lock(tmp_path, "work", wait=10) as path:
+            assert path.read_text().strip() == str(os.getpid())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lock_is_exclusive_within_a_process(tmp_path: Path) -> None:
+    held = pytest.raises(LockedError, match=f"pid {os.getpid()}")
+    with account_lock(tmp_path, "work"), held, account_lock(tmp_path, "work"):
+        pass  # pragma: no cover
+    with account_lock(tmp_path, "work"):  # released
+        pass
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "."])
+def test_lock_rejects_path_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError), account_lock(tmp_path, name):
+        pass  # pragma: no cover
