@@ -1,8 +1,48 @@
-"""Pure classification: raw message bytes in, a Verdict out.
+"""The classifier: raw message bytes -> :class:`Verdict`. Pure, standard library only.
 
-Nothing in this package does I/O or imports imapclient, keyring, rich or apscheduler.
+Public API: :func:`classify`, :func:`may_be_report`, :data:`HEADER_FIELDS`, and the
+result types :class:`Verdict`, :class:`Kind`, :class:`Recipient`, :class:`Original`.
+
+How a message is read (:mod:`.message`): line endings normalised (CRLF, LF, bare CR),
+leading blank lines and an mbox ``From`` line dropped, input capped at 2 MiB, the
+MIME tree walked iteratively (at most 300 parts, nesting 12 deep), broken boundaries
+guessed from the body or the raw text used instead.  Malformed input becomes a
+defect string, never an exception.
+
+Only messages whose *headers* could belong to a report (the same test as
+:func:`may_be_report`) have their body read; the rest are ``not_ndr`` at once.
+
+Detector order (:data:`.detectors.ORDER`), first answer wins:
+
+1. ``reports``  - ARF feedback, DMARC aggregate/forensic, SMTP TLS reports (look-alikes)
+2. ``mdn``      - disposition notifications; a Sieve ``reject`` MDN is ``failed``
+3. ``challenge``- challenge/response requests (some are dressed as DSNs)
+4. ``amazonses``- Amazon SES JSON notifications (bounce/complaint/delivery)
+5. ``rfc3464``  - multipart/report DSNs with Action fields: reliable, so early
+6. ``forwarded``- a person's Fwd:/Re: of a bounce is not an NDR
+7. ``virus``    - antivirus notices to the recipient
+8. MTA families by their wording: ``postfix``, ``exim``, ``sendmail``, ``qmail``,
+   ``exchange``, ``gmail``, ``yahoo``, ``courier``, ``domino``, ``groupwise``,
+   ``opensmtpd``, ``messagingserver``
+9. ``autoreply``- vacation/out-of-office (after the bounces: MTAs mark bounces
+   ``Auto-Submitted`` too)
+10. ``generic`` - free-text bounce wording under report-like headers (last)
+
+The original message's IDs and headers are then pulled out by :mod:`.extract`.
 """
 
-from ndr_sweeper.classify.verdict import Kind, Original, Recipient, Verdict
+from __future__ import annotations
 
-__all__ = ["Kind", "Original", "Recipient", "Verdict"]
+from .engine import classify
+from .prefilter import HEADER_FIELDS, may_be_report
+from .verdict import Kind, Original, Recipient, Verdict
+
+__all__ = [
+    "HEADER_FIELDS",
+    "Kind",
+    "Original",
+    "Recipient",
+    "Verdict",
+    "classify",
+    "may_be_report",
+]

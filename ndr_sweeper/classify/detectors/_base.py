@@ -1,0 +1,331 @@
+"""Shared helpers for detectors: header signals, DSN fields, text recipients."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..message import MAX_TEXT, ParsedMessage, decode_words
+from ..verdict import Kind, Recipient, Verdict
+
+# ---- header signals ----------------------------------------------------------------------
+
+DAEMON_FROM = re.compile(
+    r"mailer[-_ ]?daemon|postmaster|post_master|mail ?delivery|mail administrator|"
+    r"mailadmin|mail system|mail ?deliver|mdaemon|mail ?router|smtp ?gateway|"
+    r"system administrator|mail ?server|bounce|\bndr@|nobody@|\bdaemon@|"
+    r"\bmailer@|\bmail@|_smtp_|smtp_?mail|delivery[-_ ]?(?:status|notification)|"
+    r"microsoft outlook|automated response|antivirus|anti-virus|postoffice|"
+    r"no-?reply@.*\.(?:dion|ezweb|au|docomo|softbank)|\bsmtp@|\bmmdf|inetgw|"
+    r"notification@|content-filter|\bmta@|mailwasher|courier mail server",
+    re.IGNORECASE,
+)
+
+BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|returned mail|returned to sender|returning message|"
+    r"delivery status|delivery (?:failure|failed|notification|problem|report|error)|"
+    r"failure notice|failure delivery|failed delivery|mail delivery|non[- ]?delivery|"
+    r"not (?:be )?delivered|delivery has failed|could not (?:be )?(?:send|sent|deliver)|"
+    r"warning: (?:could not|message|delayed)|warning--|delayed mail|message delayed|"
+    r"delivery delayed|nondeliverable|non-deliverable|mail system error|mail error|"
+    r"error sending|error during delivery|failed mail|mail failure|"
+    r"message (?:you sent )?blocked|blocked message|rejected|unzustellbar|"
+    r"unable to deliver|cannot be delivered|can't be delivered|delivery notification|"
+    r"returned|bounce|ndn|non remis|nicht zustellbar|niet bezorgd|onbestelbaar|"
+    r"non recapitabile|no (?:se )?(?:ha podido|pudo) entregar|не доставлено|недоставлен|"
+    r"postmaster notify|see transcript|error mail report|considered unsolicited|"
+    r"virus|failed|failure|delay|undeliverable|notification",
+    re.IGNORECASE,
+)
+
+# Strongly bounce-like subjects (used to accept free-text reports)
+STRONG_SUBJECT = re.compile(
+    r"undeliver|returned mail|returned to sender|returning message|"
+    r"delivery status notification|delivery (?:failure|failed|problem)|failure notice|"
+    r"mail delivery (?:failed|failure|problem|error|report)|non[- ]?deliver|"
+    r"could not (?:be )?(?:sent|delivered)|delivery has failed|mail system error|"
+    r"failed mail|mail failure|message not delivered|not delivered|unzustellbar|"
+    r"nicht zustellbar|non remis|warning: could not send|delayed mail|delivery delayed|"
+    r"message delayed|failed delivery|failure delivery|error during delivery",
+    re.IGNORECASE,
+)
+
+FWD_OR_REPLY = re.compile(r"^\s*(?:fwd?|fw|wg|tr|aw|re|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
+
+
+def addr_of(value: str) -> str:
+    m = re.search(r"<([^<>]*)>", value)
+    if m:
+        return m.group(1).strip()
+    return value.strip().split(" ")[0] if value.strip() else ""
+
+
+def sender_is_daemon(msg: ParsedMessage) -> bool:
+    h = msg.headers
+    for name in ("from", "sender"):
+        v = h.get(name)
+        if v and DAEMON_FROM.search(decode_words(v)):
+            return True
+    frm = h.get("from")
+    if frm is not None and addr_of(frm) == "":
+        return True
+    return False
+
+
+def null_return_path(msg: ParsedMessage) -> bool:
+    rp = msg.headers.get("return-path")
+    if rp is None:
+        return False
+    rp = rp.strip()
+    return rp in ("<>", "") or rp.lower() in ("<mailer-daemon>", "mailer-daemon")
+
+
+def subject_is_bounce(msg: ParsedMessage) -> bool:
+    return bool(BOUNCE_SUBJECT.search(msg.subject))
+
+
+def looks_forwarded_by_person(msg: ParsedMessage) -> bool:
+    """A person's Fwd:/Re: of something (not an MTA report)."""
+    subj = msg.subject
+    if not FWD_OR_REPLY.match(subj):
+        return False
+    if sender_is_daemon(msg) or null_return_path(msg):
+        return False
+    return not msg.ctype.startswith("multipart/report")
+
+
+# ---- DSN fields --------------------------------------------------------------------------
+
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})[ \t]*:[ \t]*(.*)$")
+
+
+@dataclass(slots=True)
+class DsnRecord:
+    fields: dict[str, str]
+
+    def get(self, name: str) -> str:
+        return self.fields.get(name.lower(), "")
+
+
+def parse_dsn_text(text: str) -> tuple[dict[str, str], list[DsnRecord]]:
+    """Per-message fields and per-recipient records of a delivery-status body.
+
+    Tolerant: records are split at blank lines *or* at a repeated
+    Final-Recipient/Original-Recipient field, so DSNs with missing or extra
+    blank lines still give one record per recipient.
+    """
+    groups: list[dict[str, str]] = [{}]
+    last: str | None = None
+    for line in text[:200000].split("\n"):
+        if not line.strip():
+            if groups[-1]:
+                groups.append({})
+            last = None
+            continue
+        if line[0] in " \t" and last is not None:
+            groups[-1][last] += " " + line.strip()
+            continue
+        m = _FIELD.match(line)
+        if not m:
+            last = None
+            continue
+        name = m.group(1).lower()
+        if name in ("final-recipient", "original-recipient") and (
+            "final-recipient" in groups[-1] or ("action" in groups[-1] and name in groups[-1])
+        ):
+            groups.append({})
+        groups[-1].setdefault(name, m.group(2).strip())
+        last = name
+        if len(groups) > 500:
+            break
+    groups = [g for g in groups if g]
+    per_msg: dict[str, str] = {}
+    recs: list[DsnRecord] = []
+    for g in groups:
+        if "final-recipient" in g or "original-recipient" in g or "action" in g:
+            recs.append(DsnRecord(g))
+        else:
+            for k, v in g.items():
+                per_msg.setdefault(k, v)
+    return per_msg, recs
+
+
+def dsn_records(msg: ParsedMessage) -> list[DsnRecord]:
+    """Records from message/delivery-status (or global-delivery-status) parts."""
+    out: list[DsnRecord] = []
+    for p in msg.parts:
+        if p.embedded:
+            continue
+        if p.ctype in (
+            "message/delivery-status",
+            "message/global-delivery-status",
+            "text/delivery-status",
+        ):
+            _, recs = parse_dsn_text(p.text(msg.defects))
+            out.extend(recs)
+    return out
+
+
+def record_recipient(rec: DsnRecord) -> Recipient:
+    addr = rec.get("final-recipient") or rec.get("original-recipient")
+    if ";" in addr:
+        addr = addr.split(";", 1)[1]
+    addr = addr.strip().strip("<>").strip()
+    status = rec.get("status").split()[0] if rec.get("status").split() else None
+    diag = rec.get("diagnostic-code")
+    if ";" in diag[:20]:
+        diag = diag.split(";", 1)[1]
+    return Recipient(
+        address=addr,
+        status=status,
+        action=(rec.get("action").split() or [""])[0].lower() or None,
+        diagnostic=shorten(diag) or None,
+    )
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---- report text ---------------------------------------------------------------------------
+
+# Where a report's own text ends and the returned message begins.
+ORIGINAL_SEPARATOR = re.compile(
+    r"^[ \t]*(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
+    r"this is a copy of the message|original message|returned message|"
+    r"the original message|below this line is a copy|headers? of the original|"
+    r"original message headers|message headers follow|a copy of the original|"
+    r"unsent message below|undelivered message|rfc822 headers|original mail|"
+    r"the header of the original|included is a copy|copy of (?:your|the) message|"
+    r"end of transcript|message text follows|returned mail follows"
+    r")",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def report_text(msg: ParsedMessage) -> str:
+    """The report's own words: body text up to where the returned message starts."""
+    text = msg.body_text()
+    m = ORIGINAL_SEPARATOR.search(text)
+    if m and m.start() > 40:
+        return text[: m.start()]
+    return text[:65536]
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128}@[A-Za-z0-9][A-Za-z0-9.-]{0,250}\.[A-Za-z]{2,24}")
+_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_SMTP = re.compile(r"\b([45]\d\d)[ -]")
+
+
+def text_recipients(msg: ParsedMessage, text: str, action: str, limit: int = 20) -> list[Recipient]:
+    """Addresses named in a free-text report, with status/diagnostic when on the same line."""
+    own = {addr_of(msg.headers.get(n) or "").lower() for n in ("from", "to", "sender")}
+    seen: dict[str, Recipient] = {}
+    lines = text[:MAX_TEXT].split("\n")
+    for i, line in enumerate(lines[:3000]):
+        for m in _EMAIL.finditer(line):
+            a = m.group(0).strip(".").lower()
+            if a in own or a in seen or a.startswith(("mailer-daemon@", "postmaster@")):
+                continue
+            ctx = " ".join(lines[i : i + 3])
+            st = _STATUS.search(ctx)
+            diag = line.strip() if (_SMTP.search(ctx) or st) else ""
+            seen[a] = Recipient(
+                address=m.group(0).strip("."),
+                status=st.group(1) if st else None,
+                action=action,
+                diagnostic=shorten(ctx) if diag else None,
+            )
+            if len(seen) >= limit:
+                return list(seen.values())
+    return list(seen.values())
+
+
+# ---- delay -------------------------------------------------------------------------------
+
+DELAY_TEXT = re.compile(
+    r"this is a warning message only|warning only|you do not need to resend|"
+    r"has not yet been delivered|not (?:yet )?been delivered yet|"
+    r"will (?:continue to |keep )?(?:try|retry|attempt)|will be retried|"
+    r"still (?:be )?(?:trying|retrying|being retried|attempting|in the queue|queued)|"
+    r"delivery (?:attempts )?(?:will continue|is delayed|has been delayed|delayed)|"
+    r"has been delayed|have been delayed|message (?:is )?delayed|temporarily deferred|"
+    r"delivery to the following recipients? (?:has been|was) delayed|"
+    r"no action is required on your part|will retry for|delay(?:ed)? warning|"
+    r"could not be delivered for \d+ (?:hours|minutes)|"
+    r"warning: message .{0,80} delayed|message will be retried",
+    re.IGNORECASE,
+)
+DELAY_SUBJECT = re.compile(
+    r"\(delay\)|delayed|warning: could not send|warning: message|delivery delay|"
+    r"still being retried|deferred|transient failure|warning:",
+    re.IGNORECASE,
+)
+FINAL_TEXT = re.compile(
+    r"permanent(?:ly)? (?:fatal )?(?:error|failure|failed)|gave up|giving up|"
+    r"will not be (?:re)?tried|no further attempts|could not be delivered and|"
+    r"has been (?:returned|rejected)|retry time(?:out)? (?:not reached|exceeded)|"
+    r"too long in the queue|expired|message was undeliverable|delivery has failed|"
+    r"failed permanently|have been returned|is being returned|returning message",
+    re.IGNORECASE,
+)
+
+
+def is_delay(msg: ParsedMessage, text: str) -> bool:
+    """A warning about a message still being retried (not a final failure)."""
+    delay_text = bool(DELAY_TEXT.search(text))
+    delay_subj = bool(DELAY_SUBJECT.search(msg.subject))
+    if not (delay_text or delay_subj):
+        return False
+    if FINAL_TEXT.search(text) and not (delay_text and delay_subj):
+        return False
+    return delay_text
+
+
+# ---- verdict building ----------------------------------------------------------------------
+
+
+def ndr(
+    msg: ParsedMessage,
+    detector: str,
+    evidence: Iterable[str],
+    *,
+    delayed: bool | None = None,
+    recipients: list[Recipient] | None = None,
+    text: str | None = None,
+) -> Verdict:
+    """A failed/delayed verdict from a free-text detector."""
+    if text is None:
+        text = report_text(msg)
+    if delayed is None:
+        delayed = is_delay(msg, text)
+    kind = Kind.DELAYED if delayed else Kind.FAILED
+    if recipients is None:
+        recipients = text_recipients(msg, text, str(kind))
+    ev = list(evidence)
+    ev.extend(header_evidence(msg))
+    if delayed:
+        ev.append("the report says delivery is still being retried")
+    return Verdict(
+        kind=kind, detector=detector, recipients=tuple(recipients), evidence=tuple(ev[:4])
+    )
+
+
+def header_evidence(msg: ParsedMessage) -> list[str]:
+    out: list[str] = []
+    frm = msg.headers.get("from")
+    if frm and DAEMON_FROM.search(frm):
+        out.append(f"From: {shorten(addr_of(frm) or frm, 60)}")
+    if msg.headers.get("x-failed-recipients"):
+        out.append("X-Failed-Recipients header")
+    return out
+
+
+def first_match(patterns: Iterable[re.Pattern[str]], text: str) -> re.Match[str] | None:
+    for p in patterns:
+        m = p.search(text)
+        if m:
+            return m
+    return None

@@ -1,0 +1,86 @@
+"""The machinery behind the free-text MTA detectors: a format is a set of phrases.
+
+Each MTA family module declares a :class:`TextFormat` (the MTA's own wording,
+optionally a sender pattern and its delay wording) and calls :func:`detect_format`.
+A format only matches a message whose headers already look like a report
+(mailer-daemon-like sender, null Return-Path, bounce-like subject or
+X-Failed-Recipients), so ordinary mail quoting the words is not taken.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..message import ParsedMessage
+from ..verdict import Verdict
+from ._base import (
+    is_delay,
+    ndr,
+    null_return_path,
+    report_text,
+    sender_is_daemon,
+    shorten,
+    subject_is_bounce,
+)
+
+SCAN = 131072  # characters of body text searched for a format's wording
+
+
+@dataclass(frozen=True, slots=True)
+class TextFormat:
+    name: str
+    markers: re.Pattern[str]
+    senders: re.Pattern[str] | None = None  # on From/Return-Path/Received/X-Mailer
+    delay: re.Pattern[str] | None = None  # this MTA's own delay-warning wording
+    need_report_headers: bool = True
+
+
+def report_headers(msg: ParsedMessage) -> bool:
+    return (
+        sender_is_daemon(msg)
+        or null_return_path(msg)
+        or subject_is_bounce(msg)
+        or "x-failed-recipients" in msg.headers
+    )
+
+
+def sender_blob(msg: ParsedMessage) -> str:
+    h = msg.headers
+    parts = [
+        h.get("from") or "",
+        h.get("return-path") or "",
+        h.get("x-mailer") or "",
+        h.get("message-id") or "",
+        h.get("sender") or "",
+        " ".join(h.get_all("received")[:3]),
+    ]
+    return " ".join(parts)
+
+
+def detect_format(msg: ParsedMessage, fmt: TextFormat) -> Verdict | None:
+    if fmt.need_report_headers and not report_headers(msg):
+        return None
+    if fmt.senders is not None and not fmt.senders.search(sender_blob(msg)):
+        return None
+    text = msg.body_text()[:SCAN]
+    m = fmt.markers.search(text)
+    if m is None:
+        return None
+    rtext = report_text(msg)
+    if fmt.delay is not None and fmt.delay.search(text):
+        delayed = True
+    else:
+        delayed = is_delay(msg, rtext)
+    return ndr(
+        msg,
+        fmt.name,
+        [f"{fmt.name} wording: '{shorten(m.group(0), 60)}'"],
+        delayed=delayed,
+        text=rtext,
+    )
+
+
+def rx(*phrases: str) -> re.Pattern[str]:
+    """One case-insensitive pattern from several (regex) phrases."""
+    return re.compile("|".join(f"(?:{p})" for p in phrases), re.IGNORECASE)

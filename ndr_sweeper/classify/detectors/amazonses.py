@@ -1,0 +1,54 @@
+"""Amazon SES: SNS JSON notifications (Bounce / Complaint / Delivery) and the
+bounces SES sends itself; Amazon WorkMail uses RFC 3464 and is handled there."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ..message import ParsedMessage
+from ..verdict import Kind, Recipient, Verdict
+from ._text import TextFormat, detect_format, rx
+
+NAME = "amazonses"
+_TYPE = re.compile(r'"notificationType"\s*:\s*"(Bounce|Complaint|Delivery)"')
+
+FORMAT = TextFormat(
+    name=NAME,
+    markers=rx(
+        r"the following message to <?[^\s>]+>? was undeliverable",
+        r"an error occurred while trying to deliver the mail to the following recipients",
+    ),
+)
+
+
+def detect(msg: ParsedMessage) -> Verdict | None:
+    text = msg.body_text()[:262144]
+    m = _TYPE.search(text)
+    if m and ("amazon" in (msg.headers.get("from") or "").lower() or '"mail"' in text):
+        kind = {"Bounce": Kind.FAILED, "Complaint": Kind.FEEDBACK_REPORT}.get(
+            m.group(1), Kind.DELIVERY_SUCCESS
+        )
+        recipients: list[Recipient] = []
+        try:
+            start = text.find("{")
+            data = json.loads(text[start : text.rfind("}") + 1])
+            if isinstance(data, dict) and isinstance(data.get("Message"), str):
+                data = json.loads(data["Message"])
+            if isinstance(data, dict):
+                b = data.get("bounce") or {}
+                for r in b.get("bouncedRecipients", [])[:50] if isinstance(b, dict) else []:
+                    if isinstance(r, dict) and r.get("emailAddress"):
+                        recipients.append(
+                            Recipient(
+                                str(r["emailAddress"]),
+                                status=r.get("status"),
+                                action=r.get("action") or "failed",
+                                diagnostic=str(r.get("diagnosticCode") or "")[:200] or None,
+                            )
+                        )
+        except (ValueError, TypeError, AttributeError):
+            msg.defects.append("unreadable SES JSON notification")
+        ev = (f"Amazon SES notification (notificationType={m.group(1)})",)
+        return Verdict(kind, NAME, recipients=tuple(recipients), evidence=ev)
+    return detect_format(msg, FORMAT)

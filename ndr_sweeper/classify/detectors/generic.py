@@ -1,0 +1,63 @@
+"""Free-text bounces from MTAs without a module of their own (tried last).
+
+Needs both: headers that look like a report (mailer-daemon-like sender, null
+Return-Path, bounce-like subject, X-Failed-Recipients) and wording that says a
+message could not be delivered, or an SMTP error reply for a named address
+under a clearly bounce-like subject.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..message import ParsedMessage
+from ..verdict import Verdict
+from ._base import STRONG_SUBJECT, ndr, report_text, sender_is_daemon, shorten
+from ._text import report_headers, rx
+
+NAME = "generic"
+
+PHRASES = rx(
+    r"(?:could|can)(?: ?not|n't) (?:be )?deliver(?:ed)?",
+    r"was not (?:be )?delivered",
+    r"(?:un|non-?)deliverable",
+    r"delivery (?:to the following recipients? )?(?:has )?failed",
+    r"failed to deliver",
+    r"unable to deliver",
+    r"(?:permanent|fatal|delivery) error",
+    r"message (?:was )?(?:rejected|refused|blocked|bounced)",
+    r"returned to (?:the )?sender",
+    r"user unknown|unknown user|no such (?:user|mailbox|recipient)|mailbox (?:unavailable|full|not found)",
+    r"recipient (?:address )?rejected|invalid recipient|address rejected",
+    r"over quota|quota exceeded|disk quota",
+    r"host not found|domain not found|no mx",
+    r"delivery (?:status )?notification",
+    r"mail delivery (?:failed|system|subsystem)",
+    r"not (?:be )?delivered|could not send|can't send|cannot send",
+    r"failed recipient|following (?:recipients?|addresses?) (?:failed|had|could)",
+    r"konnte nicht zugestellt|nicht zugestellt werden|unzustellbar",
+    r"n'a pas pu (?:être )?(?:remis|distribu)|non remis",
+    r"no se (?:ha )?pudo entregar|non (?:è stato|e' stato) (?:possibile )?recapitat",
+    r"не (?:может быть |был[оа]? )?доставлен|недоставленн",
+    r"配信(?:でき|に失敗)|送信(?:でき|に失敗)|届きませんでした|宛先不明|エラー",
+    r"awaits moderator approval|message has been rejected|posting (?:was )?rejected",
+    r"mailbox (?:is )?(?:full|disabled|inactive)|account (?:is )?(?:disabled|inactive|suspended)",
+    r"\b5\.\d\.\d{1,3}\b|\b55\d[ -]",
+)
+_SMTP_REPLY = re.compile(r"\b[45]\d\d[ -](?:\d\.\d{1,3}\.\d{1,3}\s)?[^\n]{3,}", re.M)
+_ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def detect(msg: ParsedMessage) -> Verdict | None:
+    if not report_headers(msg):
+        return None
+    text = msg.body_text()[:65536]
+    rtext = report_text(msg)
+    m = PHRASES.search(rtext) or PHRASES.search(msg.subject)
+    daemon = sender_is_daemon(msg)
+    strong_subject = STRONG_SUBJECT.search(msg.subject)
+    if m and (daemon or strong_subject or "x-failed-recipients" in msg.headers):
+        return ndr(msg, NAME, [f"bounce wording: '{shorten(m.group(0), 60)}'"], text=rtext)
+    if (daemon or strong_subject) and _SMTP_REPLY.search(text) and _ADDR.search(text):
+        return ndr(msg, NAME, ["SMTP error reply in a report"], text=rtext)
+    return None

@@ -1,0 +1,62 @@
+"""RFC 3464 delivery status notifications (``multipart/report; report-type=delivery-status``).
+
+The machine-readable ``message/delivery-status`` part says per recipient what
+happened (``Action: failed / delayed / delivered / relayed / expanded``).  This is
+the most reliable signal there is, so it is tried before the MTA-specific text
+detectors; a report without usable Action/Status fields falls through to them.
+"""
+
+from __future__ import annotations
+
+from ..message import ParsedMessage
+from ..verdict import Kind, Verdict
+from ._base import DsnRecord, dsn_records, parse_dsn_text, record_recipient
+
+NAME = "rfc3464"
+
+_SUCCESS = ("delivered", "relayed", "expanded", "deliverable", "delivered-to")
+
+
+def _action(rec: DsnRecord) -> str:
+    words = rec.get("action").lower().split()
+    a = words[0] if words else ""
+    if not a:
+        st = rec.get("status").strip()
+        if st[:1] == "5":
+            return "failed"
+        if st[:1] == "2":
+            return "delivered"
+    return a
+
+
+def detect(msg: ParsedMessage) -> Verdict | None:
+    if msg.ctype in ("message/delivery-status", "message/global-delivery-status"):
+        _, recs = parse_dsn_text(msg.body)
+    elif msg.ctype.startswith("multipart/"):
+        recs = dsn_records(msg)
+    else:
+        return None
+    if not recs:
+        return None
+    actions = [_action(r) for r in recs]
+    failed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("fail")]
+    delayed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("delay")]
+    success = [r for r, a in zip(recs, actions, strict=True) if a.startswith(_SUCCESS)]
+    ev = [f"{msg.ctype or 'message'}; report-type={msg.report_type or 'none'}"]
+    if failed:
+        kind = Kind.FAILED
+        ev.append(f"Action: failed for {len(failed)} recipient{'s' if len(failed) > 1 else ''}")
+    elif delayed:
+        kind = Kind.DELAYED
+        ev.append(f"Action: delayed for {len(delayed)} recipient{'s' if len(delayed) > 1 else ''}")
+    elif success and len(success) == len(recs):
+        kind = Kind.DELIVERY_SUCCESS
+        ev.append("every recipient delivered/relayed/expanded")
+    else:
+        return None
+    return Verdict(
+        kind=kind,
+        detector=NAME,
+        recipients=tuple(record_recipient(r) for r in recs[:50]),
+        evidence=tuple(ev),
+    )

@@ -1,0 +1,65 @@
+"""classify(): run the detectors in order and put the verdict together."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+from .detectors import ORDER
+from .extract import extract_original, normalise_id
+from .message import ParsedMessage, parse
+from .prefilter import headers_may_be_report
+from .verdict import Kind, Verdict
+
+log = logging.getLogger(__name__)
+
+_IDS = re.compile(r"<([^<>\s]{1,900})>")
+
+
+def classify(raw: bytes) -> Verdict:
+    """Classify one message. Pure, never raises: bad input becomes defects."""
+    try:
+        return _classify(raw)
+    except Exception as exc:  # pragma: no cover - last-resort guard
+        log.debug("classifier error", exc_info=True)
+        return Verdict(
+            kind=Kind.NOT_NDR,
+            detector="error",
+            defects=(f"internal error while classifying: {type(exc).__name__}",),
+        )
+
+
+def _classify(raw: bytes) -> Verdict:
+    msg = parse(raw)
+    verdict: Verdict | None = None
+    if headers_may_be_report(msg.headers):
+        for _name, detect in ORDER:
+            verdict = detect(msg)
+            if verdict is not None:
+                break
+    if verdict is None:
+        verdict = Verdict(kind=Kind.NOT_NDR, detector="none", evidence=("no report signs",))
+    return _complete(msg, verdict)
+
+
+def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
+    original = v.original
+    if v.kind is not Kind.NOT_NDR and original.message_id is None and not original.other_message_ids:
+        original = extract_original(msg)
+    reply_ids: list[str] = []
+    for name in ("in-reply-to", "references"):
+        for value in msg.headers.get_all(name):
+            for ident in _IDS.findall(value[:20000]):
+                i = normalise_id(ident)
+                if i and i not in reply_ids:
+                    reply_ids.append(i)
+    return dataclasses.replace(
+        v,
+        original=original,
+        defects=tuple(dict.fromkeys([*v.defects, *msg.defects])),
+        message_id=normalise_id(msg.headers.get("message-id")),
+        subject=msg.subject or None,
+        from_=" ".join(msg.from_.split()) or None,
+        reply_to_ids=tuple(reply_ids[:50]),
+    )

@@ -1,0 +1,297 @@
+"""Find the original message a report is about: its Message-ID(s) and headers.
+
+Sources, best first:
+
+1. an embedded message: ``message/rfc822`` or ``message/global`` (RFC 6533) parts,
+   also when the part itself is base64 / quoted-printable encoded;
+2. a header-only part: ``text/rfc822-headers`` or ``message/global-headers``;
+3. ``Original-Message-ID`` / ``X-Original-Message-ID`` style fields of a
+   delivery-status or disposition-notification part (or in the report's text);
+4. headers quoted in the report's text, after a separator such as
+   "------ This is a copy of the message, including all the headers" or
+   "----- Original message -----".
+
+Nested reports (a gateway's NDR wrapping another NDR): the original is the
+innermost message that was *sent*; the wrapped report's own Message-ID goes into
+``Original.other_message_ids``.  An embedded message that is not itself a report
+(a digest, a forward) is never descended into.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .message import (
+    MAX_TEXT,
+    Headers,
+    ParsedMessage,
+    Part,
+    decode_words,
+    parse_header_block,
+)
+from .verdict import Original
+
+_ANGLE_ID = re.compile(r"<\s*([^<>\s]{1,900}?)\s*>")
+_BARE_ID = re.compile(r"([^<>\s\"',;()\[\]]{1,900}@[^<>\s\"',;()\[\]]{1,300})")
+
+_ORIG_ID_FIELD = re.compile(
+    r"^[ \t>|]*(?:X-)?Original-Message-ID[ \t]*:[ \t]*(\S[^\n]{0,1000})",
+    re.IGNORECASE | re.MULTILINE,
+)
+# A "Message-ID:" line in quoted text; allows quote prefixes and indentation.
+_QUOTED_ID = re.compile(
+    r"^[ \t>|]*Message-?ID[ \t]*:[ \t]*(\S[^\n]{0,1000}|\n[ \t]+\S[^\n]{0,1000})",
+    re.IGNORECASE | re.MULTILINE,
+)
+_QUOTED_FIELD = re.compile(r"^[ \t>|]*([A-Za-z][A-Za-z0-9-]{0,60})[ \t]*:[ \t]*(.*)$")
+
+REPORT_FROM = re.compile(
+    r"mailer[-_ ]?daemon|postmaster|mail ?delivery|mailadmin|mail administrator|"
+    r"mail system|MAILER|daemon@|bounce|returned mail|"
+    r"nobody@|mdaemon|mail ?router|smtp ?gateway",
+    re.IGNORECASE,
+)
+REPORT_SUBJECT = re.compile(
+    r"undeliver|undelivered|returned mail|returned to sender|delivery status|"
+    r"delivery (?:failure|failed|notification|problem|report)|failure notice|"
+    r"mail delivery|non[- ]?delivery|could not be delivered|not delivered|"
+    r"delivery has failed|warning: |delayed|nondeliverable|mail system error|"
+    r"rejected|unzustellbar|bounce",
+    re.IGNORECASE,
+)
+
+
+def normalise_id(value: str | None) -> str | None:
+    """``<abc@x>`` -> ``abc@x``; whitespace removed; None when there is no ID."""
+    if not value:
+        return None
+    value = value.strip()
+    m = _ANGLE_ID.search(value)
+    if m:
+        ident = m.group(1)
+    else:
+        m2 = _BARE_ID.search(value)
+        if m2:
+            ident = m2.group(1)
+        else:
+            ident = value.split()[0] if value.split() else ""
+            if not ident or len(ident) > 900 or ident.lower() in ("none", "unknown"):
+                return None
+    ident = "".join(ident.split()).strip("<>")
+    return ident or None
+
+
+def _looks_like_report(h: Headers) -> bool:
+    ct = (h.get("content-type") or "").lower()
+    if "multipart/report" in ct:
+        return True
+    frm = h.get("from") or ""
+    subj = decode_words(h.get("subject") or "")
+    return bool(REPORT_FROM.search(frm)) and bool(REPORT_SUBJECT.search(subj))
+
+
+def _ancestors(p: Part) -> list[Part]:
+    out: list[Part] = []
+    q = p.parent
+    while q is not None and len(out) < 100:
+        out.append(q)
+        q = q.parent
+    return out
+
+
+def _is_within(p: Part, container: Part) -> bool:
+    return any(a is container for a in _ancestors(p))
+
+
+class _Source:
+    __slots__ = ("headers", "kind", "part")
+
+    def __init__(self, headers: Headers, kind: str, part: Part | None) -> None:
+        self.headers = headers
+        self.kind = kind
+        self.part = part
+
+
+def _structural_sources(msg: ParsedMessage) -> list[_Source]:
+    out: list[_Source] = []
+    for p in msg.parts:
+        if p.is_message_head:
+            out.append(_Source(p.headers, p.parent.ctype if p.parent else "message/rfc822", p))
+        elif p.ctype in ("text/rfc822-headers", "message/global-headers", "text/rfc822-header"):
+            block = p.decoded(msg.defects).lstrip("\n")
+            fields = parse_header_block(block)
+            if fields:
+                out.append(_Source(Headers(fields), p.ctype, p))
+    return out
+
+
+def _choose_structural(msg: ParsedMessage, sources: list[_Source]) -> tuple[_Source | None, list[str]]:
+    """The innermost sent message, following only embedded *reports* inward."""
+    wrapped_ids: list[str] = []
+    if not sources:
+        return None, wrapped_ids
+    # top-level sources: those not inside another source's message
+    heads = [s for s in sources if s.part is not None]
+    current: _Source | None = None
+    for s in heads:
+        if s.part is not None and not any(
+            o is not s and o.part is not None and o.part.is_message_head
+            and _is_within(s.part, o.part)
+            for o in heads
+        ):
+            current = s
+            break
+    if current is None:
+        current = sources[0]
+    for _ in range(20):
+        if current.part is None or not current.part.is_message_head:
+            break
+        if not _looks_like_report(current.headers):
+            break
+        inner = [
+            s for s in sources
+            if s is not current and s.part is not None and _is_within(s.part, current.part)
+        ]
+        if not inner:
+            # the embedded report may quote its original in text
+            quoted = _quoted_source(current.part.text(), skip_first_report=False)
+            if quoted is None:
+                break
+            own = normalise_id(current.headers.get("message-id"))
+            if own:
+                wrapped_ids.append(own)
+            return quoted, wrapped_ids
+        own = normalise_id(current.headers.get("message-id"))
+        if own:
+            wrapped_ids.append(own)
+        # prefer the first direct (shallowest) inner source
+        current = inner[0]
+    return current, wrapped_ids
+
+
+def _quoted_block(text: str, pos: int) -> Headers:
+    """Header-like lines around ``pos`` in quoted text, as Headers."""
+    start = text.rfind("\n\n", max(0, pos - 20000), pos)
+    start = 0 if start < 0 else start + 2
+    # walk back line by line while lines look like header fields
+    lines_before = text[start:pos].split("\n")
+    kept: list[str] = []
+    for line in reversed(lines_before[:-1] if lines_before else []):
+        stripped = line.lstrip(" \t>|")
+        if not stripped:
+            break
+        if _QUOTED_FIELD.match(line) or line[:1] in " \t":
+            kept.append(stripped if _QUOTED_FIELD.match(line) else " " + stripped)
+        else:
+            break
+        if len(kept) > 200:
+            break
+    kept.reverse()
+    after = text[pos : pos + 20000].split("\n")
+    for i, line in enumerate(after):
+        stripped = line.lstrip(">|")
+        if not stripped.strip():
+            break
+        if i > 0 and not _QUOTED_FIELD.match(line) and line[:1] not in " \t":
+            break
+        kept.append(stripped.lstrip() if _QUOTED_FIELD.match(line) else " " + stripped.strip())
+        if i > 200:
+            break
+    return Headers(parse_header_block("\n".join(kept)))
+
+
+def _quoted_source(text: str, skip_first_report: bool = True) -> _Source | None:
+    text = text[:MAX_TEXT]
+    found: list[_Source] = []
+    for m in _QUOTED_ID.finditer(text):
+        h = _quoted_block(text, m.start())
+        if h.get("message-id") is None:
+            val = m.group(1).strip()
+            h = Headers([*h.fields, ("Message-ID", val)])
+        found.append(_Source(h, "quoted-text", None))
+        if len(found) >= 6:
+            break
+    if not found:
+        return None
+    # a quoted report (a bounce forwarded / wrapped as text) -> prefer what it quotes
+    chosen = found[0]
+    for s in found[1:]:
+        if _looks_like_report(chosen.headers) and normalise_id(
+            s.headers.get("message-id")
+        ) != normalise_id(chosen.headers.get("message-id")):
+            chosen = s
+        else:
+            break
+    return chosen
+
+
+def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
+    ids: list[str] = []
+    for p in msg.parts:
+        if p.ctype.startswith("message/") and (
+            "delivery-status" in p.ctype or "disposition-notification" in p.ctype
+            or "feedback-report" in p.ctype
+        ):
+            for m in _ORIG_ID_FIELD.finditer(p.decoded(msg.defects)):
+                i = normalise_id(m.group(1))
+                if i and i not in ids:
+                    ids.append(i)
+    return ids
+
+
+def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Original:
+    """Everything the report says about the original message."""
+    structural = _structural_sources(msg)
+    chosen, wrapped = _choose_structural(msg, structural)
+    other: list[str] = list(wrapped)
+    dsn_ids = _dsn_original_ids(msg)
+    text = body_text if body_text is not None else msg.body_text()
+    if chosen is not None and normalise_id(chosen.headers.get("message-id")) is None:
+        # an embedded message without an ID (e.g. "Message removed"): try other sources
+        alt = next(
+            (s for s in structural if normalise_id(s.headers.get("message-id"))), None
+        )
+        if alt is not None and not dsn_ids:
+            chosen = alt
+        elif dsn_ids:
+            return _build(chosen.headers, dsn_ids[0], [*other, *dsn_ids[1:]])
+        else:
+            q = _quoted_source(text)
+            if q is not None:
+                return _build(chosen.headers, normalise_id(q.headers.get("message-id")), other)
+    if chosen is None and dsn_ids:
+        return _build(None, dsn_ids[0], [*other, *dsn_ids[1:]])
+    if chosen is None:
+        orig_fields = [normalise_id(m.group(1)) for m in _ORIG_ID_FIELD.finditer(text[:MAX_TEXT])]
+        orig_ids = [i for i in orig_fields if i]
+        q = _quoted_source(text)
+        if q is None and orig_ids:
+            return _build(None, orig_ids[0], orig_ids[1:])
+        if q is None:
+            return Original()
+        chosen = q
+    mid = normalise_id(chosen.headers.get("message-id"))
+    for i in dsn_ids:
+        if i != mid and i not in other:
+            other.append(i)
+    return _build(chosen.headers, mid, [i for i in other if i != mid])
+
+
+def _build(h: Headers | None, mid: str | None, other: list[str]) -> Original:
+    if h is None:
+        return Original(message_id=mid, other_message_ids=tuple(dict.fromkeys(other)))
+    received = tuple(" ".join(r.split())[:300] for r in h.get_all("received")[:30])
+    return Original(
+        message_id=mid,
+        other_message_ids=tuple(i for i in dict.fromkeys(other) if i != mid),
+        from_=_clean(h.text("from")),
+        to=_clean(h.text("to")),
+        subject=_clean(h.text("subject")),
+        date=_clean(h.text("date")),
+        received=received,
+    )
+
+
+def _clean(v: str) -> str | None:
+    v = " ".join(v.split())
+    return v[:500] if v else None

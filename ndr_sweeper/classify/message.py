@@ -1,0 +1,484 @@
+"""A small, bounded MIME reader for the classifier.
+
+It does only what the detectors need and never raises: line endings are
+normalised to LF, leading blank lines and an mbox ``From `` line are dropped,
+the input is capped, the MIME tree is walked iteratively with limits on the
+number of parts and the nesting depth, and anything malformed becomes a
+defect string.  Text is held as ``str`` decoded as Latin-1 (lossless), and
+re-decoded with the declared charset only when a part's text is asked for.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+
+MAX_INPUT = 2 * 1024 * 1024  # bytes of a message we look at at all
+MAX_HEADER = 256 * 1024  # characters of one header block
+MAX_HEADER_FIELDS = 2000
+MAX_PARTS = 300  # MIME parts walked
+MAX_DEPTH = 12  # multipart / message nesting
+MAX_TEXT = 512 * 1024  # characters of body text scanned
+MAX_PART_BODY = 1024 * 1024  # characters of one part decoded
+
+_CT_PARAM = re.compile(
+    r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)', re.DOTALL
+)
+_ENC_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_HEADER_LINE = re.compile(r"[!-9;-~]+[ \t]*:")
+
+
+def normalise(raw: bytes, defects: list[str]) -> str:
+    """Bytes to a Latin-1 str with LF line ends, no leading blank lines, capped."""
+    if len(raw) > MAX_INPUT:
+        raw = raw[:MAX_INPUT]
+        defects.append(f"message truncated to {MAX_INPUT} bytes")
+    if b"\r" in raw:
+        if b"\r\n" in raw:
+            raw = raw.replace(b"\r\n", b"\n")
+        if b"\r" in raw:
+            raw = raw.replace(b"\r", b"\n")
+    text = raw.decode("latin-1")
+    stripped = text.lstrip(" \t\n")
+    if len(stripped) != len(text) and "\n" in text[: len(text) - len(stripped)]:
+        defects.append("blank lines before the header")
+    text = stripped
+    if text.startswith("From ") or text.startswith(">From "):
+        nl = text.find("\n")
+        text = text[nl + 1 :] if nl >= 0 else ""
+    return text
+
+
+def split_header(text: str) -> tuple[str, str]:
+    """Split at the first empty line (header, body)."""
+    idx = text.find("\n\n")
+    if idx < 0:
+        return text, ""
+    return text[: idx + 1], text[idx + 2 :]
+
+
+def parse_header_block(block: str, defects: list[str] | None = None) -> list[tuple[str, str]]:
+    """Unfold and split a header block into (name, value) pairs.
+
+    Stops at the first line that is neither a header field nor a continuation
+    (the body started without an empty line).
+    """
+    if len(block) > MAX_HEADER:
+        block = block[:MAX_HEADER]
+        if defects is not None:
+            defects.append("header block truncated")
+    fields: list[tuple[str, str]] = []
+    name: str | None = None
+    value_parts: list[str] = []
+    for line in block.split("\n"):
+        if not line:
+            continue
+        if line[0] in " \t":
+            if name is not None:
+                value_parts.append(line.strip())
+            continue
+        m = _HEADER_LINE.match(line)
+        if m is None:
+            if defects is not None and name is None and not fields:
+                defects.append("no header fields")
+            break
+        if name is not None:
+            fields.append((name, " ".join(value_parts)))
+            if len(fields) >= MAX_HEADER_FIELDS:
+                name = None
+                if defects is not None:
+                    defects.append("too many header fields")
+                break
+        colon = line.index(":")
+        name = line[:colon].strip()
+        value_parts = [line[colon + 1 :].strip()]
+    if name is not None:
+        fields.append((name, " ".join(value_parts)))
+    return fields
+
+
+def header_end(text: str) -> int:
+    """Where the header block of ``text`` ends (index of the body start).
+
+    Like :func:`split_header` but also stops at the first line that is not a
+    header field, as the stdlib parser does.
+    """
+    pos = 0
+    n = len(text)
+    first = True
+    while pos < n:
+        nl = text.find("\n", pos)
+        end = n if nl < 0 else nl
+        line = text[pos:end]
+        if not line.strip():
+            return n if nl < 0 else nl + 1
+        if line[0] in " \t":
+            if first:
+                return pos
+        elif _HEADER_LINE.match(line) is None:
+            return pos
+        first = False
+        if nl < 0:
+            return n
+        pos = nl + 1
+        if pos > MAX_HEADER:
+            return pos
+    return n
+
+
+def decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded words; never raises."""
+    if "=?" not in value or _ENC_WORD.search(value) is None:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:
+        return value
+
+
+def content_type(value: str | None) -> tuple[str, dict[str, str]]:
+    """Parse a Content-Type value into (type/subtype lowercased, params)."""
+    if not value:
+        return "", {}
+    semi = value.find(";")
+    main = (value if semi < 0 else value[:semi]).strip().lower()
+    params: dict[str, str] = {}
+    if semi >= 0:
+        for m in _CT_PARAM.finditer(value[semi:]):
+            v = m.group(2)
+            if v.startswith('"'):
+                v = v[1:-1] if v.endswith('"') and len(v) > 1 else v[1:]
+                v = v.replace('\\"', '"')
+            params.setdefault(m.group(1).lower(), v)
+    if "/" not in main:
+        main = main + "/" if main else ""
+    return main, params
+
+
+class Headers:
+    """Header fields of a message or part, case-insensitive look-up."""
+
+    __slots__ = ("_index", "fields")
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self.fields = fields
+        index: dict[str, list[str]] = {}
+        for name, value in fields:
+            index.setdefault(name.lower(), []).append(value)
+        self._index = index
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        vals = self._index.get(name.lower())
+        return vals[0] if vals else default
+
+    def get_all(self, name: str) -> list[str]:
+        return self._index.get(name.lower(), [])
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._index
+
+    def text(self, name: str) -> str:
+        """The decoded value (RFC 2047) or ''."""
+        v = self.get(name)
+        return decode_words(v) if v else ""
+
+
+@dataclass(slots=True)
+class Part:
+    """One MIME part (or the header of an embedded message).
+
+    ``embedded`` counts how many message/* envelopes enclose the part; 0 is
+    the report itself.  ``is_message_head`` marks the pseudo part that holds
+    the headers of an embedded message (its ``body`` is that message's body).
+    """
+
+    ctype: str
+    params: dict[str, str]
+    headers: Headers
+    body: str
+    depth: int
+    embedded: int
+    is_message_head: bool = False
+    parent: Part | None = None
+    _text: str | None = None
+
+    @property
+    def cte(self) -> str:
+        return (self.headers.get("content-transfer-encoding") or "").strip().lower()
+
+    def payload_bytes(self, defects: list[str] | None = None) -> bytes:
+        """The body with its Content-Transfer-Encoding undone."""
+        body = self.body[:MAX_PART_BODY]
+        cte = self.cte
+        if cte == "base64":
+            try:
+                return binascii.a2b_base64(_clean_b64(body))
+            except (binascii.Error, ValueError):
+                if defects is not None:
+                    defects.append(f"bad base64 in {self.ctype or 'part'}")
+                return body.encode("latin-1", "replace")
+        if cte == "quoted-printable":
+            try:
+                return binascii.a2b_qp(body.encode("latin-1", "replace"))
+            except (binascii.Error, ValueError):
+                return body.encode("latin-1", "replace")
+        return body.encode("latin-1", "replace")
+
+    def decoded(self, defects: list[str] | None = None) -> str:
+        """The decoded body as Latin-1 str (bytes 1:1), CTE undone, LF line ends."""
+        cte = self.cte
+        if cte not in ("base64", "quoted-printable"):
+            return self.body[:MAX_PART_BODY]
+        data = self.payload_bytes(defects)
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return data.decode("latin-1")
+
+    def text(self, defects: list[str] | None = None) -> str:
+        """The body decoded with its charset (for reading phrases)."""
+        if self._text is None:
+            raw = self.decoded(defects).encode("latin-1", "replace")
+            charset = self.params.get("charset", "").strip().lower() or "utf-8"
+            try:
+                txt = raw.decode(charset, "replace")
+            except (LookupError, ValueError):
+                txt = raw.decode("utf-8", "replace")
+            if b"\x1b$" in raw[:4096] and charset == "utf-8":
+                try:
+                    txt = raw.decode("iso-2022-jp", "replace")
+                except (LookupError, ValueError):
+                    pass
+            self._text = txt
+        return self._text
+
+
+def _clean_b64(body: str) -> bytes:
+    data = body.encode("latin-1", "replace")
+    data = re.sub(rb"[^A-Za-z0-9+/=]", b"", data)
+    rem = len(data.rstrip(b"=")) % 4
+    data = data.rstrip(b"=")
+    if rem == 1:
+        data = data[:-1]
+    elif rem:
+        data += b"=" * (4 - rem)
+    return data
+
+
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/partial"})
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    """A message read by :func:`parse`: top headers now, MIME parts on demand."""
+
+    text: str
+    headers: Headers
+    body: str
+    defects: list[str] = field(default_factory=list)
+    ctype: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    _parts: list[Part] | None = None
+    _body_text: str | None = None
+
+    # ---- top-level header conveniences -------------------------------------------------
+    def header(self, name: str) -> str:
+        return self.headers.text(name)
+
+    @property
+    def subject(self) -> str:
+        return " ".join(self.headers.text("subject").split())
+
+    @property
+    def from_(self) -> str:
+        return self.headers.text("from")
+
+    # ---- MIME ------------------------------------------------------------------------
+    @property
+    def parts(self) -> list[Part]:
+        if self._parts is None:
+            self._parts = walk(self, self.defects)
+        return self._parts
+
+    @property
+    def report_type(self) -> str:
+        return self.params.get("report-type", "").strip().lower()
+
+    def body_text(self) -> str:
+        """The report's own human-readable text (not the embedded message), capped.
+
+        Text parts outside any embedded message, decoded; when the MIME structure
+        gives nothing (or is broken) the raw body is used so phrases are still found.
+        """
+        if self._body_text is None:
+            chunks: list[str] = []
+            size = 0
+            for p in self.parts:
+                if p.embedded or p.is_message_head:
+                    continue
+                if p.ctype in ("text/plain", "", "text/"):
+                    t = p.text(self.defects)
+                elif p.ctype == "text/html" and not any(
+                    q.ctype == "text/plain" and q.parent is p.parent and not q.embedded
+                    for q in self.parts
+                ):
+                    t = strip_html(p.text(self.defects))
+                else:
+                    continue
+                chunks.append(t)
+                size += len(t)
+                if size > MAX_TEXT:
+                    break
+            text = "\n".join(chunks)
+            if not text.strip():
+                text = self.body
+            self._body_text = text[:MAX_TEXT]
+        return self._body_text
+
+
+_TAG = re.compile(r"<[^>]{0,2000}>")
+_BR = re.compile(r"<(?:br|/p|/div|/tr|p|div)\b[^>]{0,200}>", re.IGNORECASE)
+
+
+def strip_html(html: str) -> str:
+    import html as html_mod
+
+    html = html[:MAX_TEXT]
+    html = re.sub(r"(?is)<(style|script)\b.*?</\1\s*>", " ", html)
+    html = _BR.sub("\n", html)
+    html = _TAG.sub("", html)
+    return html_mod.unescape(html)
+
+
+def parse(raw: bytes) -> ParsedMessage:
+    """Read the top-level header of ``raw``; the MIME body is read lazily."""
+    defects: list[str] = []
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        defects.append("input is not bytes")
+        raw = str(raw).encode("utf-8", "replace")
+    text = normalise(bytes(raw), defects)
+    end = header_end(text)
+    if end > MAX_HEADER:
+        defects.append("header block longer than the limit")
+    block = text[:end]
+    body = text[end:]
+    if body.startswith("\n"):
+        body = body[1:]
+    elif body:
+        defects.append("missing blank line after the header")
+    fields = parse_header_block(block, defects)
+    headers = Headers(fields)
+    ctype, params = content_type(headers.get("content-type"))
+    return ParsedMessage(
+        text=text, headers=headers, body=body, defects=defects, ctype=ctype, params=params
+    )
+
+
+def _find_boundary(body: str) -> str | None:
+    """Guess a multipart boundary from the body (first ``--token`` line)."""
+    for m in re.finditer(r"^--([^\s-][^\n]{0,200}?)[ \t]*$", body[:65536], re.MULTILINE):
+        token = m.group(1)
+        if token.endswith("--"):
+            token = token[:-2]
+        if len(token) >= 6:
+            return token
+    return None
+
+
+def _split_multipart(body: str, boundary: str) -> tuple[list[str], bool]:
+    """Split a multipart body into its parts. Returns (parts, closed)."""
+    delim = re.compile(r"^--" + re.escape(boundary) + r"(--)?[ \t]*$", re.MULTILINE)
+    pieces: list[str] = []
+    start: int | None = None
+    closed = False
+    for m in delim.finditer(body):
+        if start is not None:
+            end = m.start()
+            if end > start and body[end - 1] == "\n":
+                end -= 1
+            pieces.append(body[start:end])
+            if len(pieces) > MAX_PARTS:
+                break
+        if m.group(1):
+            closed = True
+            start = None
+            break
+        start = m.end() + 1
+    if start is not None and start <= len(body):
+        pieces.append(body[start:])
+    return pieces, closed
+
+
+def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
+    """Flatten the MIME tree of ``msg`` into parts in document order (bounded)."""
+    out: list[Part] = []
+    root = Part(msg.ctype, msg.params, msg.headers, msg.body, 0, 0)
+    # stack of parts still to expand, processed in document order
+    stack: list[Part] = [root]
+    seen_limit = False
+    while stack:
+        part = stack.pop()
+        out.append(part)
+        if len(out) >= MAX_PARTS:
+            if not seen_limit:
+                defects.append(f"more than {MAX_PARTS} MIME parts; the rest ignored")
+                seen_limit = True
+            break
+        children: list[Part] = []
+        if part.ctype.startswith("multipart/"):
+            if part.depth >= MAX_DEPTH:
+                defects.append("MIME nesting too deep")
+                continue
+            boundary = part.params.get("boundary")
+            body = part.decoded(defects) if part.cte in ("base64", "quoted-printable") else part.body
+            pieces: list[str] = []
+            if boundary:
+                pieces, closed = _split_multipart(body, boundary)
+                if not pieces:
+                    defects.append("multipart boundary not found")
+                elif not closed:
+                    defects.append("multipart not closed")
+            if not pieces:
+                guess = _find_boundary(body)
+                if guess and guess != boundary:
+                    pieces, _ = _split_multipart(body, guess)
+                    if pieces:
+                        defects.append("multipart boundary guessed from the body")
+            if not pieces:
+                # treat the whole body as text so phrases are still found
+                children.append(
+                    Part("text/plain", {}, Headers([]), body, part.depth + 1, part.embedded,
+                         parent=part)
+                )
+            for piece in pieces:
+                end = header_end(piece)
+                fields = parse_header_block(piece[:end])
+                sub_body = piece[end:]
+                if sub_body.startswith("\n"):
+                    sub_body = sub_body[1:]
+                h = Headers(fields)
+                ct, params = content_type(h.get("content-type"))
+                if not ct:
+                    ct = "message/rfc822" if part.ctype == "multipart/digest" else "text/plain"
+                children.append(Part(ct, params, h, sub_body, part.depth + 1, part.embedded,
+                                     parent=part))
+        elif part.ctype in _MESSAGE_TYPES:
+            if part.depth >= MAX_DEPTH:
+                defects.append("message nesting too deep")
+                continue
+            inner = part.decoded(defects)
+            if part.ctype == "message/rfc822" or part.ctype == "message/global":
+                inner = inner.lstrip("\n")
+            end = header_end(inner)
+            fields = parse_header_block(inner[:end])
+            h = Headers(fields)
+            sub_body = inner[end:]
+            if sub_body.startswith("\n"):
+                sub_body = sub_body[1:]
+            ct, params = content_type(h.get("content-type"))
+            head = Part(ct or "text/plain", params, h, sub_body, part.depth + 1,
+                        part.embedded + 1, is_message_head=True, parent=part)
+            children.append(head)
+        stack.extend(reversed(children))
+    return out

@@ -1,0 +1,74 @@
+"""Header-only prefilter for the IMAP sweep.
+
+The sweep fetches :data:`HEADER_FIELDS` of every message and the full message only
+when :func:`may_be_report` says it could be an NDR or a look-alike.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .detectors._base import BOUNCE_SUBJECT, DAEMON_FROM, addr_of
+from .message import Headers, decode_words, normalise, parse_header_block
+
+HEADER_FIELDS: tuple[str, ...] = (
+    "From",
+    "Sender",
+    "Return-Path",
+    "Subject",
+    "Content-Type",
+    "Auto-Submitted",
+    "X-Failed-Recipients",
+    "Precedence",
+    "X-Autoreply",
+    "X-Autorespond",
+    "Message-ID",
+    "In-Reply-To",
+)
+
+_LOOKALIKE_SUBJECT = re.compile(
+    r"out of (?:the )?office|auto(?:matic)?[- ]?(?:reply|response|antwort|r[eé]ponse)|autoreply|"
+    r"vacation|abwesen|absence|report[ _-]?domain|dmarc|tls report|complaint|abuse|"
+    r"^\s*(?:read|not read|gelesen)\s*:|verif|confirm|guest list|feedback|"
+    r"infected|quarantin|spam",
+    re.IGNORECASE,
+)
+
+
+def headers_may_be_report(h: Headers) -> bool:
+    """The decision itself, on already parsed header fields."""
+    for name in ("from", "sender"):
+        v = h.get(name)
+        if v is not None and (DAEMON_FROM.search(decode_words(v)) or addr_of(v) == ""):
+            return True
+    rp = (h.get("return-path") or "x").strip().lower()
+    if rp in ("<>", "", "<mailer-daemon>", "mailer-daemon"):
+        return True
+    subject = decode_words(h.get("subject") or "")
+    if BOUNCE_SUBJECT.search(subject) or _LOOKALIKE_SUBJECT.search(subject):
+        return True
+    ct = (h.get("content-type") or "").lower()
+    if "report" in ct or "message/" in ct or "ms-tnef" in ct:
+        return True
+    auto = (h.get("auto-submitted") or "no").strip().lower()
+    if not auto.startswith("no"):
+        return True
+    if "x-failed-recipients" in h or "x-autoreply" in h or "x-autorespond" in h:
+        return True
+    prec = (h.get("precedence") or "").lower()
+    return "auto" in prec
+
+
+def may_be_report(header_bytes: bytes) -> bool:
+    """True when a message with these header fields could be an NDR or a look-alike.
+
+    ``header_bytes`` is what ``BODY.PEEK[HEADER.FIELDS (...)]`` returns for
+    :data:`HEADER_FIELDS` (a full header block works too).  Never raises; when in
+    doubt it says True (the full message is then fetched and classified).
+    """
+    try:
+        defects: list[str] = []
+        text = normalise(bytes(header_bytes), defects)
+        return headers_may_be_report(Headers(parse_header_block(text, defects)))
+    except Exception:
+        return True
