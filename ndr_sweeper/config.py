@@ -112,11 +112,14 @@ class Config:
             f"{', '.join(self.names) or '(none)'}"
         )
 
-    def select(self, names: Sequence[str] | None) -> list[Account]:
+    def select(self, names: Sequence[str] | str | None) -> list[Account]:
         """The accounts named (in that order, once each), or every enabled one when none are.
 
-        An account named explicitly is returned even when ``enabled = false``.
+        An account named explicitly is returned even when ``enabled = false``. A single
+        string is one name (not a sequence of one-letter names).
         """
+        if isinstance(names, str):
+            names = [names]
         if not names:
             chosen = [a for a in self.accounts if a.enabled]
             if not chosen:
@@ -576,7 +579,7 @@ class _Loader:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate the configuration.
 
     ``path`` is the one given on the command line (None when not given); then

@@ -320,6 +320,7 @@ def test_select(tmp_path: Path) -> None:
     assert [a.name for a in cfg.select(None)] == ["work"]
     assert [a.name for a in cfg.select([])] == ["work"]
     assert [a.name for a in cfg.select(["home", "work", "home"])] == ["home", "work"]
+    assert [a.name for a in cfg.select("home")] == ["home"]  # one name, not letters
     assert cfg.account("home").name == "home"
     with pytest.raises(
         ConfigError, match=r"no account named 'nope': known accounts are work, home"
