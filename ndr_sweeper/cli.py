@@ -118,7 +118,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
             )
         if not run_id:
             raise ConfigError("no run to undo: `ndr-sweeper history` lists the runs")
-        run = next((r for r in state.runs(limit=100000) if r.id == run_id), None)
+        run = state.run(run_id)
         if run is None:
             raise ConfigError(f"no run {run_id!r}: `ndr-sweeper history` lists the runs")
         rows = state.run_entries(run_id)
