@@ -103,6 +103,17 @@ def _is_within(p: Part, container: Part) -> bool:
     return any(a is container for a in _ancestors(p))
 
 
+_HEADER_PARTS = frozenset(
+    {
+        "text/rfc822-headers",
+        "text/rfc822-header",
+        "message/rfc822-headers",
+        "message/global-headers",
+        "text/global-headers",
+    }
+)
+
+
 class _Source:
     __slots__ = ("headers", "kind", "part")
 
@@ -117,11 +128,19 @@ def _structural_sources(msg: ParsedMessage) -> list[_Source]:
     for p in msg.parts:
         if p.is_message_head:
             out.append(_Source(p.headers, p.parent.ctype if p.parent else "message/rfc822", p))
-        elif p.ctype in ("text/rfc822-headers", "message/global-headers", "text/rfc822-header"):
+        elif p.ctype in _HEADER_PARTS:
             block = p.decoded(msg.defects).lstrip("\n")
-            fields = parse_header_block(block)
+            fields = parse_header_block(block, lenient=True)
             if fields:
                 out.append(_Source(Headers(fields), p.ctype, p))
+        elif (
+            "content-type" not in p.headers
+            and "message-id" in p.headers
+            and ("from" in p.headers or "to" in p.headers)
+            and p.parent is not None
+        ):
+            # a returned message pasted as a part without a Content-Type
+            out.append(_Source(p.headers, "part-headers", p))
     return out
 
 
@@ -267,6 +286,9 @@ def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Origin
         q = _quoted_source(text)
         if q is None and orig_ids:
             return _build(None, orig_ids[0], orig_ids[1:])
+        if q is None and text is not msg.body:
+            # the raw body: returned headers in a part the MIME reading did not name
+            q = _quoted_source(msg.body)
         if q is None:
             return Original()
         chosen = q

@@ -59,11 +59,14 @@ def split_header(text: str) -> tuple[str, str]:
     return text[: idx + 1], text[idx + 2 :]
 
 
-def parse_header_block(block: str, defects: list[str] | None = None) -> list[tuple[str, str]]:
+def parse_header_block(
+    block: str, defects: list[str] | None = None, lenient: bool = False
+) -> list[tuple[str, str]]:
     """Unfold and split a header block into (name, value) pairs.
 
     Stops at the first line that is neither a header field nor a continuation
-    (the body started without an empty line).
+    (the body started without an empty line); with ``lenient`` such lines are
+    skipped instead (returned messages whose folding was damaged in transit).
     """
     if len(block) > MAX_HEADER:
         block = block[:MAX_HEADER]
@@ -81,6 +84,8 @@ def parse_header_block(block: str, defects: list[str] | None = None) -> list[tup
             continue
         m = _HEADER_LINE.match(line)
         if m is None:
+            if lenient:
+                continue
             if defects is not None and name is None and not fields:
                 defects.append("no header fields")
             break
@@ -467,15 +472,10 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
             if part.depth >= MAX_DEPTH:
                 defects.append("message nesting too deep")
                 continue
-            inner = part.decoded(defects)
-            if part.ctype == "message/rfc822" or part.ctype == "message/global":
-                inner = inner.lstrip("\n")
-            end = header_end(inner)
-            fields = parse_header_block(inner[:end])
+            inner = part.decoded(defects).lstrip("\n")
+            head_block, sub_body = split_header(inner)
+            fields = parse_header_block(head_block, lenient=True)
             h = Headers(fields)
-            sub_body = inner[end:]
-            if sub_body.startswith("\n"):
-                sub_body = sub_body[1:]
             ct, params = content_type(h.get("content-type"))
             head = Part(ct or "text/plain", params, h, sub_body, part.depth + 1,
                         part.embedded + 1, is_message_head=True, parent=part)

@@ -43,7 +43,7 @@ BOUNCE_SUBJECT = re.compile(
 STRONG_SUBJECT = re.compile(
     r"undeliver|returned mail|returned to sender|returning message|"
     r"delivery status notification|delivery (?:failure|failed|problem)|failure notice|"
-    r"mail delivery (?:failed|failure|problem|error|report)|non[- ]?deliver|"
+    r"mail delivery (?:failed|failure|problem|error|report|warning)|non[- ]?deliver|"
     r"could not (?:be )?(?:sent|delivered)|delivery has failed|mail system error|"
     r"failed mail|mail failure|message not delivered|not delivered|unzustellbar|"
     r"nicht zustellbar|non remis|warning: could not send|delayed mail|delivery delayed|"
@@ -85,14 +85,30 @@ def subject_is_bounce(msg: ParsedMessage) -> bool:
     return bool(BOUNCE_SUBJECT.search(msg.subject))
 
 
+_FORWARD_MARK = re.compile(
+    r"^[ \t]*(?:-{2,}|_{2,})?[ \t]*(?:begin )?forwarded message|"
+    r"^[ \t]*-{2,}[ \t]*(?:original message|mensaje original|urspr[üu]ngliche nachricht|"
+    r"message d'origine|messaggio originale)|"
+    r"^[ \t]*>[ \t]*\S|^[ \t]*(?:from|de|von|da|van)[ \t]*:[^\n]*\n[ \t]*(?:sent|date|enviado|gesendet|envoy[ée]|inviato)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
 def looks_forwarded_by_person(msg: ParsedMessage) -> bool:
-    """A person's Fwd:/Re: of something (not an MTA report)."""
+    """A person's Fwd:/Re: of something (not an MTA report).
+
+    Needs a Fwd:/Re: subject, a sender that is not a mail system, no null
+    Return-Path, no report structure, and the forward/quote marks a mail client
+    writes ("Begin forwarded message", "-----Original Message-----", "> " lines).
+    """
     subj = msg.subject
     if not FWD_OR_REPLY.match(subj):
         return False
     if sender_is_daemon(msg) or null_return_path(msg):
         return False
-    return not msg.ctype.startswith("multipart/report")
+    if msg.ctype.startswith("multipart/report"):
+        return False
+    return bool(_FORWARD_MARK.search(msg.body_text()[:20000]))
 
 
 # ---- DSN fields --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from ..verdict import Kind, Recipient, Verdict
 from ._text import TextFormat, detect_format, rx
 
 NAME = "amazonses"
-_TYPE = re.compile(r'"notificationType"\s*:\s*"(Bounce|Complaint|Delivery)"')
+_TYPE = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"(Bounce|Complaint|Delivery)\\?"')
 
 FORMAT = TextFormat(
     name=NAME,

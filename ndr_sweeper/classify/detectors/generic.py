@@ -40,6 +40,7 @@ PHRASES = rx(
     r"no se (?:ha )?pudo entregar|non (?:è stato|e' stato) (?:possibile )?recapitat",
     r"не (?:может быть |был[оа]? )?доставлен|недоставленн",
     r"配信(?:でき|に失敗)|送信(?:でき|に失敗)|届きませんでした|宛先不明|エラー",
+    r"rejected by|delivery problems?|postponed|has been rejected|was rejected",
     r"awaits moderator approval|message has been rejected|posting (?:was )?rejected",
     r"mailbox (?:is )?(?:full|disabled|inactive)|account (?:is )?(?:disabled|inactive|suspended)",
     r"\b5\.\d\.\d{1,3}\b|\b55\d[ -]",
@@ -60,4 +61,6 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         return ndr(msg, NAME, [f"bounce wording: '{shorten(m.group(0), 60)}'"], text=rtext)
     if (daemon or strong_subject) and _SMTP_REPLY.search(text) and _ADDR.search(text):
         return ndr(msg, NAME, ["SMTP error reply in a report"], text=rtext)
+    if daemon and strong_subject:
+        return ndr(msg, NAME, [f"Subject: '{shorten(msg.subject, 60)}'"], text=rtext)
     return None
