@@ -1,0 +1,122 @@
+"""Shared pytest fixtures.
+
+Real-server fixtures (see tests/lab.py); every test using them must be marked
+``@pytest.mark.imap`` and is skipped, with the reason, when Dovecot is not installed:
+
+- ``dovecot``: session-wide lab server with Dovecot's default capabilities (MOVE, UIDPLUS, ...).
+- ``dovecot_nomove``: session-wide server advertising neither MOVE nor UIDPLUS.
+- ``dovecot_nomove_uidplus``: session-wide server without MOVE but with UIDPLUS
+  (the COPY + \\Deleted + UID EXPUNGE path).
+- ``dovecot_nouidplus``: session-wide server with MOVE but without UIDPLUS.
+- ``dovecot_factory``: ``dovecot_factory(no_move=..., uidplus=..., max_line=...)`` starts a
+  private server for this test only (for kill()/restart() fault tests); stopped afterwards.
+- ``imap_user`` / ``imap_user_nomove``: a fresh user (unique name, empty mailbox with INBOX,
+  Drafts, Sent, Junk, Trash) on ``dovecot`` / ``dovecot_nomove``; a ``lab.LabEnv`` with
+  host, port, tls_port, user, password, cafile and ``connect()`` (raw imapclient).
+- ``new_imap_user``: ``new_imap_user(server)`` for a fresh user on any lab server.
+
+Helpers for filling and checking mailboxes live in tests/lab.py: ``make_message``,
+``LabMessage``, ``append_messages`` and ``read_folder``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import lab
+
+_LAB_MISSING = lab.missing_reason()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _LAB_MISSING is None:
+        return
+    skip = pytest.mark.skip(reason=_LAB_MISSING)
+    for item in items:
+        if "imap" in item.keywords:
+            item.add_marker(skip)
+
+
+def _start_lab(**options: object) -> lab.DovecotLab:
+    if _LAB_MISSING is not None:
+        pytest.skip(_LAB_MISSING)
+    server = lab.DovecotLab(**options)  # type: ignore[arg-type]
+    try:
+        server.start()
+    except Exception:
+        server.cleanup()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[lab.DovecotLab]:
+    server = _start_lab()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def dovecot_nomove() -> Iterator[lab.DovecotLab]:
+    server = _start_lab(no_move=True)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def dovecot_nomove_uidplus() -> Iterator[lab.DovecotLab]:
+    server = _start_lab(no_move=True, uidplus=True)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def dovecot_nouidplus() -> Iterator[lab.DovecotLab]:
+    server = _start_lab(uidplus=False)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def dovecot_factory() -> Iterator[Callable[..., lab.DovecotLab]]:
+    started: list[lab.DovecotLab] = []
+
+    def factory(**options: object) -> lab.DovecotLab:
+        server = _start_lab(**options)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.cleanup()
+
+
+_user_seq = itertools.count(1)
+
+
+def _unique_user(request: pytest.FixtureRequest) -> str:
+    base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:40].strip("-") or "t"
+    return f"{base}-{os.getpid()}-{next(_user_seq)}"
+
+
+@pytest.fixture
+def new_imap_user(request: pytest.FixtureRequest) -> Callable[[lab.DovecotLab], lab.LabEnv]:
+    def make(server: lab.DovecotLab) -> lab.LabEnv:
+        return server.add_user(_unique_user(request), "pw-" + os.urandom(6).hex())
+
+    return make
+
+
+@pytest.fixture
+def imap_user(dovecot: lab.DovecotLab, new_imap_user) -> lab.LabEnv:
+    return new_imap_user(dovecot)
+
+
+@pytest.fixture
+def imap_user_nomove(dovecot_nomove: lab.DovecotLab, new_imap_user) -> lab.LabEnv:
+    return new_imap_user(dovecot_nomove)

@@ -1,0 +1,665 @@
+"""A throw-away Dovecot IMAP server on loopback, for the tests that need a real server.
+
+Modelled on ``../shared/imap-server/dovecot-lab`` but self-contained: it needs only Dovecot 2.3
+(``apt-get install dovecot-imapd``) and the ``openssl`` command.  Everything (config, CA and
+certificate, passwd-file, Maildirs, logs, sockets) lives in one temporary directory; nothing is
+read from or written to ``/etc/dovecot``.
+
+    lab = DovecotLab(no_move=True)
+    lab.start()                       # ~0.1 s; ports are picked at runtime
+    env = lab.add_user("alice", "secret")
+    with env.connect() as client:     # imapclient.IMAPClient, logged in
+        append_messages(client, "INBOX", [make_message("a@example.org")])
+        read_folder(client, "INBOX")  # [FolderEntry(uid=1, message_id="a@example.org", ...)]
+    lab.stop()
+
+As root, the mail processes run as the system user ``dovelab`` (created on first use, as
+dovecot-lab does), so the lab directory is made with ``tempfile.mkdtemp`` and chmod 0755;
+pytest's ``tmp_path`` (below a 0700 directory) would not be reachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+MAIL_SYSUSER = "dovelab"
+SPECIAL_FOLDERS = {"Drafts": "\\Drafts", "Sent": "\\Sent", "Junk": "\\Junk", "Trash": "\\Trash"}
+_USER_RE = re.compile(r"^[A-Za-z0-9._@+-]+$")
+
+
+def find_dovecot() -> str | None:
+    """Path of the dovecot master binary, or None when Dovecot is not installed."""
+    for candidate in ("/usr/sbin/dovecot", shutil.which("dovecot")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def missing_reason() -> str | None:
+    """Why a lab cannot run here (None when it can): used for pytest skips."""
+    if find_dovecot() is None:
+        return "Dovecot is not installed (apt-get install dovecot-imapd)"
+    if shutil.which("openssl") is None:
+        return "the openssl command is not installed (apt-get install openssl)"
+    return None
+
+
+class LabError(RuntimeError):
+    """The lab server could not be set up or started."""
+
+
+@dataclass(frozen=True)
+class LabEnv:
+    """How to reach one user's mailbox on a running lab."""
+
+    host: str
+    port: int
+    tls_port: int
+    user: str
+    password: str
+    cafile: str
+
+    def as_environ(self) -> dict[str, str]:
+        """The variables dovecot-lab's ``env`` prints, for subprocess-based tests."""
+        return {
+            "IMAP_HOST": self.host,
+            "IMAP_PORT": str(self.port),
+            "IMAPS_PORT": str(self.tls_port),
+            "IMAP_USER": self.user,
+            "IMAP_PASS": self.password,
+            "IMAP_CAFILE": self.cafile,
+        }
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.cafile)
+
+    def connect(self, *, tls: bool = False, login: bool = True, timeout: float = 10.0):
+        """A raw imapclient connection (independent of the code under test)."""
+        import imapclient
+
+        if tls:
+            client = imapclient.IMAPClient(
+                self.host, self.tls_port, ssl=True, ssl_context=self.ssl_context(), timeout=timeout
+            )
+        else:
+            client = imapclient.IMAPClient(self.host, self.port, ssl=False, timeout=timeout)
+        client.normalise_times = False
+        if login:
+            client.login(self.user, self.password)
+        return client
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _mail_ids() -> tuple[int, int]:
+    """uid/gid the mail processes run as: ``dovelab`` as root, else ourselves."""
+    if os.geteuid() != 0:
+        return os.getuid(), os.getgid()
+    try:
+        pw = pwd.getpwnam(MAIL_SYSUSER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                MAIL_SYSUSER,
+            ],
+            check=False,
+            capture_output=True,
+        )
+        try:
+            pw = pwd.getpwnam(MAIL_SYSUSER)
+        except KeyError as exc:
+            raise LabError(f"could not create the system user {MAIL_SYSUSER}") from exc
+    return pw.pw_uid, pw.pw_gid
+
+
+def _imap_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def probe_capabilities(port: int, user: str, password: str, timeout: float = 5.0) -> list[str]:
+    """LOGIN over a bare socket and return the post-login CAPABILITY list."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        f = sock.makefile("rb")
+        f.readline()  # greeting
+        sock.sendall(
+            f"a LOGIN {_imap_quote(user)} {_imap_quote(password)}\r\n"
+            "b CAPABILITY\r\nc LOGOUT\r\n".encode()
+        )
+        caps: list[str] = []
+        for raw in f:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("* CAPABILITY "):
+                caps = line.split()[2:]
+            elif line.startswith("a NO") or line.startswith("a BAD"):
+                raise LabError(f"probe login refused: {line}")
+            elif line.startswith("c "):
+                break
+        return caps
+
+
+# Post-login capability list of this Dovecot with the lab's config, learnt once per process
+# (keyed by the binary) so that a no-MOVE lab normally starts only once.
+_caps_cache: dict[tuple[str, int], list[str]] = {}
+
+
+def _caps_key() -> tuple[str, int]:
+    binary = find_dovecot() or ""
+    return binary, os.stat(binary).st_mtime_ns if binary else 0
+
+
+@dataclass
+class DovecotLab:
+    """One throw-away Dovecot: plain IMAP on ``port``, implicit TLS on ``tls_port``.
+
+    ``no_move`` hides MOVE and (unless ``uidplus`` is given) UIDPLUS from CAPABILITY;
+    ``uidplus=False`` hides UIDPLUS.  Dovecot still *executes* MOVE and UID EXPUNGE and still
+    sends COPYUID: the lab tests which path the client chooses, not how a server refuses.
+    """
+
+    no_move: bool = False
+    uidplus: bool | None = None
+    max_line: int = 65536
+    user: str = "test"
+    password: str = "test"
+    keep: bool = field(default_factory=lambda: bool(os.environ.get("NDR_KEEP_LAB")))
+
+    dir: Path = field(init=False)
+    port: int = field(init=False, default=0)
+    tls_port: int = field(init=False, default=0)
+    _proc: subprocess.Popen[bytes] | None = field(init=False, default=None, repr=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
+    _cap_override: str | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _USER_RE.match(self.user):
+            raise ValueError(f"bad user name {self.user!r}")
+        self.dir = Path(tempfile.mkdtemp(prefix="ndr-dovecot-"))
+        os.chmod(self.dir, 0o755)
+        for sub in ("etc", "run", "state", "log", "mail", "ssl"):
+            (self.dir / sub).mkdir()
+            os.chmod(self.dir / sub, 0o755)
+        self._muid, self._mgid = _mail_ids()
+        os.chown(self.dir / "mail", self._muid, self._mgid)
+        (self.dir / "etc" / "users.d").mkdir()
+        os.chmod(self.dir / "etc" / "users.d", 0o755)
+        self._make_cert()
+        self.add_user(self.user, self.password)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def hidden_caps(self) -> frozenset[str]:
+        hidden = set()
+        if self.no_move:
+            hidden.add("MOVE")
+        uidplus = (not self.no_move) if self.uidplus is None else self.uidplus
+        if not uidplus:
+            hidden.add("UIDPLUS")
+        return frozenset(hidden)
+
+    @property
+    def cafile(self) -> str:
+        return str(self.dir / "ssl" / "ca.pem")
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log" / "dovecot.log"
+
+    @property
+    def env(self) -> LabEnv:
+        return self.env_for(self.user, self.password)
+
+    def env_for(self, user: str, password: str) -> LabEnv:
+        return LabEnv("127.0.0.1", self.port, self.tls_port, user, password, self.cafile)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> DovecotLab:
+        """Start the server (new ports the first time, the same ports on a restart)."""
+        if self.running:
+            return self
+        keep_ports = bool(self.port)
+        if self.hidden_caps and self._cap_override is None:
+            known = _caps_cache.get(_caps_key())
+            if known is not None:
+                self._cap_override = self._caps_without_hidden(known)
+        for attempt in range(5):
+            if not keep_ports or attempt:
+                self.port, self.tls_port = _free_port(), _free_port()
+                if self.port == self.tls_port:
+                    continue
+            if self._launch_and_wait():
+                break
+        else:
+            raise LabError(f"dovecot did not come up; log: {self.log_tail()}")
+        if self.hidden_caps and self._cap_override is None:
+            self._apply_cap_override()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to every process of the server (connections are closed) and wait for them.
+
+        Signalling the whole process group, not only the master, makes this take ~10 ms
+        instead of the master's ~1 s shutdown wait.
+        """
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._killpg()
+        self._reap_group(proc.pid, timeout)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the master and all its children: a crashed server, for fault tests."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._killpg()
+        proc.wait(5)
+        self._reap_group(proc.pid, 5)
+        self._proc = None
+
+    def restart(self) -> DovecotLab:
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        """Stop and delete the directory (unless NDR_KEEP_LAB is set)."""
+        self.stop()
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def add_user(self, user: str, password: str) -> LabEnv:
+        """Add a user; works while running.  (Replacing a password takes up to 1 s to be seen.)"""
+        if not _USER_RE.match(user) or user.startswith("."):
+            raise ValueError(f"bad user name {user!r} (allowed: A-Z a-z 0-9 . _ @ + -)")
+        if not password or ":" in password or "\n" in password:
+            raise ValueError("password must be non-empty, without ':' or newline")
+        home = self.dir / "mail" / user
+        with self._lock:
+            # One passwd-file per user: Dovecot stats a passwd-file at most once a second, so a
+            # user added to a shared file right after a login could not log in for up to 1 s;
+            # a new file is opened on the user's first lookup.
+            path = self.dir / "etc" / "users.d" / user
+            tmp = path.with_name(f".{user}.tmp")
+            tmp.write_text(f"{user}:{{PLAIN}}{password}:{self._muid}:{self._mgid}::{home}::\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            home.mkdir(exist_ok=True)
+            os.chown(home, self._muid, self._mgid)
+            os.chmod(home, 0o700)
+        return self.env_for(user, password)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> DovecotLab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    # ------------------------------------------------------------------ internals
+    def _make_cert(self) -> None:
+        d = self.dir / "ssl"
+
+        def run(*args: str) -> None:
+            res = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True)
+            if res.returncode:
+                raise LabError(f"openssl {args[0]} failed: {res.stderr.strip()}")
+
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        run("req", "-x509", *ec, "-days", "3650", "-sha256", "-subj", "/CN=ndr-sweeper test CA",
+            "-keyout", "ca.key", "-out", "ca.pem",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+        run("req", *ec, "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "req.csr")
+        (d / "ext.cnf").write_text(
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n"
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
+            "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+        )
+        run("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", "ext.cnf",
+            "-out", "cert.pem")  # fmt: skip
+        for name in ("req.csr", "ext.cnf", "ca.srl"):
+            (d / name).unlink(missing_ok=True)
+        for name in ("ca.pem", "cert.pem"):
+            os.chmod(d / name, 0o644)
+        # key.pem is read by the master (root, or ourselves) before it drops privileges
+        os.chmod(d / "key.pem", 0o600)
+
+    def _config(self) -> str:
+        d = self.dir
+        if os.geteuid() == 0:
+            internal_user, internal_group, login_user, chroot = "dovecot", "dovecot", "dovenull", ""
+        else:
+            me = pwd.getpwuid(os.getuid()).pw_name
+            import grp
+
+            internal_user, internal_group = me, grp.getgrgid(os.getgid()).gr_name
+            login_user, chroot = me, "chroot ="
+        instance = hashlib.sha1(str(d).encode()).hexdigest()[:10]
+        folders = "".join(
+            f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}\n"
+            for name, flag in SPECIAL_FOLDERS.items()
+        )
+        conf = textwrap.dedent(
+            f"""\
+            # generated by tests/lab.py
+            instance_name = ndr-lab-{instance}
+            base_dir = {d}/run
+            state_dir = {d}/state
+            log_path = {d}/log/dovecot.log
+            info_log_path = {d}/log/dovecot.log
+            debug_log_path = {d}/log/dovecot.log
+            protocols = imap
+            listen = 127.0.0.1
+            shutdown_clients = yes
+            default_internal_user = {internal_user}
+            default_internal_group = {internal_group}
+            default_login_user = {login_user}
+            first_valid_uid = {self._muid}
+            last_valid_uid = {self._muid}
+            first_valid_gid = {self._mgid}
+            last_valid_gid = {self._mgid}
+            ssl = yes
+            ssl_cert = <{d}/ssl/cert.pem
+            ssl_key = <{d}/ssl/key.pem
+            disable_plaintext_auth = no
+            auth_mechanisms = plain login
+            login_trusted_networks = 127.0.0.0/8
+            mail_max_userip_connections = 200
+            imap_max_line_length = {self.max_line}
+            passdb {{
+              driver = passwd-file
+              args = scheme=PLAIN username_format=%u {d}/etc/users.d/%u
+            }}
+            userdb {{
+              driver = passwd-file
+              args = username_format=%u {d}/etc/users.d/%u
+            }}
+            mail_location = maildir:~/Maildir
+            mail_fsync = never
+            namespace inbox {{
+              inbox = yes
+              separator = /
+            """
+        )
+        conf += folders + "}\n"
+        conf += textwrap.dedent(
+            f"""\
+            service imap-login {{
+              {chroot}
+              inet_listener imap {{
+                port = {self.port}
+              }}
+              inet_listener imaps {{
+                port = {self.tls_port}
+                ssl = yes
+              }}
+            }}
+            service imap {{
+              process_limit = 256
+            }}
+            service auth {{
+              {chroot}
+            }}
+            service anvil {{
+              {chroot}
+            }}
+            """
+        )
+        if self._cap_override:
+            conf += f"protocol imap {{\n  imap_capability = {self._cap_override}\n}}\n"
+        return conf
+
+    def _launch_and_wait(self, timeout: float = 10.0) -> bool:
+        """Launch the master in the foreground (own process group); True once both ports
+        accept, False when it died (e.g. a port was taken meanwhile)."""
+        dovecot = find_dovecot()
+        if dovecot is None:
+            raise LabError(missing_reason() or "dovecot not found")
+        conf = self.dir / "etc" / "dovecot.conf"
+        conf.write_text(self._config())
+        (self.dir / "run" / "master.pid").unlink(missing_ok=True)
+        with open(self.dir / "log" / "startup.log", "ab") as out:
+            self._proc = subprocess.Popen(
+                [dovecot, "-F", "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._reap_group(self._proc.pid, 5)
+                self._proc = None
+                return False
+            if _accepts(self.port) and _accepts(self.tls_port):
+                return True
+            time.sleep(0.005)
+        self.kill()
+        return False
+
+    def _apply_cap_override(self) -> None:
+        """Hide capabilities: learn the real post-login list once per process, then reload
+        with an explicit ``imap_capability`` (SIGHUP: new sessions see it at once)."""
+        caps = probe_capabilities(self.port, self.user, self.password)
+        _caps_cache[_caps_key()] = caps
+        self._cap_override = self._caps_without_hidden(caps)
+        (self.dir / "etc" / "dovecot.conf").write_text(self._config())
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGHUP)
+        got: set[str] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:  # login processes of the old config may reset the connection meanwhile
+                got = set(probe_capabilities(self.port, self.user, self.password))
+            except (OSError, LabError):
+                got = set(self.hidden_caps)
+            if not got & self.hidden_caps:
+                return
+            time.sleep(0.01)
+        raise LabError(f"capability override did not take effect: {sorted(got)}")
+
+    def _caps_without_hidden(self, caps: list[str]) -> str:
+        return " ".join(c for c in caps if c.upper() not in self.hidden_caps)
+
+    def _killpg(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    @staticmethod
+    def _reap_group(pgid: int, timeout: float) -> None:
+        """Wait until no live process of the lab's process group is left (zombies, which
+        init reaps in its own time, do not count: they hold no ports or files)."""
+        deadline = time.monotonic() + timeout
+        while _live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if _live_group_members(pgid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """PIDs in process group *pgid* that are not zombies (Linux /proc; else a killpg probe)."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    live = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(b")") + 2 :].split()  # state ppid pgrp ...
+        if len(rest) > 2 and int(rest[2]) == pgid and rest[0] not in (b"Z", b"X"):
+            live.append(int(entry.name))
+    return live
+
+
+# ---------------------------------------------------------------------- mail helpers
+_counter = itertools.count(1)
+
+
+def make_message(
+    message_id: str | None = None,
+    *,
+    subject: str = "test",
+    sender: str = "alice@example.org",
+    to: str = "bob@example.org",
+    date: datetime | None = None,
+    body: str = "hello\r\n",
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """A small RFC 5322 message with CRLF line ends; Message-ID without <> (added here)."""
+    if message_id is None:
+        message_id = f"m{next(_counter)}.{os.getpid()}@lab.example"
+    date = date or datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {format_datetime(date)}",
+        f"Message-ID: <{message_id}>",
+        *(f"{k}: {v}" for k, v in headers),
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+@dataclass(frozen=True)
+class LabMessage:
+    """A message to append, with its flags and INTERNALDATE."""
+
+    msg: bytes
+    flags: Sequence[str] = ()
+    internaldate: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FolderEntry:
+    uid: int
+    message_id: str | None  # without <>
+    flags: frozenset[str]
+
+
+def _as_lab_message(m: bytes | LabMessage) -> LabMessage:
+    return m if isinstance(m, LabMessage) else LabMessage(m)
+
+
+def append_messages(
+    client, folder: str, messages: Iterable[bytes | LabMessage], *, chunk: int = 500
+) -> list[int]:
+    """Append fast: MULTIAPPEND in chunks when the server has it, else one APPEND each.
+
+    Returns the new UIDs in order (from APPENDUID), or [] when the server sends none.
+    """
+    msgs = [_as_lab_message(m) for m in messages]
+    uids: list[int] = []
+    if client.has_capability("MULTIAPPEND"):
+        for i in range(0, len(msgs), chunk):
+            items = []
+            for m in msgs[i : i + chunk]:
+                item: dict[str, object] = {"msg": m.msg, "flags": tuple(m.flags)}
+                if m.internaldate is not None:
+                    item["date"] = m.internaldate
+                items.append(item)
+            uids.extend(_appenduids(client.multiappend(folder, items)))
+    else:
+        for m in msgs:
+            uids.extend(_appenduids(client.append(folder, m.msg, m.flags, m.internaldate)))
+    return uids
+
+
+def _appenduids(resp: object) -> Iterator[int]:
+    # append() returns the tagged text; multiappend() returns (typ, [text])
+    if isinstance(resp, tuple) and len(resp) == 2 and isinstance(resp[1], list):
+        resp = resp[1][0] if resp[1] else b""
+    text = resp.decode() if isinstance(resp, bytes) else str(resp)
+    m = re.search(r"\[APPENDUID \d+ ([0-9:,]+)\]", text)
+    if not m:
+        return
+    for part in m.group(1).split(","):
+        lo, _, hi = part.partition(":")
+        yield from range(int(lo), int(hi or lo) + 1)
+
+
+_MSGID_FETCH = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+_MSGID_RE = re.compile(rb"^Message-ID:\s*<?([^>\s]*)>?", re.I | re.M)
+
+
+def read_folder(client, folder: str) -> list[FolderEntry]:
+    """(uid, Message-ID, flags) of every message in *folder*, sorted by UID (uses EXAMINE)."""
+    client.select_folder(folder, readonly=True)
+    uids = sorted(client.search("ALL"))
+    data: dict = {}
+    for i in range(0, len(uids), 2000):  # imapclient 4.1's fetch() wants a list, not "1:*"
+        data.update(client.fetch(uids[i : i + 2000], ["FLAGS", _MSGID_FETCH]))
+    out = []
+    for uid, item in data.items():
+        header = next((v for k, v in item.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+        m = _MSGID_RE.search(header)
+        flags = frozenset(f.decode() if isinstance(f, bytes) else str(f) for f in item[b"FLAGS"])
+        out.append(FolderEntry(uid, m.group(1).decode() if m else None, flags))
+    return sorted(out, key=lambda e: e.uid)
