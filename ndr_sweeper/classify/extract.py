@@ -29,6 +29,7 @@ from .message import (
     decode_words,
     parse_header_block,
 )
+from .detectors._base import dsn_records
 from .verdict import Original
 
 _ANGLE_ID = re.compile(r"<\s*([^<>\s]{1,900}?)\s*>")
@@ -144,8 +145,15 @@ def _structural_sources(msg: ParsedMessage) -> list[_Source]:
     return out
 
 
-def _choose_structural(msg: ParsedMessage, sources: list[_Source]) -> tuple[_Source | None, list[str]]:
-    """The innermost sent message, following only embedded *reports* inward."""
+def _choose_structural(
+    msg: ParsedMessage, sources: list[_Source], outer_rcpts: set[str]
+) -> tuple[_Source | None, list[str]]:
+    """The innermost sent message, following only embedded *reports* inward.
+
+    A report about an undeliverable *report* (a double bounce: the embedded
+    report was addressed to the recipient the outer report says failed) stops
+    there: the embedded report is the message that was not delivered.
+    """
     wrapped_ids: list[str] = []
     if not sources:
         return None, wrapped_ids
@@ -167,6 +175,10 @@ def _choose_structural(msg: ParsedMessage, sources: list[_Source]) -> tuple[_Sou
             break
         if not _looks_like_report(current.headers):
             break
+        to = _addr(current.headers.get("to"))
+        if to and to in outer_rcpts:
+            break
+        outer_rcpts = set()
         inner = [
             s for s in sources
             if s is not current and s.part is not None and _is_within(s.part, current.part)
@@ -261,7 +273,9 @@ def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
 def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Original:
     """Everything the report says about the original message."""
     structural = _structural_sources(msg)
-    chosen, wrapped = _choose_structural(msg, structural)
+    outer_rcpts = {_addr(r.get("final-recipient").split(";")[-1]) for r in dsn_records(msg)}
+    outer_rcpts.discard("")
+    chosen, wrapped = _choose_structural(msg, structural, outer_rcpts)
     other: list[str] = list(wrapped)
     dsn_ids = _dsn_original_ids(msg)
     text = body_text if body_text is not None else msg.body_text()
@@ -297,6 +311,13 @@ def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Origin
         if i != mid and i not in other:
             other.append(i)
     return _build(chosen.headers, mid, [i for i in other if i != mid])
+
+
+def _addr(value: str | None) -> str:
+    if not value:
+        return ""
+    m = _BARE_ID.search(value)
+    return m.group(1).strip("<>").lower() if m else ""
 
 
 def _build(h: Headers | None, mid: str | None, other: list[str]) -> Original:

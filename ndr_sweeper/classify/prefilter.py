@@ -30,9 +30,11 @@ _LOOKALIKE_SUBJECT = re.compile(
     r"out of (?:the )?office|auto(?:matic)?[- ]?(?:reply|response|antwort|r[eé]ponse)|autoreply|"
     r"vacation|abwesen|absence|report[ _-]?domain|dmarc|tls report|complaint|abuse|"
     r"^\s*(?:read|not read|gelesen)\s*:|verif|confirm|guest list|feedback|"
-    r"infected|quarantin|spam",
+    r"infected|quarantin|spam|automat|thank you for (?:your )?(?:e-?mail|message)",
     re.IGNORECASE,
 )
+
+_CR_VENDOR = re.compile(r"boxbe|bluebottle|spamarrest|mailblocks|choicemail|sendio", re.I)
 
 
 def headers_may_be_report(h: Headers) -> bool:
@@ -46,6 +48,8 @@ def headers_may_be_report(h: Headers) -> bool:
         return True
     subject = decode_words(h.get("subject") or "")
     if BOUNCE_SUBJECT.search(subject) or _LOOKALIKE_SUBJECT.search(subject):
+        return True
+    if _CR_VENDOR.search((h.get("from") or "") + " " + (h.get("return-path") or "")):
         return True
     ct = (h.get("content-type") or "").lower()
     if "report" in ct or "message/" in ct or "ms-tnef" in ct:

@@ -19,7 +19,7 @@ _SUBJECT = re.compile(
     r"autoreply|vacation|on holiday|on leave|away from (?:my|the) (?:desk|office)|"
     r"abwesen|urlaub|abwesenheit|absence|absent|fuera de la oficina|fuori ufficio|"
     r"ausser haus|au[sß]er haus|autosvar|automaattinen|odpowied[zź] automatyczna|"
-    r"niedost[eę]pn|nieobecn|r[eé]ponse automatique|risposta automatica|thank you for (?:your )?(?:e-?mail|message)",
+    r"niedost[eę]pn|nieobecn|automatyczna odpowied|r[eé]ponse automatique|risposta automatica|thank you for (?:your )?(?:e-?mail|message)",
     re.I,
 )
 _TEXT = re.compile(
@@ -50,7 +50,13 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         ev.append(f"Subject: '{subj.group(0)}'")
     if not ev:
         return None
-    strong = len(ev) >= 2 or auto.startswith("auto-replied") or any("header" in e for e in ev)
+    strong = (
+        len(ev) >= 2
+        or auto.startswith("auto-replied")
+        or any("header" in e for e in ev)
+        or (subj is not None and subj.start() <= 2)  # "Auto reply: ...", "[Automatic reply] ..."
+        or (subj is not None and (h.get("return-path") or "").strip() == "<>")
+    )
     if not strong:
         # only the subject: want autoreply wording in the text too
         if not _TEXT.search(msg.body_text()[:5000]):

@@ -29,7 +29,7 @@ _COMPLAINT_SUBJECT = re.compile(r"complaint about message|abuse report|spam repo
 def detect(msg: ParsedMessage) -> Verdict | None:
     rt = msg.report_type
     top = [p for p in msg.parts if not p.embedded] if _maybe(msg) else []
-    ctypes = {p.ctype for p in top}
+    ctypes = {p.ctype for p in top} | {msg.ctype}
     if rt == "tlsrpt" or any(c.startswith("application/tlsrpt") for c in ctypes) or (
         "tls-report-domain" in msg.headers
     ):
