@@ -286,6 +286,7 @@ class ParsedMessage:
     params: dict[str, str] = field(default_factory=dict)
     _parts: list[Part] | None = None
     _body_text: str | None = None
+    cache: dict[str, str] = field(default_factory=dict)  # detectors' shared derived text
 
     # ---- top-level header conveniences -------------------------------------------------
     def header(self, name: str) -> str:
@@ -293,11 +294,25 @@ class ParsedMessage:
 
     @property
     def subject(self) -> str:
-        return " ".join(self.headers.text("subject").split())
+        s = self.cache.get("subject")
+        if s is None:
+            s = self.cache["subject"] = " ".join(self.headers.text("subject").split())
+        return s
 
     @property
     def from_(self) -> str:
-        return self.headers.text("from")
+        s = self.cache.get("from")
+        if s is None:
+            s = self.cache["from"] = self.headers.text("from")
+        return s
+
+    def lower_text(self, limit: int = 131072) -> str:
+        """body_text()[:limit].lower(), cached (phrase patterns are lower-case)."""
+        key = f"lower{limit}"
+        s = self.cache.get(key)
+        if s is None:
+            s = self.cache[key] = self.body_text()[:limit].lower()
+        return s
 
     # ---- MIME ------------------------------------------------------------------------
     @property
@@ -391,25 +406,49 @@ def _find_boundary(body: str) -> str | None:
     return None
 
 
+def _delimiters(body: str, boundary: str) -> list[tuple[int, int, bool]]:
+    """(line start, line end, is_close) of each ``--boundary`` line."""
+    token = "--" + boundary
+    out: list[tuple[int, int, bool]] = []
+    pos = 0
+    n = len(body)
+    while len(out) <= MAX_PARTS + 1:
+        i = body.find(token, pos)
+        if i < 0:
+            break
+        pos = i + len(token)
+        if i and body[i - 1] != "\n":
+            continue
+        nl = body.find("\n", pos)
+        end = n if nl < 0 else nl
+        rest = body[pos:end]
+        close = rest.startswith("--")
+        if (rest[2:] if close else rest).strip(" \t"):
+            continue  # a longer token that only starts with this boundary
+        out.append((i, end, close))
+        if close:
+            break
+    return out
+
+
 def _split_multipart(body: str, boundary: str) -> tuple[list[str], bool]:
     """Split a multipart body into its parts. Returns (parts, closed)."""
-    delim = re.compile(r"^--" + re.escape(boundary) + r"(--)?[ \t]*$", re.MULTILINE)
     pieces: list[str] = []
     start: int | None = None
     closed = False
-    for m in delim.finditer(body):
+    for line_start, line_end, close in _delimiters(body, boundary):
         if start is not None:
-            end = m.start()
+            end = line_start
             if end > start and body[end - 1] == "\n":
                 end -= 1
             pieces.append(body[start:end])
             if len(pieces) > MAX_PARTS:
                 break
-        if m.group(1):
+        if close:
             closed = True
             start = None
             break
-        start = m.end() + 1
+        start = line_end + 1
     if start is not None and start <= len(body):
         pieces.append(body[start:])
     return pieces, closed

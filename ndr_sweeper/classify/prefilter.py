@@ -31,25 +31,24 @@ _LOOKALIKE_SUBJECT = re.compile(
     r"vacation|abwesen|absence|report[ _-]?domain|dmarc|tls report|complaint|abuse|"
     r"^\s*(?:read|not read|gelesen)\s*:|verif|confirm|guest list|feedback|"
     r"infected|quarantin|spam|automat|thank you for (?:your )?(?:e-?mail|message)",
-    re.IGNORECASE,
 )
 
-_CR_VENDOR = re.compile(r"boxbe|bluebottle|spamarrest|mailblocks|choicemail|sendio", re.I)
+_CR_VENDOR = re.compile(r"boxbe|bluebottle|spamarrest|mailblocks|choicemail|sendio")
 
 
 def headers_may_be_report(h: Headers) -> bool:
     """The decision itself, on already parsed header fields."""
     for name in ("from", "sender"):
         v = h.get(name)
-        if v is not None and (DAEMON_FROM.search(decode_words(v)) or addr_of(v) == ""):
+        if v is not None and (DAEMON_FROM.search(decode_words(v).lower()) or addr_of(v) == ""):
             return True
     rp = (h.get("return-path") or "x").strip().lower()
     if rp in ("<>", "", "<mailer-daemon>", "mailer-daemon"):
         return True
-    subject = decode_words(h.get("subject") or "")
+    subject = decode_words(h.get("subject") or "").lower()
     if BOUNCE_SUBJECT.search(subject) or _LOOKALIKE_SUBJECT.search(subject):
         return True
-    if _CR_VENDOR.search((h.get("from") or "") + " " + (h.get("return-path") or "")):
+    if _CR_VENDOR.search(((h.get("from") or "") + " " + (h.get("return-path") or "")).lower()):
         return True
     ct = (h.get("content-type") or "").lower()
     if "report" in ct or "message/" in ct or "ms-tnef" in ct:

@@ -63,7 +63,7 @@ def detect_format(msg: ParsedMessage, fmt: TextFormat) -> Verdict | None:
         return None
     if fmt.senders is not None and not fmt.senders.search(sender_blob(msg)):
         return None
-    text = msg.body_text()[:SCAN]
+    text = msg.lower_text(SCAN)
     m = fmt.markers.search(text)
     if m is None:
         return None
@@ -82,5 +82,5 @@ def detect_format(msg: ParsedMessage, fmt: TextFormat) -> Verdict | None:
 
 
 def rx(*phrases: str) -> re.Pattern[str]:
-    """One case-insensitive pattern from several (regex) phrases."""
-    return re.compile("|".join(f"(?:{p})" for p in phrases), re.IGNORECASE)
+    """One pattern from several lower-case (regex) phrases, for lower-cased text."""
+    return re.compile("|".join(f"(?:{p})" for p in phrases))

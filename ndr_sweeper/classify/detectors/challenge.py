@@ -17,7 +17,6 @@ NAME = "challenge"
 _VENDOR = re.compile(
     r"boxbe|bluebottle|spamarrest|spam arrest|mailblocks|\btmda\b|choicemail|"
     r"sendio|spamcease|qurb|ipermitmail|earthlink spamblocker|knowspam|mailsafe",
-    re.I,
 )
 _ASK = re.compile(
     r"(?:click|visit|follow)[^.\n]{0,80}(?:link|here|below|url)[^.\n]{0,120}"
@@ -34,9 +33,8 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     hdr = " ".join(
         msg.headers.get(n) or "" for n in ("from", "return-path", "sender", "message-id")
     )
-    text = msg.body_text()[:20000]
-    vendor = _VENDOR.search(hdr) or _VENDOR.search(text[:5000])
-    ask = _ASK.search(text)
+    vendor = _VENDOR.search(hdr.lower()) or _VENDOR.search(msg.lower_text(5000))
+    ask = _ASK.search(msg.body_text()[:20000]) if vendor else None
     if vendor and ask:
         return Verdict(
             Kind.CHALLENGE_RESPONSE,

@@ -52,11 +52,11 @@ _ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 def detect(msg: ParsedMessage) -> Verdict | None:
     if not report_headers(msg):
         return None
-    text = msg.body_text()[:65536]
+    text = msg.lower_text(65536)
     rtext = report_text(msg)
-    m = PHRASES.search(rtext) or PHRASES.search(msg.subject)
+    m = PHRASES.search(rtext.lower()) or PHRASES.search(msg.subject.lower())
     daemon = sender_is_daemon(msg)
-    strong_subject = STRONG_SUBJECT.search(msg.subject)
+    strong_subject = STRONG_SUBJECT.search(msg.subject.lower())
     if m and (daemon or strong_subject or "x-failed-recipients" in msg.headers):
         return ndr(msg, NAME, [f"bounce wording: '{shorten(m.group(0), 60)}'"], text=rtext)
     if (daemon or strong_subject) and _SMTP_REPLY.search(text) and _ADDR.search(text):

@@ -23,7 +23,8 @@ _NOTICE = re.compile(
 
 
 def detect(msg: ParsedMessage) -> Verdict | None:
-    m = _NOTICE.search(msg.body_text()[:10000])
+    low = msg.lower_text(10000)
+    m = _NOTICE.search(low) if "infected" in low else None
     if m is None:
         return None
     return Verdict(

@@ -1,0 +1,71 @@
+"""Classifier throughput: messages/s and MB/s over a folder of messages.
+
+Usage: python benchmarks/classify.py [DIR | labels.jsonl] [--repeat N] [--profile]
+
+DIR is searched recursively (every regular file except *.jsonl / *.md); a
+labels.jsonl names the files to read.  Default: ../shared/corpus/dev.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ndr_sweeper.classify import classify  # noqa: E402
+
+DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "dev"
+
+
+def load(target: Path) -> list[bytes]:
+    if target.is_file() and target.suffix == ".jsonl":
+        base = target.parent
+        return [
+            (base / json.loads(line)["path"]).read_bytes()
+            for line in target.read_text().splitlines()
+            if line.strip()
+        ]
+    return [
+        p.read_bytes()
+        for p in sorted(target.rglob("*"))
+        if p.is_file() and p.suffix not in (".jsonl", ".md") and not p.name.startswith(".")
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("target", nargs="?", default=str(DEFAULT))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    msgs = load(Path(args.target))
+    if not msgs:
+        print(f"no messages under {args.target}", file=sys.stderr)
+        return 1
+    size = sum(len(m) for m in msgs)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        cProfile.runctx("for m in msgs: classify(m)", globals(), {"msgs": msgs}, "/tmp/classify.prof")
+        pstats.Stats("/tmp/classify.prof").sort_stats("cumulative").print_stats(25)
+        return 0
+    best = float("inf")
+    ndrs = 0
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        ndrs = sum(classify(m).is_ndr for m in msgs)
+        best = min(best, time.perf_counter() - t0)
+    print(
+        f"{len(msgs)} messages, {size / 1e6:.1f} MB, {ndrs} NDRs: best of {args.repeat} "
+        f"{best:.3f} s = {len(msgs) / best:,.0f} messages/s, {size / 1e6 / best:.1f} MB/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
