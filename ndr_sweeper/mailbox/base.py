@@ -1,0 +1,129 @@
+"""The mailbox protocol the sweep is written against, and the values it passes around.
+
+Everything is UID-based: state is keyed by (folder, UIDVALIDITY, UID).  Implementations:
+``imap.ImapMailbox`` (imapclient) and ``memory.MemoryMailbox`` (unit tests).  Both raise only
+errors from ``ndr_sweeper.errors``: MailboxError (refused operation, missing folder),
+CapabilityError (the server lacks MOVE/UIDPLUS/...), ConnectError (connection lost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """One LIST entry; ``name`` is decoded from modified UTF-7."""
+
+    name: str
+    flags: frozenset[str]  # e.g. "\\Sent", "\\Noselect", "\\HasNoChildren"
+    delimiter: str | None = None  # hierarchy separator ("/" or "."), None when flat
+
+    @property
+    def selectable(self) -> bool:
+        return not ({"\\noselect", "\\nonexistent"} & {f.lower() for f in self.flags})
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    uidvalidity: int
+    uidnext: int
+    messages: int
+    highestmodseq: int | None = None  # only when the server has CONDSTORE
+
+
+@dataclass(frozen=True)
+class HeaderItem:
+    uid: int
+    header: bytes  # the requested header lines (or the whole header), ending in a blank line
+    internaldate: datetime  # tz-aware
+    flags: frozenset[str]  # without the session-only "\\Recent"
+    size: int  # RFC822.SIZE of the whole message
+
+
+@runtime_checkable
+class Mailbox(Protocol):
+    """A logged-in mailbox.  Operations on messages act on the selected folder."""
+
+    capabilities: frozenset[str]  # upper-case, as advertised after login
+
+    def has(self, cap: str) -> bool: ...
+
+    def list_folders(self) -> list[FolderInfo]: ...
+
+    def personal_prefix(self) -> str:
+        """Personal namespace prefix ("" or e.g. "INBOX."), for folder discovery."""
+        ...
+
+    def status(self, folder: str) -> FolderStatus:
+        """STATUS without selecting."""
+        ...
+
+    def select(self, folder: str, readonly: bool = False) -> FolderStatus:
+        """SELECT, or EXAMINE when readonly."""
+        ...
+
+    def search_uids(self, min_uid: int = 1) -> list[int]:
+        """UIDs >= min_uid in the selected folder, ascending."""
+        ...
+
+    def search_header(self, field: str, value: str) -> list[int]:
+        """UIDs whose header *field* contains *value* (IMAP SEARCH HEADER), ascending."""
+        ...
+
+    def fetch_headers(
+        self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
+    ) -> Iterator[HeaderItem]:
+        """Headers of *uids* (never sets \\Seen); UIDs that no longer exist are skipped."""
+        ...
+
+    def fetch_messages(
+        self, uids: Sequence[int], max_bytes: int | None = None, batch: int = 200
+    ) -> Iterator[tuple[int, bytes]]:
+        """Whole messages (or their first *max_bytes*), never setting \\Seen."""
+        ...
+
+    def move(self, uids: Sequence[int], dest: str) -> dict[int, int]:
+        """UID MOVE (CapabilityError without MOVE); source->dest UID map, {} if unknown."""
+        ...
+
+    def copy(self, uids: Sequence[int], dest: str) -> dict[int, int]:
+        """UID COPY; source->dest UID map from COPYUID, {} if the server sends none."""
+        ...
+
+    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None: ...
+
+    def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None: ...
+
+    def expunge_uids(self, uids: Sequence[int]) -> None:
+        """UID EXPUNGE of those *uids* that carry \\Deleted (CapabilityError without UIDPLUS)."""
+        ...
+
+    def create_folder(self, name: str) -> None: ...
+
+    def folder_exists(self, name: str) -> bool: ...
+
+    def append(
+        self,
+        folder: str,
+        msg: bytes,
+        flags: Sequence[str] = (),
+        internaldate: datetime | None = None,
+    ) -> int | None:
+        """APPEND; the new UID when the server says (APPENDUID), else None."""
+        ...
+
+    def noop(self) -> None: ...
+
+    def logout(self) -> None: ...
+
+
+def missing_folder_message(folder: str) -> str:
+    """The one message both implementations use for a folder that is not there."""
+    return (
+        f"folder {folder!r} does not exist on the server; "
+        "check folders/sent_folders/junk_folder in the config"
+    )

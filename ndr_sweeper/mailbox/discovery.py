@@ -1,0 +1,171 @@
+"""Find the Sent, Junk and Trash folders in a folder list.  Pure: no I/O, no imapclient.
+
+Order of preference: the config override; the RFC 6154 SPECIAL-USE flag (``\\Sent``,
+``\\Junk``, ``\\Trash``); then well-known names, English first, then localised ones, compared
+case-insensitively (and Unicode-normalised) with and without the personal namespace prefix
+(``INBOX.``, ``INBOX/``).  Folder names are decoded str (imapclient decodes modified UTF-7;
+``decode_mutf7`` is here for raw names).
+"""
+
+from __future__ import annotations
+
+import base64
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from ndr_sweeper.errors import MailboxError
+from ndr_sweeper.mailbox.base import FolderInfo
+
+Role = Literal["sent", "junk", "trash"]
+
+SPECIAL_USE: dict[Role, str] = {"sent": "\\Sent", "junk": "\\Junk", "trash": "\\Trash"}
+CONFIG_KEY: dict[Role, str] = {
+    "sent": "sent_folders",
+    "junk": "junk_folder",
+    "trash": "trash_folder",
+}
+
+SENT_NAMES: tuple[str, ...] = (
+    "Sent", "Sent Items", "Sent Messages", "Sent Mail", "Sent-Mail", "Sent Email",
+    "INBOX.Sent", "INBOX/Sent", "[Gmail]/Sent Mail", "[Google Mail]/Sent Mail",
+    "Gesendet", "Gesendete Elemente", "Gesendete Objekte", "Gesendete Nachrichten",
+    "Éléments envoyés", "Messages envoyés", "Envoyés",
+    "Enviados", "Elementos enviados", "Itens enviados", "Mensagens enviadas",
+    "Posta inviata", "Inviata", "Inviati",
+    "Verzonden items", "Verzonden", "Skickat", "Skickade objekt", "Skickade",
+    "Sendt", "Sendte elementer", "Sendte", "Lähetetyt", "Lähetetyt kohteet",
+    "Wysłane", "Elementy wysłane", "Odeslaná pošta", "Odeslané",
+    "Отправленные", "送信済み", "送信済みアイテム", "已发送", "已发送邮件", "寄件備份",
+)  # fmt: skip
+
+JUNK_NAMES: tuple[str, ...] = (
+    "Junk", "Junk E-mail", "Junk Email", "Junk Mail", "Spam", "Bulk Mail", "Bulk",
+    "[Gmail]/Spam", "[Google Mail]/Spam", "INBOX.Junk", "INBOX.Spam", "INBOX/Junk",
+    "INBOX/Spam", "Spam-Verdacht", "Junk-E-Mail", "Unerwünscht",
+    "Courrier indésirable", "Pourriel", "Indésirables",
+    "Correo no deseado", "Lixo eletrônico", "Posta indesiderata",
+    "Ongewenste e-mail", "Skräppost", "Søppelpost", "Roskaposti", "Wiadomości-śmieci",
+    "Nevyžádaná pošta", "Спам", "迷惑メール", "垃圾邮件",
+)  # fmt: skip
+
+TRASH_NAMES: tuple[str, ...] = (
+    "Trash", "Deleted Items", "Deleted Messages", "Deleted", "Bin",
+    "[Gmail]/Trash", "[Gmail]/Bin", "[Google Mail]/Trash", "[Google Mail]/Bin",
+    "INBOX.Trash", "INBOX/Trash", "Papierkorb", "Gelöschte Elemente", "Gelöschte Objekte",
+    "Corbeille", "Éléments supprimés", "Papelera", "Elementos eliminados", "Lixeira",
+    "Itens excluídos", "Cestino", "Posta eliminata", "Prullenbak", "Verwijderde items",
+    "Papperskorgen", "Borttagna objekt", "Papirkurv", "Slettede elementer",
+    "Roskakori", "Poistetut", "Kosz", "Elementy usunięte", "Koš", "Odstraněná pošta",
+    "Корзина", "Удаленные", "ごみ箱", "削除済みアイテム", "已删除", "已删除邮件",
+)  # fmt: skip
+
+NAMES: dict[Role, tuple[str, ...]] = {"sent": SENT_NAMES, "junk": JUNK_NAMES, "trash": TRASH_NAMES}
+
+
+def _norm(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _strip_prefix(name: str, prefixes: Iterable[str]) -> str | None:
+    low = _norm(name)
+    for prefix in prefixes:
+        p = _norm(prefix)
+        if p and low.startswith(p) and len(low) > len(p):
+            return name[len(prefix) :]
+    return None
+
+
+def find_folder(
+    role: Role,
+    folders: Sequence[FolderInfo],
+    override: str | None = None,
+    *,
+    prefix: str = "",
+) -> str:
+    """Name of the folder for *role* ("sent", "junk" or "trash").
+
+    *override* (from the config) wins, but must be in *folders*.  *prefix* is the personal
+    namespace prefix (``Mailbox.personal_prefix()``); ``INBOX.`` and ``INBOX/`` are always
+    tried too.  Raises MailboxError saying which config key to set when nothing fits.
+    """
+    key = CONFIG_KEY[role]
+    usable = [f for f in folders if f.selectable]
+    if override:
+        for f in usable:
+            if f.name == override or (_norm(f.name) == "inbox" and _norm(override) == "inbox"):
+                return f.name
+        raise MailboxError(
+            f"{key} is set to {override!r}, but the server has no such folder; "
+            f"fix {key} in the config"
+        )
+    flag = SPECIAL_USE[role].lower()
+    flagged = [f for f in usable if flag in {x.lower() for x in f.flags}]
+    if flagged:
+        return flagged[0].name
+    prefixes = [p for p in (prefix, "INBOX.", "INBOX/") if p]
+    by_name: dict[str, FolderInfo] = {}
+    by_stripped: dict[str, FolderInfo] = {}
+    for f in usable:
+        by_name.setdefault(_norm(f.name), f)
+        stripped = _strip_prefix(f.name, prefixes)
+        if stripped is not None:
+            by_stripped.setdefault(_norm(stripped), f)
+    for candidate in NAMES[role]:
+        c = _norm(candidate)
+        hit = by_name.get(c) or by_stripped.get(c)
+        if hit is not None:
+            return hit.name
+    raise MailboxError(
+        f"no {role} folder found (no {SPECIAL_USE[role]} flag, no known name); "
+        f"set {key} in the config"
+    )
+
+
+def find_sent(
+    folders: Sequence[FolderInfo], override: str | None = None, *, prefix: str = ""
+) -> str:
+    return find_folder("sent", folders, override, prefix=prefix)
+
+
+def find_junk(
+    folders: Sequence[FolderInfo], override: str | None = None, *, prefix: str = ""
+) -> str:
+    return find_folder("junk", folders, override, prefix=prefix)
+
+
+def find_trash(
+    folders: Sequence[FolderInfo], override: str | None = None, *, prefix: str = ""
+) -> str:
+    return find_folder("trash", folders, override, prefix=prefix)
+
+
+def decode_mutf7(name: str | bytes) -> str:
+    """Decode an IMAP modified UTF-7 folder name (RFC 3501 5.1.3): ``"&AMk-l&AOk-ments"`` ->
+    ``"Éléments"``.  Text that is not valid modified UTF-7 is returned unchanged."""
+    raw = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+    if "&" not in raw:
+        return raw
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch != "&":
+            out.append(ch)
+            i += 1
+            continue
+        end = raw.find("-", i + 1)
+        if end < 0:
+            return raw
+        chunk = raw[i + 1 : end]
+        if not chunk:
+            out.append("&")
+        else:
+            b64 = chunk.replace(",", "/")
+            b64 += "=" * (-len(b64) % 4)
+            try:
+                out.append(base64.b64decode(b64, validate=True).decode("utf-16-be"))
+            except (ValueError, UnicodeDecodeError):
+                return raw
+        i = end + 1
+    return "".join(out)
