@@ -26,8 +26,17 @@ import pytest
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "messages"
 EXPECTED: list[dict[str, Any]] = json.loads((FIXTURES / "expected.json").read_text("utf-8"))
 KINDS = {
-    "failed", "delayed", "autoreply", "challenge_response", "mdn", "feedback_report",
-    "dmarc_report", "tlsrpt_report", "delivery_success", "virus_notice", "not_ndr",
+    "failed",
+    "delayed",
+    "autoreply",
+    "challenge_response",
+    "mdn",
+    "feedback_report",
+    "dmarc_report",
+    "tlsrpt_report",
+    "delivery_success",
+    "virus_notice",
+    "not_ndr",
 }
 
 
