@@ -257,7 +257,7 @@ class Rule:
         if self.bounce_from is not None:
             conds.append(f"the report comes from {_or(self.bounce_from)}")
         if self.subject is not None:
-            conds.append(f"its subject matches /{self.subject.pattern}/")
+            conds.append(f"the subject matches /{self.subject.pattern}/")
         if self.original_from is not None:
             conds.append(f"the original was sent from {_or(self.original_from)}")
         if self.original_to is not None:
@@ -749,7 +749,7 @@ def load_rules(paths: Sequence[Path]) -> RuleSet:
 def explain_rules(ruleset: RuleSet) -> list[str]:
     """Lines for ``ndr-sweeper rules check FILE``: each rule in words, in the order tried.
 
-    Lines starting with "  warning:" flag rules that can act on bounces of mail you really
+    Lines starting with "   warning:" flag rules that can act on bounces of mail you really
     sent. Nothing is printed here; the caller shows the lines.
     """
     if not ruleset.rules:
@@ -766,8 +766,8 @@ def explain_rules(ruleset: RuleSet) -> list[str]:
         lines.append(f"   {rule.describe()}")
         if rule.can_touch_own_bounces():
             lines.append(
-                "  warning: this rule can act on bounces of mail you really sent (it fires "
-                'before the Sent check counts); add decision = "backscatter" to spare them'
+                "   warning: this rule can act on bounces of mail you really sent (it fires "
+                'whatever the Sent check found); add decision = "backscatter" to spare them'
             )
     lines.append(
         "Otherwise the built-in decision stands: your own bounces, undetermined NDRs and "
