@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument("target", nargs="?", default=str(DEFAULT))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("sort", nargs="?", default="cumulative", help=argparse.SUPPRESS)
     args = ap.parse_args()
     msgs = load(Path(args.target))
     if not msgs:
@@ -52,7 +53,7 @@ def main() -> int:
         import pstats
 
         cProfile.runctx("for m in msgs: classify(m)", globals(), {"msgs": msgs}, "/tmp/classify.prof")
-        pstats.Stats("/tmp/classify.prof").sort_stats("cumulative").print_stats(25)
+        pstats.Stats("/tmp/classify.prof").sort_stats(sys.argv[-1] if sys.argv[-1] in ("tottime", "cumulative") else "cumulative").print_stats(25)
         return 0
     best = float("inf")
     ndrs = 0

@@ -233,6 +233,9 @@ def _quoted_block(text: str, pos: int) -> Headers:
 
 def _quoted_source(text: str, skip_first_report: bool = True) -> _Source | None:
     text = text[:MAX_TEXT]
+    low = text.lower()
+    if "message-id" not in low and "messageid" not in low:
+        return None
     found: list[_Source] = []
     for m in _QUOTED_ID.finditer(text):
         h = _quoted_block(text, m.start())
@@ -263,7 +266,10 @@ def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
             "delivery-status" in p.ctype or "disposition-notification" in p.ctype
             or "feedback-report" in p.ctype
         ):
-            for m in _ORIG_ID_FIELD.finditer(p.decoded(msg.defects)):
+            body = p.decoded(msg.defects)
+            if "original-message-id" not in body.lower():
+                continue
+            for m in _ORIG_ID_FIELD.finditer(body):
                 i = normalise_id(m.group(1))
                 if i and i not in ids:
                     ids.append(i)
@@ -295,7 +301,11 @@ def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Origin
     if chosen is None and dsn_ids:
         return _build(None, dsn_ids[0], [*other, *dsn_ids[1:]])
     if chosen is None:
-        orig_fields = [normalise_id(m.group(1)) for m in _ORIG_ID_FIELD.finditer(text[:MAX_TEXT])]
+        orig_fields = (
+            [normalise_id(m.group(1)) for m in _ORIG_ID_FIELD.finditer(text[:MAX_TEXT])]
+            if "original-message-id" in text[:MAX_TEXT].lower()
+            else []
+        )
         orig_ids = [i for i in orig_fields if i]
         q = _quoted_source(text)
         if q is None and orig_ids:

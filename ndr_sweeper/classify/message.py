@@ -30,6 +30,17 @@ _ENC_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _HEADER_LINE = re.compile(r"[!-9;-~]+[ \t]*:")
 
 
+def _is_field_line(line: str) -> bool:
+    """``Name: value`` (name of printable characters, no spaces; may end in blanks)."""
+    colon = line.find(":")
+    if colon <= 0:
+        return False
+    name = line[:colon].rstrip(" \t")
+    if not name or " " in name or "\t" in name:
+        return False
+    return name.isascii() and name.isprintable()
+
+
 def normalise(raw: bytes, defects: list[str]) -> str:
     """Bytes to a Latin-1 str with LF line ends, no leading blank lines, capped."""
     if len(raw) > MAX_INPUT:
@@ -59,6 +70,10 @@ def split_header(text: str) -> tuple[str, str]:
     return text[: idx + 1], text[idx + 2 :]
 
 
+_FIELDS_RE = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*([^\n]*(?:\n[ \t]+[^\n]*)*)", re.MULTILINE)
+_HEADER_BLOCK = re.compile(r"(?:[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t]+\S[^\n]*(?:\n|\Z))*)*")
+
+
 def parse_header_block(
     block: str, defects: list[str] | None = None, lenient: bool = False
 ) -> list[tuple[str, str]]:
@@ -72,71 +87,47 @@ def parse_header_block(
         block = block[:MAX_HEADER]
         if defects is not None:
             defects.append("header block truncated")
+    if not lenient:
+        block = block[: header_end(block)]
+        if defects is not None and block.strip() == "":
+            defects.append("no header fields")
     fields: list[tuple[str, str]] = []
-    name: str | None = None
-    value_parts: list[str] = []
-    for line in block.split("\n"):
-        if not line:
-            continue
-        if line[0] in " \t":
-            if name is not None:
-                value_parts.append(line.strip())
-            continue
-        m = _HEADER_LINE.match(line)
-        if m is None:
-            if lenient:
-                continue
-            if defects is not None and name is None and not fields:
-                defects.append("no header fields")
+    for m in _FIELDS_RE.finditer(block):
+        value = m.group(2)
+        if "\n" in value:
+            value = " ".join(value.split())
+        else:
+            value = value.rstrip()
+        fields.append((m.group(1), value))
+        if len(fields) >= MAX_HEADER_FIELDS:
+            if defects is not None:
+                defects.append("too many header fields")
             break
-        if name is not None:
-            fields.append((name, " ".join(value_parts)))
-            if len(fields) >= MAX_HEADER_FIELDS:
-                name = None
-                if defects is not None:
-                    defects.append("too many header fields")
-                break
-        colon = line.index(":")
-        name = line[:colon].strip()
-        value_parts = [line[colon + 1 :].strip()]
-    if name is not None:
-        fields.append((name, " ".join(value_parts)))
     return fields
 
 
 def header_end(text: str) -> int:
     """Where the header block of ``text`` ends (index of the body start).
 
-    Like :func:`split_header` but also stops at the first line that is not a
-    header field, as the stdlib parser does.
+    The header ends at the first empty (or blank) line, or at the first line
+    that is not a header field, as the stdlib parser does.
     """
-    pos = 0
-    n = len(text)
-    first = True
-    while pos < n:
-        nl = text.find("\n", pos)
-        end = n if nl < 0 else nl
-        line = text[pos:end]
-        if not line.strip():
-            return n if nl < 0 else nl + 1
-        if line[0] in " \t":
-            if first:
-                return pos
-        elif _HEADER_LINE.match(line) is None:
-            return pos
-        first = False
-        if nl < 0:
-            return n
-        pos = nl + 1
-        if pos > MAX_HEADER:
-            return pos
-    return n
+    m = _HEADER_BLOCK.match(text, 0, MAX_HEADER + 1)
+    end = m.end() if m else 0
+    if end >= len(text):
+        return len(text)
+    nl = text.find("\n", end)
+    line = text[end:] if nl < 0 else text[end:nl]
+    if not line.strip():
+        return len(text) if nl < 0 else nl + 1
+    return end
 
 
 def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded words; never raises."""
     if "=?" not in value or _ENC_WORD.search(value) is None:
         return value
+    value = value[:4000]
     try:
         return str(make_header(decode_header(value)))
     except Exception:

@@ -63,6 +63,13 @@ def addr_of(value: str) -> str:
 
 
 def sender_is_daemon(msg: ParsedMessage) -> bool:
+    cached = msg.cache.get("sender_is_daemon")
+    if cached is None:
+        cached = msg.cache["sender_is_daemon"] = "1" if _sender_is_daemon(msg) else ""
+    return bool(cached)
+
+
+def _sender_is_daemon(msg: ParsedMessage) -> bool:
     h = msg.headers
     for name in ("from", "sender"):
         v = h.get(name)
@@ -218,7 +225,7 @@ ORIGINAL_SEPARATOR = re.compile(
     r"the header of the original|included is a copy|copy of (?:your|the) message|"
     r"end of transcript|message text follows|returned mail follows"
     r")",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,
 )
 
 
@@ -228,7 +235,7 @@ def report_text(msg: ParsedMessage) -> str:
     if cached is not None:
         return cached
     text = msg.body_text()[:131072]
-    m = ORIGINAL_SEPARATOR.search(text)
+    m = ORIGINAL_SEPARATOR.search(msg.lower_text(131072))
     out = text[: m.start()] if m and m.start() > 40 else text[:65536]
     msg.cache["report_text"] = out
     return out
@@ -244,7 +251,9 @@ def text_recipients(msg: ParsedMessage, text: str, action: str, limit: int = 20)
     own = {addr_of(msg.headers.get(n) or "").lower() for n in ("from", "to", "sender")}
     seen: dict[str, Recipient] = {}
     lines = text[:MAX_TEXT].split("\n")
-    for i, line in enumerate(lines[:3000]):
+    for i, line in enumerate(lines[:1000]):
+        if "@" not in line:
+            continue
         for m in _EMAIL.finditer(line):
             a = m.group(0).strip(".").lower()
             if a in own or a in seen or a.startswith(("mailer-daemon@", "postmaster@")):

@@ -24,7 +24,7 @@ from ._base import (
     subject_is_bounce,
 )
 
-SCAN = 131072  # characters of body text searched for a format's wording
+SCAN = 32768  # characters of body text searched for a format's wording
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +37,16 @@ class TextFormat:
 
 
 def report_headers(msg: ParsedMessage) -> bool:
-    return (
-        sender_is_daemon(msg)
-        or null_return_path(msg)
-        or subject_is_bounce(msg)
-        or "x-failed-recipients" in msg.headers
-    )
+    cached = msg.cache.get("report_headers")
+    if cached is None:
+        ok = (
+            sender_is_daemon(msg)
+            or null_return_path(msg)
+            or subject_is_bounce(msg)
+            or "x-failed-recipients" in msg.headers
+        )
+        cached = msg.cache["report_headers"] = "1" if ok else ""
+    return bool(cached)
 
 
 def sender_blob(msg: ParsedMessage) -> str:

@@ -24,7 +24,7 @@ FORMAT = TextFormat(
 
 def detect(msg: ParsedMessage) -> Verdict | None:
     text = msg.body_text()[:262144]
-    m = _TYPE.search(text)
+    m = _TYPE.search(text) if "notificationType" in text else None
     if m and ("amazon" in (msg.headers.get("from") or "").lower() or '"mail"' in text):
         kind = {"Bounce": Kind.FAILED, "Complaint": Kind.FEEDBACK_REPORT}.get(
             m.group(1), Kind.DELIVERY_SUCCESS

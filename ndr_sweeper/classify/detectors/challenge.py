@@ -11,6 +11,7 @@ import re
 
 from ..message import ParsedMessage
 from ..verdict import Kind, Verdict
+from ._base import sender_is_daemon
 
 NAME = "challenge"
 
@@ -33,7 +34,9 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     hdr = " ".join(
         msg.headers.get(n) or "" for n in ("from", "return-path", "sender", "message-id")
     )
-    vendor = _VENDOR.search(hdr.lower()) or _VENDOR.search(msg.lower_text(5000))
+    vendor = _VENDOR.search(hdr.lower())
+    if vendor is None and not sender_is_daemon(msg):
+        vendor = _VENDOR.search(msg.lower_text(5000))
     ask = _ASK.search(msg.body_text()[:20000]) if vendor else None
     if vendor and ask:
         return Verdict(
