@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from email.header import decode_header, make_header
 
 MAX_INPUT = 2 * 1024 * 1024  # bytes of a message we look at at all
@@ -278,6 +279,7 @@ class ParsedMessage:
     _parts: list[Part] | None = None
     _body_text: str | None = None
     cache: dict[str, str] = field(default_factory=dict)  # detectors' shared derived text
+    memo: dict[str, Any] = field(default_factory=dict)  # other derived values
 
     # ---- top-level header conveniences -------------------------------------------------
     def header(self, name: str) -> str:
@@ -378,7 +380,7 @@ def parse(raw: bytes) -> ParsedMessage:
         body = body[1:]
     elif body:
         defects.append("missing blank line after the header")
-    fields = parse_header_block(block, defects)
+    fields = parse_header_block(block, defects, lenient=True)
     headers = Headers(fields)
     ctype, params = content_type(headers.get("content-type"))
     return ParsedMessage(
@@ -488,7 +490,7 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
                 )
             for piece in pieces:
                 end = header_end(piece)
-                fields = parse_header_block(piece[:end])
+                fields = parse_header_block(piece[:end], lenient=True)
                 sub_body = piece[end:]
                 if sub_body.startswith("\n"):
                     sub_body = sub_body[1:]

@@ -177,7 +177,11 @@ def parse_dsn_text(text: str) -> tuple[dict[str, str], list[DsnRecord]]:
 
 def dsn_records(msg: ParsedMessage) -> list[DsnRecord]:
     """Records from message/delivery-status (or global-delivery-status) parts."""
+    cached = msg.memo.get("dsn_records")
+    if isinstance(cached, list):
+        return cached
     out: list[DsnRecord] = []
+    msg.memo["dsn_records"] = out
     for p in msg.parts:
         if p.embedded:
             continue

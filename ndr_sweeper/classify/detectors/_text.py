@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .._rx import fast
 from ..message import ParsedMessage
 from ..verdict import Verdict
 from ._base import (
@@ -87,4 +88,4 @@ def detect_format(msg: ParsedMessage, fmt: TextFormat) -> Verdict | None:
 
 def rx(*phrases: str) -> re.Pattern[str]:
     """One pattern from several lower-case (regex) phrases, for lower-cased text."""
-    return re.compile("|".join(f"(?:{p})" for p in phrases))
+    return fast("|".join(f"(?:{p})" for p in phrases))
