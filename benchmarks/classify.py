@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ndr_sweeper.classify import classify  # noqa: E402
+from ndr_sweeper.classify import classify
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "dev"
 
@@ -52,8 +52,12 @@ def main() -> int:
         import cProfile
         import pstats
 
-        cProfile.runctx("for m in msgs: classify(m)", globals(), {"msgs": msgs}, "/tmp/classify.prof")
-        pstats.Stats("/tmp/classify.prof").sort_stats(sys.argv[-1] if sys.argv[-1] in ("tottime", "cumulative") else "cumulative").print_stats(25)
+        cProfile.runctx(
+            "for m in msgs: classify(m)", globals(), {"msgs": msgs}, "/tmp/classify.prof"
+        )
+        pstats.Stats("/tmp/classify.prof").sort_stats(
+            sys.argv[-1] if sys.argv[-1] in ("tottime", "cumulative") else "cumulative"
+        ).print_stats(25)
         return 0
     best = float("inf")
     ndrs = 0

@@ -27,7 +27,11 @@ LABEL_KIND = {  # corpus label -> Kind value
 
 def corpus_dir() -> Path | None:
     env = os.environ.get("NDR_SWEEPER_CORPUS")
-    d = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "dev"
+    d = (
+        Path(env)
+        if env
+        else Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "dev"
+    )
     return d if (d / "labels.jsonl").is_file() else None
 
 
@@ -102,7 +106,9 @@ class Result:
         for name, r in sorted(self.by_kind.items()):
             lines.append(_row(name, r))
         lines.append("")
-        lines.append(f"{'family (mta)':<22}{'n':>5}{'recall':>9}{'kind ok':>9}{'falseNDR':>9}{'ID ok':>9}")
+        lines.append(
+            f"{'family (mta)':<22}{'n':>5}{'recall':>9}{'kind ok':>9}{'falseNDR':>9}{'ID ok':>9}"
+        )
         for name, r in sorted(self.by_family.items(), key=lambda kv: (-kv[1].n, kv[0])):
             if r.misses or r.false_ndr or r.id_ok + r.id_alt < r.with_id or r.n >= 10:
                 lines.append(_row(name, r))

@@ -45,7 +45,11 @@ def _classify(raw: bytes) -> Verdict:
 
 def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
     original = v.original
-    if v.kind is not Kind.NOT_NDR and original.message_id is None and not original.other_message_ids:
+    if (
+        v.kind is not Kind.NOT_NDR
+        and original.message_id is None
+        and not original.other_message_ids
+    ):
         original = extract_original(msg)
     reply_ids: list[str] = []
     for name in ("in-reply-to", "references"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 
+from .detectors._base import dsn_records
 from .message import (
     MAX_TEXT,
     Headers,
@@ -29,7 +30,6 @@ from .message import (
     decode_words,
     parse_header_block,
 )
-from .detectors._base import dsn_records
 from .verdict import Original
 
 _ANGLE_ID = re.compile(r"<\s*([^<>\s]{1,900}?)\s*>")
@@ -162,7 +162,9 @@ def _choose_structural(
     current: _Source | None = None
     for s in heads:
         if s.part is not None and not any(
-            o is not s and o.part is not None and o.part.is_message_head
+            o is not s
+            and o.part is not None
+            and o.part.is_message_head
             and _is_within(s.part, o.part)
             for o in heads
         ):
@@ -180,7 +182,8 @@ def _choose_structural(
             break
         outer_rcpts = set()
         inner = [
-            s for s in sources
+            s
+            for s in sources
             if s is not current and s.part is not None and _is_within(s.part, current.part)
         ]
         if not inner:
@@ -263,7 +266,8 @@ def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
     ids: list[str] = []
     for p in msg.parts:
         if p.ctype.startswith("message/") and (
-            "delivery-status" in p.ctype or "disposition-notification" in p.ctype
+            "delivery-status" in p.ctype
+            or "disposition-notification" in p.ctype
             or "feedback-report" in p.ctype
         ):
             body = p.decoded(msg.defects)
@@ -287,9 +291,7 @@ def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Origin
     text = body_text if body_text is not None else msg.body_text()
     if chosen is not None and normalise_id(chosen.headers.get("message-id")) is None:
         # an embedded message without an ID (e.g. "Message removed"): try other sources
-        alt = next(
-            (s for s in structural if normalise_id(s.headers.get("message-id"))), None
-        )
+        alt = next((s for s in structural if normalise_id(s.headers.get("message-id"))), None)
         if alt is not None and not dsn_ids:
             chosen = alt
         elif dsn_ids:

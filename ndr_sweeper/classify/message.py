@@ -13,8 +13,8 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass, field
-from typing import Any
 from email.header import decode_header, make_header
+from typing import Any
 
 MAX_INPUT = 2 * 1024 * 1024  # bytes of a message we look at at all
 MAX_HEADER = 256 * 1024  # characters of one header block
@@ -24,9 +24,7 @@ MAX_DEPTH = 12  # multipart / message nesting
 MAX_TEXT = 512 * 1024  # characters of body text scanned
 MAX_PART_BODY = 1024 * 1024  # characters of one part decoded
 
-_CT_PARAM = re.compile(
-    r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)', re.DOTALL
-)
+_CT_PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)', re.DOTALL)
 _ENC_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _HEADER_LINE = re.compile(r"[!-9;-~]+[ \t]*:")
 
@@ -95,10 +93,7 @@ def parse_header_block(
     fields: list[tuple[str, str]] = []
     for m in _FIELDS_RE.finditer(block):
         value = m.group(2)
-        if "\n" in value:
-            value = " ".join(value.split())
-        else:
-            value = value.rstrip()
+        value = " ".join(value.split()) if "\n" in value else value.rstrip()
         fields.append((m.group(1), value))
         if len(fields) >= MAX_HEADER_FIELDS:
             if defects is not None:
@@ -468,7 +463,9 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
                 defects.append("MIME nesting too deep")
                 continue
             boundary = part.params.get("boundary")
-            body = part.decoded(defects) if part.cte in ("base64", "quoted-printable") else part.body
+            body = (
+                part.decoded(defects) if part.cte in ("base64", "quoted-printable") else part.body
+            )
             pieces: list[str] = []
             if boundary:
                 pieces, closed = _split_multipart(body, boundary)
@@ -485,8 +482,15 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
             if not pieces:
                 # treat the whole body as text so phrases are still found
                 children.append(
-                    Part("text/plain", {}, Headers([]), body, part.depth + 1, part.embedded,
-                         parent=part)
+                    Part(
+                        "text/plain",
+                        {},
+                        Headers([]),
+                        body,
+                        part.depth + 1,
+                        part.embedded,
+                        parent=part,
+                    )
                 )
             for piece in pieces:
                 end = header_end(piece)
@@ -498,8 +502,9 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
                 ct, params = content_type(h.get("content-type"))
                 if not ct:
                     ct = "message/rfc822" if part.ctype == "multipart/digest" else "text/plain"
-                children.append(Part(ct, params, h, sub_body, part.depth + 1, part.embedded,
-                                     parent=part))
+                children.append(
+                    Part(ct, params, h, sub_body, part.depth + 1, part.embedded, parent=part)
+                )
         elif part.ctype in _MESSAGE_TYPES:
             if part.depth >= MAX_DEPTH:
                 defects.append("message nesting too deep")
@@ -509,8 +514,16 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
             fields = parse_header_block(head_block, lenient=True)
             h = Headers(fields)
             ct, params = content_type(h.get("content-type"))
-            head = Part(ct or "text/plain", params, h, sub_body, part.depth + 1,
-                        part.embedded + 1, is_message_head=True, parent=part)
+            head = Part(
+                ct or "text/plain",
+                params,
+                h,
+                sub_body,
+                part.depth + 1,
+                part.embedded + 1,
+                is_message_head=True,
+                parent=part,
+            )
             children.append(head)
         stack.extend(reversed(children))
     return out

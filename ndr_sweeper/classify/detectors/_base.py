@@ -23,7 +23,7 @@ DAEMON_FROM = re.compile(
     r"microsoft outlook|automated response|antivirus|anti-virus|postoffice|"
     r"no-?reply@.*\.(?:dion|ezweb|au|docomo|softbank)|\bsmtp@|\bmmdf|inetgw|"
     r"notification@|content-filter|\bmta@|mailwasher|courier mail server",
-    )
+)
 
 BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|returned mail|returned to sender|returning message|"
@@ -39,7 +39,7 @@ BOUNCE_SUBJECT = re.compile(
     r"non recapitabile|no (?:se )?(?:ha podido|pudo) entregar|не доставлено|недоставлен|"
     r"postmaster notify|see transcript|error mail report|considered unsolicited|"
     r"virus|failed|failure|delay|undeliverable|notification",
-    )
+)
 
 # Strongly bounce-like subjects (used to accept free-text reports)
 STRONG_SUBJECT = re.compile(
@@ -50,7 +50,7 @@ STRONG_SUBJECT = re.compile(
     r"failed mail|mail failure|message not delivered|not delivered|unzustellbar|"
     r"nicht zustellbar|non remis|warning: could not send|delayed mail|delivery delayed|"
     r"message delayed|failed delivery|failure delivery|error during delivery",
-    )
+)
 
 FWD_OR_REPLY = re.compile(r"^\s*(?:fwd?|fw|wg|tr|aw|re|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
 
@@ -76,9 +76,7 @@ def _sender_is_daemon(msg: ParsedMessage) -> bool:
         if v and DAEMON_FROM.search(decode_words(v).lower()):
             return True
     frm = h.get("from")
-    if frm is not None and addr_of(frm) == "":
-        return True
-    return False
+    return bool(frm is not None and addr_of(frm) == "")
 
 
 def null_return_path(msg: ParsedMessage) -> bool:
@@ -245,7 +243,9 @@ def report_text(msg: ParsedMessage) -> str:
     return out
 
 
-_EMAIL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128}@[A-Za-z0-9][A-Za-z0-9.-]{0,250}\.[A-Za-z]{2,24}")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128}@[A-Za-z0-9][A-Za-z0-9.-]{0,250}\.[A-Za-z]{2,24}"
+)
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _SMTP = re.compile(r"\b([45]\d\d)[ -]")
 
@@ -289,18 +289,18 @@ DELAY_TEXT = re.compile(
     r"no action is required on your part|will retry for|delay(?:ed)? warning|"
     r"could not be delivered for \d+ (?:hours|minutes)|"
     r"warning: message .{0,80} delayed|message will be retried",
-    )
+)
 DELAY_SUBJECT = re.compile(
     r"\(delay\)|delayed|warning: could not send|warning: message|delivery delay|"
     r"still being retried|deferred|transient failure|warning:",
-    )
+)
 FINAL_TEXT = re.compile(
     r"permanent(?:ly)? (?:fatal )?(?:error|failure|failed)|gave up|giving up|"
     r"will not be (?:re)?tried|no further attempts|could not be delivered and|"
     r"has been (?:returned|rejected)|retry time(?:out)? (?:not reached|exceeded)|"
     r"too long in the queue|expired|message was undeliverable|delivery has failed|"
     r"failed permanently|have been returned|is being returned|returning message",
-    )
+)
 
 
 def is_delay(msg: ParsedMessage, text: str) -> bool:

@@ -73,10 +73,7 @@ def detect_format(msg: ParsedMessage, fmt: TextFormat) -> Verdict | None:
     if m is None:
         return None
     rtext = report_text(msg)
-    if fmt.delay is not None and fmt.delay.search(text):
-        delayed = True
-    else:
-        delayed = is_delay(msg, rtext)
+    delayed = True if fmt.delay is not None and fmt.delay.search(text) else is_delay(msg, rtext)
     return ndr(
         msg,
         fmt.name,

@@ -37,7 +37,13 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     auto = (h.get("auto-submitted") or "").strip().lower()
     if auto.startswith("auto-replied"):
         ev.append(f"Auto-Submitted: {auto[:40]}")
-    for name in ("x-autoreply", "x-autorespond", "x-autoresponder", "x-vacation", "x-mailautoreply"):
+    for name in (
+        "x-autoreply",
+        "x-autorespond",
+        "x-autoresponder",
+        "x-vacation",
+        "x-mailautoreply",
+    ):
         if name in h:
             ev.append(f"{name} header")
     prec = (h.get("precedence") or "").lower()
@@ -57,10 +63,8 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         or (subj is not None and subj.start() <= 2)  # "Auto reply: ...", "[Automatic reply] ..."
         or (subj is not None and (h.get("return-path") or "").strip() == "<>")
     )
-    if not strong:
-        # only the subject: want autoreply wording in the text too
-        if not _TEXT.search(msg.body_text()[:5000]):
-            return None
+    if not strong and not _TEXT.search(msg.body_text()[:5000]):
+        return None  # only the subject: want autoreply wording in the text too
     if not subj and sender_is_daemon(msg) and not _TEXT.search(msg.body_text()[:5000]):
         return None
     return Verdict(Kind.AUTOREPLY, NAME, evidence=tuple(ev[:4]))

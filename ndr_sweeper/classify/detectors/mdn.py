@@ -25,9 +25,11 @@ _REJECT = re.compile(r"\brejected\b|\brefused\b", re.I)
 def detect(msg: ParsedMessage) -> Verdict | None:
     parts = msg.parts if msg.ctype.startswith("multipart/") else []
     mdn_parts = [
-        p for p in parts
-        if not p.embedded and p.ctype in ("message/disposition-notification",
-                                            "message/global-disposition-notification")
+        p
+        for p in parts
+        if not p.embedded
+        and p.ctype
+        in ("message/disposition-notification", "message/global-disposition-notification")
     ]
     if msg.report_type != "disposition-notification" and not mdn_parts:
         if _READ_SUBJECT.match(msg.subject) and (
@@ -56,7 +58,8 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         rcpt = rcpt.split(";", 1)[-1].strip().strip("<>")
         recipients = (
             (Recipient(rcpt, action="failed", diagnostic=shorten(text, 120) or None),)
-            if rcpt else ()
+            if rcpt
+            else ()
         )
         return Verdict(
             Kind.FAILED,
@@ -71,5 +74,8 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     return Verdict(
         Kind.MDN,
         NAME,
-        evidence=("disposition notification (read receipt)", f"Disposition: {shorten(disposition, 80)}"),
+        evidence=(
+            "disposition notification (read receipt)",
+            f"Disposition: {shorten(disposition, 80)}",
+        ),
     )

@@ -23,15 +23,19 @@ _FORENSIC = re.compile(
     r"feedback-type:\s*(?:auth-failure|abuse|fraud|virus|other|not-spam)",
     re.I,
 )
-_COMPLAINT_SUBJECT = re.compile(r"complaint about message|abuse report|spam report|fbl report", re.I)
+_COMPLAINT_SUBJECT = re.compile(
+    r"complaint about message|abuse report|spam report|fbl report", re.I
+)
 
 
 def detect(msg: ParsedMessage) -> Verdict | None:
     rt = msg.report_type
     top = [p for p in msg.parts if not p.embedded] if _maybe(msg) else []
     ctypes = {p.ctype for p in top} | {msg.ctype}
-    if rt == "tlsrpt" or any(c.startswith("application/tlsrpt") for c in ctypes) or (
-        "tls-report-domain" in msg.headers
+    if (
+        rt == "tlsrpt"
+        or any(c.startswith("application/tlsrpt") for c in ctypes)
+        or ("tls-report-domain" in msg.headers)
     ):
         return Verdict(Kind.TLSRPT_REPORT, NAME, evidence=("SMTP TLS report (RFC 8460)",))
     if rt == "feedback-report" or "message/feedback-report" in ctypes:

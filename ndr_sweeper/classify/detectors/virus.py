@@ -28,5 +28,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     if m is None:
         return None
     return Verdict(
-        Kind.VIRUS_NOTICE, NAME, evidence=("antivirus notice to the recipient", f"'{m.group(0)[:60]}'")
+        Kind.VIRUS_NOTICE,
+        NAME,
+        evidence=("antivirus notice to the recipient", f"'{m.group(0)[:60]}'"),
     )
