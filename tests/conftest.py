@@ -120,3 +120,53 @@ def imap_user(dovecot: lab.DovecotLab, new_imap_user) -> lab.LabEnv:
 @pytest.fixture
 def imap_user_nomove(dovecot_nomove: lab.DovecotLab, new_imap_user) -> lab.LabEnv:
     return new_imap_user(dovecot_nomove)
+
+
+# ---------------------------------------------------------------------- mailbox backends
+def _imap_mailbox(env: lab.LabEnv):
+    from ndr_sweeper.mailbox.imap import ImapMailbox
+
+    return ImapMailbox.connect(env.host, env.port, "plain", env.user, env.password, timeout=10)
+
+
+_NO_MOVE_CAPS = {"MOVE", "UIDPLUS"}
+
+
+@pytest.fixture(params=["memory", pytest.param("imap", marks=pytest.mark.imap)])
+def mailbox(request: pytest.FixtureRequest):
+    """A logged-in, empty ``Mailbox`` (INBOX, Drafts, Sent, Junk, Trash with SPECIAL-USE),
+    once in memory and once on the lab Dovecot: tests using it run against both."""
+    from ndr_sweeper.mailbox.memory import MemoryMailbox
+
+    if request.param == "memory":
+        box = MemoryMailbox()
+    else:
+        box = _imap_mailbox(request.getfixturevalue("imap_user"))
+    yield box
+    box.logout()
+
+
+@pytest.fixture(params=["memory", pytest.param("imap", marks=pytest.mark.imap)])
+def mailbox_nomove(request: pytest.FixtureRequest):
+    """Like ``mailbox``, but the server advertises neither MOVE nor UIDPLUS."""
+    from ndr_sweeper.mailbox.memory import DEFAULT_CAPABILITIES, MemoryMailbox
+
+    if request.param == "memory":
+        box = MemoryMailbox(DEFAULT_CAPABILITIES - _NO_MOVE_CAPS)
+    else:
+        box = _imap_mailbox(request.getfixturevalue("imap_user_nomove"))
+    yield box
+    box.logout()
+
+
+@pytest.fixture(params=["memory", pytest.param("imap", marks=pytest.mark.imap)])
+def mailbox_nomove_uidplus(request: pytest.FixtureRequest, new_imap_user):
+    """Like ``mailbox``, without MOVE but with UIDPLUS (COPY + \\Deleted + UID EXPUNGE)."""
+    from ndr_sweeper.mailbox.memory import DEFAULT_CAPABILITIES, MemoryMailbox
+
+    if request.param == "memory":
+        box = MemoryMailbox(DEFAULT_CAPABILITIES - {"MOVE"})
+    else:
+        box = _imap_mailbox(new_imap_user(request.getfixturevalue("dovecot_nomove_uidplus")))
+    yield box
+    box.logout()

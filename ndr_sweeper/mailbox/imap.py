@@ -245,9 +245,14 @@ class ImapMailbox:
         except Exception:
             return False
 
-    def _sel(self, operation: str) -> str:
+    def _sel(self, operation: str, write: bool = False) -> str:
         if self.selected is None:
             raise MailboxError(f"{operation}: no folder is selected; call select() first")
+        if write and self.readonly:
+            # Dovecot answers OK to a STORE after EXAMINE and changes nothing: refuse here
+            raise MailboxError(
+                f"{operation}: folder {self.selected!r} is selected read-only (EXAMINE)"
+            )
         return self.selected
 
     # ---------------------------------------------------------------- protocol
@@ -375,7 +380,7 @@ class ImapMailbox:
                     yield uid, body
 
     def _copy_or_move(self, command: str, uids: Sequence[int], dest: str) -> dict[int, int]:
-        folder = self._sel(command)
+        folder = self._sel(command, write=command == "MOVE")
         untagged = self.client._imap.untagged_responses
         mapping: dict[int, int] = {}
         for b in uidset.batches(uids, max_count=self.store_batch, max_bytes=self.max_set_bytes):
@@ -409,7 +414,7 @@ class ImapMailbox:
         return self._copy_or_move("COPY", uids, dest)
 
     def _store(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
-        folder = self._sel("STORE")
+        folder = self._sel("STORE", write=True)
         if not flags:
             return
         for b in uidset.batches(uids, max_count=self.store_batch, max_bytes=self.max_set_bytes):
@@ -431,7 +436,7 @@ class ImapMailbox:
                 f"{self.host} does not support UIDPLUS, so messages cannot be expunged by UID "
                 "without also expunging other \\Deleted messages"
             )
-        folder = self._sel("UID EXPUNGE")
+        folder = self._sel("UID EXPUNGE", write=True)
         untagged = self.client._imap.untagged_responses
         for b in uidset.batches(uids, max_count=self.store_batch, max_bytes=self.max_set_bytes):
             with self._op("UID EXPUNGE", folder):
