@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ndr_sweeper import __version__
 from ndr_sweeper.errors import NdrSweeperError
@@ -27,22 +28,61 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     failures = 0
     out = None if args.json else render.console()
+    rules = None
+    if args.config or args.account:
+        from ndr_sweeper.config import load_config
+        from ndr_sweeper.rules import load_rules
+
+        config = load_config(args.config)
+        account = config.account(args.account) if args.account else config.select(None)[0]
+        rules = load_rules(account.rules)
     for item in read_inputs(args.paths):
         if item.raw is None:
             render.error(f"{item.file}: cannot read: {item.error}")
             failures += 1
             continue
         verdict = classify(item.raw)
+        rule_text = _rule_for(verdict, rules) if rules is not None else None
         if args.json:
             obj: dict[str, object] = {"file": item.file}
             if item.index is not None:
                 obj["index"] = item.index
             obj.update(verdict.to_dict())
+            if rules is not None:
+                obj["rule"] = rule_text
             render.json_line(obj)
         else:
             name = item.file if item.index is None else f"{item.file}#{item.index}"
-            render.explain(name, verdict, out=out)
+            render.explain(name, verdict, rule=rule_text, out=out)
     return 1 if failures else 0
+
+
+def _rule_for(verdict, rules) -> str:  # type: ignore[no-untyped-def]
+    """Which rule would fire for this verdict, judged as backscatter and as an own bounce."""
+    from ndr_sweeper.actions.plan import Context, Policy, decide
+
+    policy = Policy(action="move", junk_folder="Junk", min_age=0)
+    ctx = Context(age=float("inf"))
+    fired = []
+    for label, match in (("if backscatter", None), ("if your own bounce", "in-sent")):
+        if not verdict.is_ndr and match:
+            continue
+        plan = decide("INBOX", 0, verdict, match, ctx.age, policy)
+        rule = rules.first_match(verdict, plan, ctx)
+        what = f"rule {rule.name}: {rule.describe()}" if rule else "no rule: built-in decision"
+        fired.append(what if not verdict.is_ndr else f"{label}: {what}")
+    return "; ".join(fired)
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from ndr_sweeper import render
+    from ndr_sweeper.rules import explain_rules, load_rule_file
+
+    out = render.console()
+    for path in args.files:
+        for line in explain_rules(load_rule_file(Path(path))):
+            out.print(line, markup=False)
+    return 0
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -59,6 +99,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from ndr_sweeper import render
     from ndr_sweeper.connect import open_mailbox
     from ndr_sweeper.errors import LockedError
+    from ndr_sweeper.rules import load_rules
     from ndr_sweeper.state import account_lock, open_state
     from ndr_sweeper.sweep import AccountResult, sweep_account
 
@@ -71,6 +112,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     ):
         for acc in accounts:
             try:
+                hook = load_rules(acc.rules).hook() if acc.rules else None
                 with account_lock(config.state_dir, acc.name):
                     result = sweep_account(
                         acc,
@@ -79,6 +121,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         dry_run=args.dry_run,
                         full=args.full,
                         reporter=progress,
+                        rule_hook=hook,
                     )
             except LockedError as exc:
                 result = AccountResult(acc.name, dry_run=args.dry_run, error=str(exc))
@@ -231,7 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("explain", help="classify message files and show the verdict")
     sp.add_argument("paths", nargs="+", metavar="PATH", help="message file, '-', Maildir or mbox")
     sp.add_argument("--json", action="store_true", help="one JSON object per message on stdout")
+    sp.add_argument(
+        "--config", metavar="PATH", help="also show which of the account's rules would fire"
+    )
+    sp.add_argument(
+        "--account", metavar="NAME", help="the account whose rules to use (default: the first)"
+    )
     sp.set_defaults(func=cmd_explain)
+
+    sp = sub.add_parser("rules", help="work with rule files")
+    rsub = sp.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
+    rp = rsub.add_parser("check", help="validate rule files and explain each rule in words")
+    rp.add_argument("files", nargs="+", metavar="FILE")
+    rp.set_defaults(func=cmd_rules_check)
 
     def config_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
