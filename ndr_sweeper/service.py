@@ -1,0 +1,883 @@
+"""The background service (`ndr-sweeper run`) and its status (`ndr-sweeper status`).
+
+One APScheduler 3 job per enabled account (``every`` -> interval, ``cron`` -> crontab, else
+every 15 minutes), run in a thread pool of ``max_parallel`` workers. Each job holds the
+account's lock, sweeps it, and records the outcome with ``StateDB.set_account_status``.
+``watch = true`` keeps one IMAP IDLE connection per swept folder and pulls the account's
+next run forward when mail arrives (to arrival + ``min_age``).
+
+Shutdown (SIGTERM/SIGINT) is ordered so APScheduler never submits to a closed pool: pause
+the scheduler, remove the jobs (which waits for a job-processing pass in progress), tell
+running sweeps to stop at their next stage (never while acting), wait for them on our own
+count, then ``shutdown(wait=False)``. SIGHUP re-reads the configuration; a bad file is
+logged and the running configuration kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from ndr_sweeper.errors import (
+    AuthenticationError,
+    ConfigError,
+    CredentialError,
+    LockedError,
+    NdrSweeperError,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from ndr_sweeper.config import Account, Config
+    from ndr_sweeper.state import StateDB
+    from ndr_sweeper.sweep import AccountResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVERY: Final = 15 * 60.0  # seconds, when an account has neither every nor cron
+AUTH_BACKOFF: Final = (60.0, 3600.0)  # first wait after a refused login, and the cap
+RECONNECT_BACKOFF: Final = (5.0, 300.0)  # IDLE reconnect: first wait and cap
+IDLE_RENEW: Final = 600.0  # re-issue IDLE well before servers drop it (RFC 2177: 29 min)
+IDLE_POLL: Final = 1.0  # idle_check timeout: how fast a watcher notices shutdown
+WATCH_SETTLE: Final = 1.0  # after an arrival, wait this long so a burst makes one sweep
+STOP_TIMEOUT: Final = 8.0  # how long shutdown waits for sweeps in progress
+PLAIN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+SweepFn = Callable[..., "AccountResult"]
+MailboxFactory = Callable[["Account"], Any]
+
+
+class ShuttingDown(NdrSweeperError):
+    """Raised between stages of a sweep when the service stops; the next run continues."""
+
+
+# ---------------------------------------------------------------- schedules
+
+_CRON_DAYS: Final = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_day(token: str) -> int:
+    t = token.lower()
+    if t[:3] in _CRON_DAYS and t.isalpha():
+        return _CRON_DAYS.index(t[:3])
+    n = int(t)
+    if not 0 <= n <= 7:
+        raise ValueError(f"day of week {token!r} is not 0-7 or sun-sat")
+    return n % 7
+
+
+def cron_day_of_week(field_: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler 3 day names.
+
+    APScheduler 3 counts 0 as Monday (its issue #286), so numbers are never passed through.
+    """
+    if field_ in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field_.split(","):
+        rng, _, step_s = part.partition("/")
+        step = int(step_s) if step_s else 1
+        if step < 1:
+            raise ValueError(f"step {step_s!r} must be 1 or more")
+        if rng in ("*", "?"):
+            lo, hi = 0, 6
+        elif "-" in rng:
+            a, b = rng.split("-", 1)
+            lo, hi = _cron_day(a), _cron_day(b)
+            if b.strip() == "7":
+                hi = 7
+        else:
+            lo = hi = _cron_day(rng)
+            if step_s:
+                hi = 6
+        if hi < lo:
+            raise ValueError(f"range {rng!r} goes backwards")
+        days.update(d % 7 for d in range(lo, hi + 1, step))
+    return ",".join(_CRON_DAYS[d] for d in sorted(days))
+
+
+def build_trigger(account: Account) -> tuple[Any, int, str]:
+    """(APScheduler trigger, misfire grace in seconds, readable schedule) for an account.
+
+    The grace covers the last missed run of a machine that slept: with coalesce that one
+    run happens on wake-up, never the dozens it missed. Raises ConfigError.
+    """
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if account.cron:
+        parts = account.cron.replace("?", "*").split()
+        try:
+            trigger = CronTrigger(
+                minute=parts[0],
+                hour=parts[1],
+                day=parts[2],
+                month=parts[3],
+                day_of_week=cron_day_of_week(parts[4]),
+            )
+        except (ValueError, IndexError) as exc:
+            raise ConfigError(
+                f"account {account.name!r}: cron {account.cron!r} cannot be scheduled: {exc}"
+            ) from None
+        return trigger, 24 * 3600, f"cron {account.cron}"
+    every = account.every or DEFAULT_EVERY
+    return IntervalTrigger(seconds=every), max(int(every), 60), f"every {format_seconds(every)}"
+
+
+def format_seconds(seconds: float) -> str:
+    s = round(seconds)
+    if s and s % 3600 == 0:
+        return f"{s // 3600}h"
+    if s and s % 60 == 0:
+        return f"{s // 60}m"
+    return f"{seconds:g}s"
+
+
+def schedule_text(account: Account) -> str:
+    if account.cron:
+        text = f"cron {account.cron}"
+    else:
+        text = f"every {format_seconds(account.every or DEFAULT_EVERY)}"
+    return text + (" + watch" if account.watch else "")
+
+
+# ---------------------------------------------------------------- per-account runtime state
+
+
+@dataclass
+class _Runtime:
+    """What the service knows about one account between runs (guarded by ``lock``)."""
+
+    account: Account
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: bool = False
+    wakeups: list[datetime] = field(default_factory=list)  # sweeps asked for by watchers
+    auth_failures: int = 0
+    auth_retry_at: float = 0.0  # time.monotonic() before which logins are not tried
+    last_error: str | None = None  # reported once; repeats go to DEBUG
+
+    @property
+    def job_id(self) -> str:
+        return f"sweep:{self.account.name}"
+
+
+class _StopReporter:
+    """A Reporter that ends a sweep at its next stage once the service stops.
+
+    Never after the "acting" stage has begun: a batch and its journal entries finish.
+    """
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self._acting = False
+
+    def _check(self) -> None:
+        if self._stopping.is_set() and not self._acting:
+            raise ShuttingDown("the service is stopping: this sweep ends here, the next continues")
+
+    def stage(self, account: str, name: str, total: int | None = None) -> None:
+        self._check()
+        if name == "acting":
+            self._acting = True
+
+    def advance(self, n: int = 1) -> None:
+        self._check()
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stopping
+
+
+# ---------------------------------------------------------------- the service
+
+
+class Service:
+    """Schedules and runs the sweeps; `serve` adds signals around it."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sweep: SweepFn | None = None,
+        mailbox_factory: MailboxFactory | None = None,
+        auth_backoff: tuple[float, float] = AUTH_BACKOFF,
+        reconnect_backoff: tuple[float, float] = RECONNECT_BACKOFF,
+        idle_renew: float = IDLE_RENEW,
+        watch_settle: float = WATCH_SETTLE,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
+        if sweep is None:
+            from ndr_sweeper.sweep import sweep_account as sweep
+        if mailbox_factory is None:
+            from ndr_sweeper.connect import open_mailbox as mailbox_factory
+        self.config = config
+        self._sweep = sweep
+        self._mailbox_factory = mailbox_factory
+        self.auth_backoff = auth_backoff
+        self.reconnect_backoff = reconnect_backoff
+        self.idle_renew = idle_renew
+        self.watch_settle = watch_settle
+        self.stop_timeout = stop_timeout
+        self.stopping = threading.Event()
+        self._accounts: dict[str, _Runtime] = {}
+        self._watchers: dict[tuple[str, str], _Watcher] = {}
+        self._inflight = 0
+        self._inflight_cond = threading.Condition()
+        self._scheduler: BackgroundScheduler | None = None
+
+    # --- lifecycle
+
+    @property
+    def started(self) -> bool:
+        return self._scheduler is not None
+
+    def start(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        from ndr_sweeper.state import open_state
+
+        accounts = self.config.select(None)
+        triggers = {a.name: build_trigger(a) for a in accounts}
+        with open_state(self.config.state_dir):  # fail now, not in every job, when unusable
+            pass
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(self.config.max_parallel)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+        for acc in accounts:
+            self._accounts[acc.name] = _Runtime(acc)
+            self._add_job(acc, triggers[acc.name])
+        self._scheduler.start()
+        for acc in accounts:
+            self._start_watchers(acc)
+        log.info(
+            "started: %d account(s) (%s), up to %d at a time",
+            len(accounts),
+            "; ".join(f"{a.name}: {schedule_text(a)}" for a in accounts),
+            self.config.max_parallel,
+        )
+
+    def stop(self) -> bool:
+        """Stop everything; True when no sweep was left running after ``stop_timeout``."""
+        self.stopping.set()
+        for w in list(self._watchers.values()):
+            w.stop()
+        sched = self._scheduler
+        if sched is not None and sched.running:
+            sched.pause()
+            # Takes the job store lock: a job-processing pass in progress finishes first,
+            # and none can submit afterwards (what makes shutdown(wait=True) race).
+            sched.remove_all_jobs()
+        deadline = time.monotonic() + self.stop_timeout
+        with self._inflight_cond:
+            while self._inflight and (left := deadline - time.monotonic()) > 0:
+                self._inflight_cond.wait(left)
+            clean = self._inflight == 0
+        if not clean:
+            log.warning(
+                "%d sweep(s) still running after %gs: leaving them; the journal lets the next "
+                "run finish what they started",
+                self._inflight,
+                self.stop_timeout,
+            )
+        if sched is not None and sched.running:
+            sched.shutdown(wait=False)
+        for w in list(self._watchers.values()):
+            w.join(timeout=2.0)
+        self._watchers.clear()
+        self._record_stopped()
+        log.info("stopped")
+        return clean
+
+    def reload(self, config: Config) -> None:
+        """Apply a new configuration; ConfigError (the old one stays) when it cannot be."""
+        assert self._scheduler is not None
+        accounts = {a.name: a for a in config.select(None)}
+        triggers = {n: build_trigger(a) for n, a in accounts.items()}
+        added, changed, removed = [], [], []
+        for name in list(self._accounts):
+            if name not in accounts:
+                removed.append(name)
+                self._stop_watchers(name)
+                with contextlib.suppress(Exception):
+                    self._scheduler.remove_job(self._accounts[name].job_id)
+                del self._accounts[name]
+        for name, acc in accounts.items():
+            rt = self._accounts.get(name)
+            if rt is not None and rt.account == acc:
+                continue
+            if rt is None:
+                added.append(name)
+                self._accounts[name] = _Runtime(acc)
+            else:
+                changed.append(name)
+                self._stop_watchers(name)
+                with rt.lock:
+                    rt.account = acc
+                    rt.auth_failures, rt.auth_retry_at = 0, 0.0
+            self._add_job(acc, triggers[name])
+            self._start_watchers(acc)
+        if config.max_parallel != self.config.max_parallel:
+            log.warning(
+                "max_parallel changed from %d to %d: that takes effect when the service restarts",
+                self.config.max_parallel,
+                config.max_parallel,
+            )
+        self.config = config
+        log.info(
+            "configuration reloaded: %d account(s); added %s, changed %s, removed %s",
+            len(accounts),
+            ", ".join(added) or "none",
+            ", ".join(changed) or "none",
+            ", ".join(removed) or "none",
+        )
+
+    # --- scheduling
+
+    def _add_job(self, acc: Account, trigger_info: tuple[Any, int, str]) -> None:
+        assert self._scheduler is not None
+        trigger, grace, _ = trigger_info
+        self._scheduler.add_job(
+            self._run_job,
+            trigger,
+            args=[acc.name],
+            id=f"sweep:{acc.name}",
+            name=f"sweep {acc.name}",
+            replace_existing=True,
+            next_run_time=datetime.now(UTC),  # first run right away
+            misfire_grace_time=grace,
+            coalesce=True,
+            max_instances=1,
+        )
+
+    def next_run(self, name: str) -> datetime | None:
+        rt = self._accounts.get(name)
+        if rt is None or self._scheduler is None or self.stopping.is_set():
+            return None
+        job = self._scheduler.get_job(rt.job_id)
+        nxt: datetime | None = job.next_run_time if job is not None else None
+        wait = rt.auth_retry_at - time.monotonic()
+        if nxt is not None and wait > 0:
+            nxt = max(nxt, datetime.now(UTC) + timedelta(seconds=wait))
+        return nxt
+
+    def request_sweep(self, name: str, at: datetime) -> None:
+        """Sweep ``name`` at ``at`` (or sooner): what a watcher asks for when mail arrives."""
+        rt = self._accounts.get(name)
+        if rt is None or self.stopping.is_set():
+            return
+        with rt.lock:
+            rt.wakeups.append(at)
+            if rt.running:
+                return  # the run in progress reschedules when it ends
+        self._reschedule(rt)
+
+    def mail_arrived(self, name: str) -> None:
+        rt = self._accounts.get(name)
+        if rt is None:
+            return
+        at = datetime.now(UTC) + timedelta(seconds=rt.account.min_age + self.watch_settle)
+        log.debug("%s: new mail: sweeping at %s", name, at.astimezone().strftime("%H:%M:%S"))
+        self.request_sweep(name, at)
+
+    def _reschedule(self, rt: _Runtime) -> None:
+        with rt.lock:
+            if not rt.wakeups:
+                return
+            earliest = min(rt.wakeups)
+        sched = self._scheduler
+        if sched is None or self.stopping.is_set():
+            return
+        job = sched.get_job(rt.job_id)
+        if job is None:
+            return
+        if job.next_run_time is None or earliest < job.next_run_time:
+            with contextlib.suppress(Exception):  # removed meanwhile (reload, shutdown)
+                job.modify(next_run_time=earliest)
+
+    # --- one run
+
+    def _run_job(self, name: str) -> None:
+        if self.stopping.is_set():
+            return
+        rt = self._accounts.get(name)
+        if rt is None:
+            return
+        with self._inflight_cond:
+            self._inflight += 1
+        try:
+            self._run_account(rt)
+        except Exception:  # a bug in one account's run must not stop the service
+            log.exception("%s: the run failed unexpectedly", name)
+        finally:
+            with self._inflight_cond:
+                self._inflight -= 1
+                self._inflight_cond.notify_all()
+
+    def _run_account(self, rt: _Runtime) -> None:
+        from ndr_sweeper.state import account_lock, open_state
+
+        started = datetime.now(UTC)
+        with rt.lock:
+            rt.running = True
+            rt.wakeups = [w for w in rt.wakeups if w > started]
+            account = rt.account
+        name = account.name
+        try:
+            wait = rt.auth_retry_at - time.monotonic()
+            if wait > 0:
+                log.debug("%s: login was refused: not trying again for %.0fs", name, wait)
+                return
+            state_dir = self.config.state_dir
+            try:
+                with account_lock(state_dir, name), open_state(state_dir) as state:
+                    self._sweep_with(rt, account, state, started)
+            except LockedError as exc:
+                log.info("%s: skipped this run: %s", name, exc)
+            except NdrSweeperError as exc:
+                self._report_error(rt, str(exc))
+        finally:
+            with rt.lock:
+                rt.running = False
+                pending = bool(rt.wakeups)
+            if pending:
+                self._reschedule(rt)
+
+    def _sweep_with(
+        self, rt: _Runtime, account: Account, state: StateDB, started: datetime
+    ) -> None:
+        auth_error: list[NdrSweeperError] = []
+
+        def factory(acc: Account) -> Any:
+            try:
+                mb = self._mailbox_factory(acc)
+            except (AuthenticationError, CredentialError) as exc:
+                auth_error.append(exc)
+                self._auth_failed(rt, exc)
+                raise
+            self._auth_ok(rt)
+            return mb
+
+        result = self._sweep(account, state, factory, reporter=_StopReporter(self.stopping))
+        name = account.name
+        if result.error and self.stopping.is_set() and not auth_error:
+            log.info("%s: sweep stopped for shutdown; the next run continues", name)
+            return
+        if not auth_error:
+            log.info(
+                "%s: scanned %d, NDRs %d, own %d, backscatter %d, acted %d, undetermined %d, "
+                "too young %d, errors %d (%.1fs)",
+                name,
+                result.scanned,
+                result.ndrs,
+                result.own,
+                result.backscatter,
+                result.acted,
+                result.undetermined,
+                result.too_young,
+                result.errors + (1 if result.error else 0),
+                result.seconds,
+            )
+            if result.error:
+                self._report_error(rt, result.error)
+            else:
+                self._clear_error(rt)
+            for note in result.notes:
+                log.info("%s: note: %s", name, note)
+        state.set_account_status(
+            name,
+            started,
+            result.counts(),
+            result.error,
+            self.next_run(name),
+            run_id=result.run_id,
+        )
+
+    # --- errors, reported once
+
+    def _report_error(self, rt: _Runtime, text: str) -> None:
+        with rt.lock:
+            repeat = rt.last_error == text
+            rt.last_error = text
+        log.log(logging.DEBUG if repeat else logging.ERROR, "%s: %s", rt.account.name, text)
+
+    def _clear_error(self, rt: _Runtime) -> None:
+        with rt.lock:
+            had, rt.last_error = rt.last_error, None
+        if had is not None:
+            log.info("%s: works again", rt.account.name)
+
+    def _auth_failed(self, rt: _Runtime, exc: NdrSweeperError) -> None:
+        first, cap = self.auth_backoff
+        with rt.lock:
+            rt.auth_failures += 1
+            n = rt.auth_failures
+            delay = min(first * 2 ** (n - 1), cap)
+            rt.auth_retry_at = time.monotonic() + delay
+            rt.last_error = str(exc)
+        if n == 1:
+            log.error(
+                "%s: %s (not trying again for %s, then less and less often, up to every %s, "
+                "so the server does not lock the account)",
+                rt.account.name,
+                exc,
+                format_seconds(delay),
+                format_seconds(cap),
+            )
+        else:
+            log.debug(
+                "%s: login refused again (%d times): next try in %s",
+                rt.account.name,
+                n,
+                format_seconds(delay),
+            )
+
+    def _auth_ok(self, rt: _Runtime) -> None:
+        with rt.lock:
+            n, rt.auth_failures, rt.auth_retry_at = rt.auth_failures, 0, 0.0
+            if n:
+                rt.last_error = None
+        if n:
+            log.info("%s: login works again (after %d refused attempt(s))", rt.account.name, n)
+
+    def open_mailbox(self, name: str) -> Any:
+        """Log in to ``name`` (for watchers), with the same refused-login bookkeeping."""
+        rt = self._accounts[name]
+        try:
+            mb = self._mailbox_factory(rt.account)
+        except (AuthenticationError, CredentialError) as exc:
+            self._auth_failed(rt, exc)
+            raise
+        self._auth_ok(rt)
+        return mb
+
+    def auth_wait(self, name: str) -> float:
+        rt = self._accounts.get(name)
+        return 0.0 if rt is None else max(rt.auth_retry_at - time.monotonic(), 0.0)
+
+    # --- watchers
+
+    def _start_watchers(self, acc: Account) -> None:
+        if not acc.watch:
+            return
+        for folder in acc.folders:
+            w = _Watcher(self, acc.name, folder)
+            self._watchers[(acc.name, folder)] = w
+            w.start()
+
+    def _stop_watchers(self, name: str) -> None:
+        for key in [k for k in self._watchers if k[0] == name]:
+            w = self._watchers.pop(key)
+            w.stop()
+            w.join(timeout=2.0)
+
+    # --- status
+
+    def _record_stopped(self) -> None:
+        """Clear next_run: `status` then shows the service is not scheduling anything."""
+        from ndr_sweeper.state import open_state
+
+        try:
+            with open_state(self.config.state_dir) as state:
+                for s in state.account_status():
+                    if s.account in self._accounts:
+                        state.set_account_status(
+                            s.account, s.last_run, s.counts, s.error, None, run_id=s.run_id
+                        )
+        except NdrSweeperError as exc:
+            log.warning("could not record the stop in the state database: %s", exc)
+
+
+# ---------------------------------------------------------------- IDLE watcher
+
+
+class _Watcher(threading.Thread):
+    """Keeps IMAP IDLE on one folder of one account and reports new mail to the service."""
+
+    def __init__(self, service: Service, account: str, folder: str) -> None:
+        super().__init__(name=f"watch {account}/{folder}", daemon=True)
+        self.service = service
+        self.account = account
+        self.folder = folder
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop_event.is_set() or self.service.stopping.is_set()
+
+    def run(self) -> None:
+        first, cap = self.service.reconnect_backoff
+        delay = first
+        failing = False
+        while not self.stopped:
+            wait = self.service.auth_wait(self.account)
+            if wait > 0:
+                self._stop_event.wait(min(wait, 1.0))
+                continue
+            mb = None
+            try:
+                mb = self.service.open_mailbox(self.account)
+                if failing:
+                    log.info("%s: watching %s again", self.account, self.folder)
+                    failing = False
+                delay = first
+                if not self._watch(mb.client):
+                    return
+            except (AuthenticationError, CredentialError):
+                continue  # the service backs off and reports it
+            except Exception as exc:
+                if self.stopped:
+                    break
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "%s: watching %s: %s: reconnecting in %s",
+                    self.account,
+                    self.folder,
+                    exc or type(exc).__name__,
+                    format_seconds(delay),
+                )
+                failing = True
+                self._stop_event.wait(delay)
+                delay = min(delay * 2, cap)
+            finally:
+                if mb is not None:
+                    with contextlib.suppress(Exception):
+                        mb.logout()
+
+    def _watch(self, client: Any) -> bool:
+        """IDLE until stopped (True) or the server cannot IDLE (False); raises when cut off."""
+        if not client.has_capability("IDLE"):
+            log.warning(
+                "%s: the server does not support IDLE: not watching %s (the schedule still "
+                "sweeps it)",
+                self.account,
+                self.folder,
+            )
+            return False
+        info = client.select_folder(self.folder, readonly=True)
+        exists = int(info.get(b"EXISTS", 0))
+        log.info("%s: watching %s for new mail", self.account, self.folder)
+        while not self.stopped:
+            client.idle()
+            started = time.monotonic()
+            try:
+                while not self.stopped and time.monotonic() - started < self.service.idle_renew:
+                    exists = self._handle(client.idle_check(timeout=IDLE_POLL), exists)
+            finally:
+                # Leaving IDLE also flushes what arrived meanwhile.
+                _, responses = client.idle_done()
+            exists = self._handle(responses, exists)
+        return True
+
+    def _handle(self, responses: list[Any], exists: int) -> int:
+        for resp in responses:
+            if not isinstance(resp, tuple) or len(resp) < 2:
+                continue
+            if resp[0] == b"BYE":
+                raise ConnectionError(f"server closed the connection: {resp[1]!r}")
+            if resp[1] == b"EXISTS" and isinstance(resp[0], int):
+                if resp[0] > exists:
+                    self.service.mail_arrived(self.account)
+                exists = resp[0]
+            elif resp[1] == b"EXPUNGE":
+                exists = max(exists - 1, 0)
+        return exists
+
+
+# ---------------------------------------------------------------- signals and main loop
+
+
+def serve(service: Service, reload_config: Callable[[], Config]) -> bool:
+    """Run ``service`` until SIGTERM or SIGINT; SIGHUP reloads. Must run in the main thread.
+
+    Returns what ``Service.stop`` returns (False: a sweep was still running).
+    """
+    wake = threading.Event()
+    requests: list[str] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        requests.append("reload" if signum == signal.SIGHUP else "stop")
+        wake.set()
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    for s in previous:
+        signal.signal(s, on_signal)
+    try:
+        service.start()
+        while True:
+            wake.wait(0.5)
+            wake.clear()
+            if "stop" in requests:
+                log.info("stopping (signal received)")
+                break
+            if requests:
+                requests.clear()
+                try:
+                    service.reload(reload_config())
+                except ConfigError as exc:
+                    log.error("reload: %s; keeping the running configuration", exc)
+    finally:
+        for s in previous:  # a second signal during shutdown does not interrupt it
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            clean = service.stop() if service.started else True
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    return clean
+
+
+# ---------------------------------------------------------------- logging
+
+
+def setup_logging(level: str, stream: Any = None) -> logging.Handler:
+    """Rich's handler on a terminal, one plain line per record otherwise (journald, files)."""
+    stream = stream if stream is not None else sys.stderr
+    root = logging.getLogger()
+    for h in list(root.handlers):  # cli's default handler: ours replaces it
+        if type(h) is logging.StreamHandler and h.stream in (sys.stderr, stream):
+            root.removeHandler(h)
+    handler: logging.Handler
+    if stream.isatty() and not os.environ.get("NO_COLOR"):
+        from rich.logging import RichHandler
+
+        from ndr_sweeper import render
+
+        handler = RichHandler(console=render.console(stderr=True), show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    root.addHandler(handler)
+    set_level(level)
+    return handler
+
+
+def set_level(level: str) -> None:
+    numeric = getattr(logging, level.upper())
+    logging.getLogger().setLevel(numeric)
+    # APScheduler says "Running job ..." at INFO for every run: only its warnings, unless debugging.
+    logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`ndr-sweeper run`: sweep every enabled account on its schedule until stopped."""
+    from ndr_sweeper.config import load_config
+
+    config = load_config(args.config)
+    setup_logging(args.log_level or config.log_level)
+    for w in config.warnings:
+        log.warning("%s", w)
+
+    def reload_config() -> Config:
+        new = load_config(args.config)
+        for w in new.warnings:
+            log.warning("%s", w)
+        if not args.log_level:
+            set_level(new.log_level)
+        return new
+
+    clean = serve(Service(config), reload_config)
+    if not clean:
+        # Pool threads would keep the interpreter alive until their sweep ends.
+        for h in logging.getLogger().handlers:
+            h.flush()
+        os._exit(0)
+    return 0
+
+
+def _when(dt: datetime | None) -> str:
+    return "" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status_rows(config: Config, statuses: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for acc in config.accounts:
+        s = statuses.get(acc.name)
+        rows.append(
+            {
+                "account": acc.name,
+                "enabled": acc.enabled,
+                "schedule": schedule_text(acc),
+                "last_run": s.last_run if s else None,
+                "run_id": s.run_id if s else None,
+                "counts": s.counts if s else {},
+                "error": s.error if s else None,
+                "next_run": s.next_run if s else None,
+            }
+        )
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`ndr-sweeper status`: each account's last run, its counts and error, and the next run."""
+    from ndr_sweeper import render
+    from ndr_sweeper.config import load_config
+    from ndr_sweeper.state import open_state
+
+    config = load_config(args.config)
+    for w in config.warnings:
+        render.warning(w)
+    with open_state(config.state_dir) as state:
+        statuses = {s.account: s for s in state.account_status()}
+    rows = status_rows(config, statuses)
+    if getattr(args, "json", False):
+        render.json_doc(
+            [
+                {
+                    **r,
+                    "last_run": r["last_run"].isoformat() if r["last_run"] else None,
+                    "next_run": r["next_run"].isoformat() if r["next_run"] else None,
+                }
+                for r in rows
+            ]
+        )
+        return 0
+    columns = ["account", "schedule", "last run", "scanned", "NDRs", "own", "backscatter"]
+    columns += ["acted", "undetermined", "errors", "error", "next run"]
+    table_rows = []
+    for r in rows:
+        c = r["counts"]
+        if not r["enabled"]:
+            nxt = "disabled"
+        elif r["next_run"] is None:
+            nxt = "not scheduled (is `ndr-sweeper run` running?)"
+        else:
+            nxt = _when(r["next_run"])
+        table_rows.append(
+            [
+                r["account"],
+                r["schedule"],
+                _when(r["last_run"]) or "never",
+                c.get("scanned"),
+                c.get("ndrs"),
+                c.get("own"),
+                c.get("backscatter"),
+                c.get("acted"),
+                c.get("undetermined"),
+                c.get("errors"),
+                r["error"] or "",
+                nxt,
+            ]
+        )
+    render.table("ndr-sweeper status", columns, table_rows)
+    return 0
