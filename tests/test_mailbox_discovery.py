@@ -1,0 +1,127 @@
+"""discovery: Sent/Junk/Trash from SPECIAL-USE flags, names, config overrides (pure)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from ndr_sweeper.errors import MailboxError
+from ndr_sweeper.mailbox.base import FolderInfo
+from ndr_sweeper.mailbox.discovery import (
+    JUNK_NAMES,
+    SENT_NAMES,
+    TRASH_NAMES,
+    decode_mutf7,
+    find_folder,
+    find_junk,
+    find_sent,
+    find_trash,
+)
+
+
+def folders(*names: str, **flagged: str) -> list[FolderInfo]:
+    """folders("INBOX", "Sent", Junk="\\Junk"): keyword names carry a SPECIAL-USE flag."""
+    out = [FolderInfo(n, frozenset({"\\HasNoChildren"}), "/") for n in names]
+    out += [FolderInfo(n, frozenset({f, "\\HasNoChildren"}), "/") for n, f in flagged.items()]
+    return out
+
+
+def test_special_use_beats_names():
+    fs = folders("INBOX", "Sent", "Junk", Gesendet="\\Sent", Werbung="\\Junk", Bin="\\Trash")
+    assert find_sent(fs) == "Gesendet"
+    assert find_junk(fs) == "Werbung"
+    assert find_trash(fs) == "Bin"
+
+
+def test_flag_match_is_case_insensitive():
+    fs = [FolderInfo("Outbox copies", frozenset({"\\sent"}))]
+    assert find_sent(fs) == "Outbox copies"
+
+
+def test_name_fallback_in_list_order():
+    fs = folders("INBOX", "Sent Messages", "Sent")
+    assert find_sent(fs) == "Sent"  # "Sent" is preferred over "Sent Messages"
+    assert find_junk(folders("INBOX", "spam")) == "spam"
+    assert find_trash(folders("INBOX", "Deleted Items")) == "Deleted Items"
+
+
+@pytest.mark.parametrize(
+    ("names", "role", "expected"),
+    [
+        (["INBOX", "INBOX.Sent", "INBOX.Trash"], "sent", "INBOX.Sent"),
+        (["INBOX", "INBOX.Gesendete Objekte"], "sent", "INBOX.Gesendete Objekte"),
+        (["INBOX", "INBOX/Junk-E-Mail"], "junk", "INBOX/Junk-E-Mail"),
+        (["INBOX", "[Gmail]", "[Gmail]/Sent Mail", "[Gmail]/Spam"], "sent", "[Gmail]/Sent Mail"),
+        (["INBOX", "[Gmail]/Spam"], "junk", "[Gmail]/Spam"),
+        (["INBOX", "[Google Mail]/Bin"], "trash", "[Google Mail]/Bin"),
+        (["INBOX", "Éléments envoyés"], "sent", "Éléments envoyés"),
+        (["INBOX", "ÉLÉMENTS ENVOYÉS"], "sent", "ÉLÉMENTS ENVOYÉS"),
+        (["INBOX", "Отправленные"], "sent", "Отправленные"),
+        (["INBOX", "送信済み"], "sent", "送信済み"),
+        (["INBOX", "Courrier indésirable"], "junk", "Courrier indésirable"),
+        (["INBOX", "Papierkorb"], "trash", "Papierkorb"),
+        (["INBOX", "Gelöschte Elemente"], "trash", "Gelöschte Elemente"),
+    ],
+)
+def test_known_names(names, role, expected):
+    assert find_folder(role, folders(*names)) == expected
+
+
+def test_unicode_normalisation():
+    nfd = unicodedata.normalize("NFD", "Éléments envoyés")
+    assert find_sent(folders("INBOX", nfd)) == nfd
+
+
+def test_personal_namespace_prefix():
+    fs = folders("INBOX", "Mail/Verzonden")
+    with pytest.raises(MailboxError):
+        find_sent(fs)
+    assert find_sent(fs, prefix="Mail/") == "Mail/Verzonden"
+
+
+def test_noselect_is_skipped():
+    fs = [
+        FolderInfo("[Gmail]", frozenset({"\\Noselect", "\\Sent"}), "/"),
+        FolderInfo("Sent", frozenset(), "/"),
+    ]
+    assert find_sent(fs) == "Sent"
+
+
+def test_override_wins_and_must_exist():
+    fs = folders("INBOX", "Archive/Sent 2024", Sent="\\Sent")
+    assert find_sent(fs, "Archive/Sent 2024") == "Archive/Sent 2024"
+    with pytest.raises(MailboxError, match=r"sent_folders .*'Nope'.*fix sent_folders"):
+        find_sent(fs, "Nope")
+    assert find_folder("junk", fs, "inbox") == "INBOX"
+
+
+@pytest.mark.parametrize(("role", "key"), [("sent", "sent_folders"), ("junk", "junk_folder"),
+                                           ("trash", "trash_folder")])  # fmt: skip
+def test_nothing_found_names_the_config_key(role, key):
+    with pytest.raises(MailboxError, match=f"set {key} in the config") as info:
+        find_folder(role, folders("INBOX", "Archive"))
+    assert "\n" not in str(info.value)
+
+
+def test_name_lists_have_no_duplicates():
+    for names in (SENT_NAMES, JUNK_NAMES, TRASH_NAMES):
+        low = [n.casefold() for n in names]
+        assert len(low) == len(set(low))
+    for name in ("Sent Items", "Skickat", "Wysłane", "已发送", "Spam-Verdacht", "Prullenbak"):
+        assert name in SENT_NAMES + JUNK_NAMES + TRASH_NAMES
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("&AMk-l&AOk-ments envoy&AOk-s", "Éléments envoyés"),
+        ("&kAFP4W4IMH8-", "送信済み"),
+        ("Tom &- Jerry", "Tom & Jerry"),
+        (b"&BB4EQgQ,BEAEMAQyBDsENQQ9BD0ESwQ1-", "Отправленные"),
+        ("plain", "plain"),
+        ("broken &AMk", "broken &AMk"),
+    ],
+)
+def test_decode_mutf7(raw, decoded):
+    assert decode_mutf7(raw) == decoded
