@@ -1,0 +1,394 @@
+"""Unit tests for ndr_sweeper.classify on small messages written here."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ndr_sweeper.classify import HEADER_FIELDS, Kind, classify, may_be_report
+
+ORIGINAL = """\
+Return-Path: <alice@example.org>
+From: Alice <alice@example.org>
+To: bob@example.net
+Subject: Lunch on Friday?
+Date: Mon, 3 Jun 2024 10:00:00 +0000
+Message-ID: <lunch-123@example.org>
+
+Are you free?
+"""
+
+DSN = """\
+Return-Path: <>
+From: Mail Delivery System <MAILER-DAEMON@mx.example.org>
+To: alice@example.org
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <bounce-1@mx.example.org>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+  boundary="BOUNDARY-1"
+
+--BOUNDARY-1
+Content-Type: text/plain
+
+This is the mail system at host mx.example.org.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+<bob@example.net>: host mx.example.net said: 550 5.1.1 User unknown
+
+--BOUNDARY-1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+Final-Recipient: rfc822; bob@example.net
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <bob@example.net>: Recipient address rejected
+
+--BOUNDARY-1
+Content-Type: message/rfc822
+
+{original}
+--BOUNDARY-1--
+"""
+
+
+def dsn(original: str = ORIGINAL) -> str:
+    return DSN.replace("{original}", original)
+
+
+def b(text: str, eol: str = "\n") -> bytes:
+    return text.replace("\n", eol).encode()
+
+
+# ---- structure ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+def test_line_ending_variants_give_the_same_verdict(eol: str) -> None:
+    v = classify(b(dsn(), eol))
+    assert v.kind is Kind.FAILED
+    assert v.is_ndr
+    assert v.detector == "rfc3464"
+    assert v.original.message_id == "lunch-123@example.org"
+    assert v.original.subject == "Lunch on Friday?"
+    assert v.message_id == "bounce-1@mx.example.org"
+    assert [(r.address, r.status, r.action) for r in v.recipients] == [
+        ("bob@example.net", "5.1.1", "failed")
+    ]
+    assert any("Action: failed" in e for e in v.evidence)
+
+
+def test_leading_blank_lines_and_mbox_from_line() -> None:
+    raw = b("\n  \n\n" + dsn())
+    v = classify(raw)
+    assert v.kind is Kind.FAILED and v.original.message_id == "lunch-123@example.org"
+    assert any("blank lines" in d for d in v.defects)
+    v2 = classify(b("From MAILER-DAEMON Mon Jun  3 10:00:00 2024\n" + dsn()))
+    assert v2.kind is Kind.FAILED and v2.original.message_id == "lunch-123@example.org"
+
+
+def test_broken_boundary_falls_back_to_the_text() -> None:
+    raw = dsn().replace('boundary="BOUNDARY-1"', 'boundary="WRONG"')
+    v = classify(b(raw))
+    assert v.kind is Kind.FAILED
+    assert v.original.message_id == "lunch-123@example.org"
+
+
+def test_missing_boundary_parameter() -> None:
+    raw = dsn().replace(';\n  boundary="BOUNDARY-1"', "")
+    v = classify(b(raw))
+    assert v.kind is Kind.FAILED
+    assert v.original.message_id == "lunch-123@example.org"
+
+
+def test_base64_encoded_message_rfc822() -> None:
+    encoded = base64.encodebytes(ORIGINAL.encode()).decode()
+    raw = dsn(encoded).replace(
+        "Content-Type: message/rfc822\n",
+        "Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n",
+    )
+    v = classify(b(raw))
+    assert v.kind is Kind.FAILED
+    assert v.original.message_id == "lunch-123@example.org"
+    assert v.original.from_ == "Alice <alice@example.org>"
+
+
+def test_text_rfc822_headers_part() -> None:
+    raw = dsn(ORIGINAL.split("\n\n")[0] + "\n").replace(
+        "Content-Type: message/rfc822", "Content-Type: text/rfc822-headers"
+    )
+    assert classify(b(raw)).original.message_id == "lunch-123@example.org"
+
+
+def test_nested_report_gives_the_innermost_sent_message() -> None:
+    inner = dsn()
+    outer = f"""\
+From: postmaster@gateway.example.com
+To: alice@example.org
+Subject: Undeliverable: Lunch on Friday?
+Message-ID: <gw-9@gateway.example.com>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="OUTER"
+
+--OUTER
+Content-Type: text/plain
+
+Delivery has failed to these recipients or groups:
+bob@example.net
+
+--OUTER
+Content-Type: message/rfc822
+
+{inner}
+--OUTER--
+"""
+    v = classify(b(outer))
+    assert v.is_ndr
+    assert v.original.message_id == "lunch-123@example.org"
+    assert "bounce-1@mx.example.org" in v.original.other_message_ids
+
+
+def test_quoted_headers_in_a_text_bounce() -> None:
+    raw = """\
+From: Mail Delivery System <Mailer-Daemon@mail.example.org>
+To: alice@example.org
+Subject: Mail delivery failed: returning message to sender
+X-Failed-Recipients: bob@example.net
+
+This message was created automatically by mail delivery software.
+
+A message that you sent could not be delivered to one or more of its
+recipients. This is a permanent error. The following address(es) failed:
+
+  bob@example.net
+    SMTP error from remote mail server after RCPT TO:<bob@example.net>:
+    550 5.1.1 No such user
+
+------ This is a copy of the message, including all the headers. ------
+
+Return-path: <alice@example.org>
+From: Alice <alice@example.org>
+Subject: Lunch on Friday?
+Message-ID: <lunch-123@example.org>
+
+Are you free?
+"""
+    v = classify(b(raw))
+    assert v.kind is Kind.FAILED
+    assert v.detector == "exim"
+    assert v.original.message_id == "lunch-123@example.org"
+    assert "bob@example.net" in [r.address for r in v.recipients]
+
+
+def test_delay_warning() -> None:
+    raw = dsn().replace("Action: failed", "Action: delayed").replace("5.1.1", "4.4.1")
+    v = classify(b(raw))
+    assert v.kind is Kind.DELAYED and v.is_ndr
+
+
+def test_success_dsn_is_not_an_ndr() -> None:
+    raw = dsn().replace("Action: failed", "Action: delivered").replace("5.1.1", "2.0.0")
+    v = classify(b(raw))
+    assert v.kind is Kind.DELIVERY_SUCCESS and not v.is_ndr
+
+
+# ---- look-alikes -------------------------------------------------------------------------
+
+
+def test_bounce_forwarded_by_a_person_is_not_an_ndr() -> None:
+    raw = """\
+From: Carol <carol@example.com>
+To: helpdesk@example.com
+Subject: Fwd: Returned mail: see transcript for details
+Message-ID: <fwd-1@example.com>
+
+Can you look at this?
+
+Begin forwarded message:
+
+> From: Mail Delivery Subsystem <MAILER-DAEMON@example.com>
+> Subject: Returned mail: see transcript for details
+>
+>    ----- The following addresses had permanent fatal errors -----
+> <bob@example.net>
+>     (reason: 550 5.1.1 User unknown)
+"""
+    v = classify(b(raw))
+    assert v.kind is Kind.NOT_NDR and not v.is_ndr
+
+
+def test_sieve_reject_mdn_is_failed() -> None:
+    raw = """\
+From: Mail Delivery Subsystem <postmaster@example.net>
+To: alice@example.org
+Subject: Automatically rejected mail
+Auto-Submitted: auto-replied (rejected)
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=disposition-notification; boundary="S"
+
+--S
+Content-Type: text/plain
+
+Your message to <bob@example.net> was automatically rejected:
+Mailbox full
+--S
+Content-Type: message/disposition-notification
+
+Reporting-UA: mail; Dovecot Mail Delivery Agent
+Final-Recipient: rfc822; bob@example.net
+Original-Message-ID: <lunch-123@example.org>
+Disposition: automatic-action/MDN-sent-automatically; deleted
+
+--S--
+"""
+    v = classify(b(raw))
+    assert v.kind is Kind.FAILED
+    assert v.original.message_id == "lunch-123@example.org"
+
+
+def test_read_receipt_is_an_mdn() -> None:
+    raw = """\
+From: Bob <bob@example.net>
+To: alice@example.org
+Subject: Read: Lunch on Friday?
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=disposition-notification; boundary="R"
+
+--R
+Content-Type: text/plain
+
+Your message was displayed.
+--R
+Content-Type: message/disposition-notification
+
+Final-Recipient: rfc822; bob@example.net
+Original-Message-ID: <lunch-123@example.org>
+Disposition: manual-action/MDN-sent-manually; displayed
+
+--R--
+"""
+    v = classify(b(raw))
+    assert v.kind is Kind.MDN and not v.is_ndr
+
+
+def test_out_of_office_reply() -> None:
+    raw = """\
+From: Bob <bob@example.net>
+To: alice@example.org
+Subject: Out of Office: Lunch on Friday?
+Auto-Submitted: auto-replied
+In-Reply-To: <lunch-123@example.org>
+
+I am out of the office until Monday.
+"""
+    v = classify(b(raw))
+    assert v.kind is Kind.AUTOREPLY
+    assert v.reply_to_ids == ("lunch-123@example.org",)
+
+
+def test_ordinary_mail_is_not_an_ndr_and_is_prefiltered_out() -> None:
+    raw = b(ORIGINAL)
+    assert classify(raw).kind is Kind.NOT_NDR
+    assert may_be_report(raw) is False
+
+
+def test_prefilter_passes_bounces() -> None:
+    head = dsn().split("\n\n")[0]
+    kept = [
+        line
+        for line in head.split("\n")
+        if line.split(":")[0] in HEADER_FIELDS or line.startswith(" ")
+    ]
+    assert may_be_report(("\r\n".join(kept) + "\r\n\r\n").encode())
+    assert may_be_report(b"From: MAILER-DAEMON@example.org\r\nSubject: failure notice\r\n\r\n")
+    assert may_be_report(b"\xff\xfe garbage") in (True, False)
+
+
+# ---- robustness --------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=3000))
+def test_never_raises_on_random_bytes(raw: bytes) -> None:
+    v = classify(raw)
+    assert isinstance(v.kind, Kind)
+    may_be_report(raw)
+
+
+_pieces = st.sampled_from(
+    [
+        "From: MAILER-DAEMON@x\n",
+        "Subject: Undelivered Mail\n",
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n',
+        "Content-Type: message/rfc822\n",
+        "Content-Transfer-Encoding: base64\n",
+        "\n",
+        "--b\n",
+        "--b--\n",
+        "Action: failed\n",
+        "Message-ID: <x@y>\n",
+        "This is the mail system at host x.\n",
+        "=?utf-8?b?////?=\n",
+        "\r",
+        "\x00\xff",
+        "   folded\n",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_pieces, max_size=60))
+def test_never_raises_on_mime_like_junk(pieces: list[str]) -> None:
+    v = classify("".join(pieces).encode("latin-1"))
+    assert isinstance(v.kind, Kind)
+
+
+def test_non_bytes_input_is_a_defect_not_an_exception() -> None:
+    v = classify("not bytes")  # type: ignore[arg-type]
+    assert v.kind is Kind.NOT_NDR
+    assert v.defects
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # 10,000 MIME parts
+        (
+            "From: MAILER-DAEMON@x\nSubject: Undelivered Mail\n"
+            'Content-Type: multipart/mixed; boundary="b"\n\n'
+            + "".join(f"--b\nContent-Type: text/plain\n\npart {i}\n" for i in range(10000))
+            + "--b--\n"
+        ).encode(),
+        # 1,000-deep nesting
+        (
+            "From: MAILER-DAEMON@x\nSubject: Undelivered Mail\n"
+            + "".join(
+                f'Content-Type: multipart/mixed; boundary="b{i}"\n\n--b{i}\n' for i in range(1000)
+            )
+            + "Content-Type: text/plain\n\nUser unknown\n"
+        ).encode(),
+        # 1,000-deep message/rfc822
+        (
+            "From: MAILER-DAEMON@x\nSubject: Undelivered Mail\n"
+            + "Content-Type: message/rfc822\n\n" * 1000
+            + "Message-ID: <deep@x>\n\nx\n"
+        ).encode(),
+        # a 1 MB header
+        b"From: MAILER-DAEMON@x\nX-Long: " + b"a" * 1_000_000 + b"\nSubject: x\n\nbody\n",
+        b"X-Folded: a\n" + b" b\n" * 200_000 + b"\nbody\n",
+    ],
+    ids=["10k-parts", "1000-deep-multipart", "1000-deep-rfc822", "1MB-header", "folded-header"],
+)
+def test_bounded_work_on_hostile_structure(raw: bytes) -> None:
+    t0 = time.perf_counter()
+    v = classify(raw)
+    assert time.perf_counter() - t0 < 3.0
+    assert isinstance(v.kind, Kind)
