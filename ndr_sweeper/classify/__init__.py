@@ -23,7 +23,7 @@ Detector order (:data:`.detectors.ORDER`), first answer wins:
 7. ``virus``    - antivirus notices to the recipient
 8. MTA families by their wording: ``postfix``, ``exim``, ``sendmail``, ``qmail``,
    ``exchange``, ``gmail``, ``yahoo``, ``courier``, ``domino``, ``groupwise``,
-   ``opensmtpd``, ``messagingserver``
+   ``opensmtpd``, ``messagingserver``, Amazon SES's own bounce text
 9. ``autoreply``- vacation/out-of-office (after the bounces: MTAs mark bounces
    ``Auto-Submitted`` too)
 10. ``generic`` - free-text bounce wording under report-like headers (last)

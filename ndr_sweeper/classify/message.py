@@ -296,11 +296,10 @@ class ParsedMessage:
 
     def lower_text(self, limit: int = 131072) -> str:
         """body_text()[:limit].lower(), cached (phrase patterns are lower-case)."""
-        key = f"lower{limit}"
-        s = self.cache.get(key)
+        s = self.cache.get("lower")
         if s is None:
-            s = self.cache[key] = self.body_text()[:limit].lower()
-        return s
+            s = self.cache["lower"] = self.body_text()[:131072].lower()
+        return s if limit >= len(s) else s[:limit]
 
     # ---- MIME ------------------------------------------------------------------------
     @property
@@ -442,6 +441,20 @@ def _split_multipart(body: str, boundary: str) -> tuple[list[str], bool]:
     return pieces, closed
 
 
+_REPORTISH = re.compile(
+    r"daemon|postmaster|mail ?delivery|mail ?system|mailer|bounce|returned|undeliver|"
+    r"deliver|failure|fail|report|notif|admin|gateway|error|warning|delay|reject|"
+    r"smtp|mta|mail ?server",
+    re.IGNORECASE,
+)
+
+
+def _may_be_report_head(h: Headers) -> bool:
+    """Could this embedded message be a report (a nested NDR) rather than mail?"""
+    text = " ".join((h.get("content-type") or "", h.get("from") or "", h.get("subject") or ""))
+    return _REPORTISH.search(text) is not None
+
+
 def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
     """Flatten the MIME tree of ``msg`` into parts in document order (bounded)."""
     out: list[Part] = []
@@ -458,6 +471,8 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
                 seen_limit = True
             break
         children: list[Part] = []
+        if part.is_message_head and not _may_be_report_head(part.headers):
+            continue  # a returned ordinary message: its own MIME parts are not needed
         if part.ctype.startswith("multipart/"):
             if part.depth >= MAX_DEPTH:
                 defects.append("MIME nesting too deep")

@@ -56,6 +56,7 @@ ORDER: tuple[tuple[str, Detector], ...] = (
     ("groupwise", groupwise.detect),
     ("opensmtpd", opensmtpd.detect),
     ("messagingserver", messagingserver.detect),
+    ("amazonses-text", amazonses.detect_text),
     ("autoreply", autoreply.detect),
     ("generic", generic.detect),
 )

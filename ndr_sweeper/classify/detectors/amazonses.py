@@ -23,6 +23,7 @@ FORMAT = TextFormat(
 
 
 def detect(msg: ParsedMessage) -> Verdict | None:
+    """SNS JSON notifications (tried early: they are not mail-system reports)."""
     text = msg.body_text()[:262144]
     m = _TYPE.search(text) if "notificationType" in text else None
     if m and ("amazon" in (msg.headers.get("from") or "").lower() or '"mail"' in text):
@@ -51,4 +52,9 @@ def detect(msg: ParsedMessage) -> Verdict | None:
             msg.defects.append("unreadable SES JSON notification")
         ev = (f"Amazon SES notification (notificationType={m.group(1)})",)
         return Verdict(kind, NAME, recipients=tuple(recipients), evidence=ev)
+    return None
+
+
+def detect_text(msg: ParsedMessage) -> Verdict | None:
+    """The bounces SES writes itself (tried with the other MTA formats)."""
     return detect_format(msg, FORMAT)
