@@ -9,7 +9,9 @@ Real-server fixtures (see tests/lab.py); every test using them must be marked
   (the COPY + \\Deleted + UID EXPUNGE path).
 - ``dovecot_nouidplus``: session-wide server with MOVE but without UIDPLUS.
 - ``dovecot_factory``: ``dovecot_factory(no_move=..., uidplus=..., max_line=...)`` starts a
-  private server for this test only (for kill()/restart() fault tests); stopped afterwards.
+  private server for this test only (~30 ms), stopped afterwards.  Use it for kill()/restart()
+  fault tests and for failed logins: Dovecot delays the next logins from 127.0.0.1 for a few
+  seconds after a failed one (auth penalty), which would slow down the shared servers.
 - ``imap_user`` / ``imap_user_nomove``: a fresh user (unique name, empty mailbox with INBOX,
   Drafts, Sent, Junk, Trash) on ``dovecot`` / ``dovecot_nomove``; a ``lab.LabEnv`` with
   host, port, tls_port, user, password, cafile and ``connect()`` (raw imapclient).

@@ -418,6 +418,7 @@ class DovecotLab:
             ssl_key = <{d}/ssl/key.pem
             disable_plaintext_auth = no
             auth_mechanisms = plain login
+            auth_failure_delay = 0
             login_trusted_networks = 127.0.0.0/8
             mail_max_userip_connections = 200
             imap_max_line_length = {self.max_line}
@@ -651,11 +652,14 @@ _MSGID_RE = re.compile(rb"^Message-ID:\s*<?([^>\s]*)>?", re.I | re.M)
 
 def read_folder(client, folder: str) -> list[FolderEntry]:
     """(uid, Message-ID, flags) of every message in *folder*, sorted by UID (uses EXAMINE)."""
+    from imapclient.response_parser import parse_fetch_response
+
     client.select_folder(folder, readonly=True)
-    uids = sorted(client.search("ALL"))
-    data: dict = {}
-    for i in range(0, len(uids), 2000):  # imapclient 4.1's fetch() wants a list, not "1:*"
-        data.update(client.fetch(uids[i : i + 2000], ["FLAGS", _MSGID_FETCH]))
+    # "1:*" keeps the line short on any server (imapclient's fetch() wants a UID list)
+    typ, raw = client._imap.uid("FETCH", "1:*", f"(UID FLAGS {_MSGID_FETCH})")
+    if typ != "OK":
+        raise LabError(f"FETCH in {folder} failed: {raw!r}")
+    data = {} if raw == [None] else parse_fetch_response(raw, False, True)
     out = []
     for uid, item in data.items():
         header = next((v for k, v in item.items() if k.startswith(b"BODY[HEADER")), b"") or b""
