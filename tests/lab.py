@@ -56,6 +56,8 @@ def find_dovecot() -> str | None:
 
 def missing_reason() -> str | None:
     """Why a lab cannot run here (None when it can): used for pytest skips."""
+    if os.environ.get("NDR_SKIP_IMAP"):
+        return "NDR_SKIP_IMAP is set"
     if find_dovecot() is None:
         return "Dovecot is not installed (apt-get install dovecot-imapd)"
     if shutil.which("openssl") is None:

@@ -74,6 +74,10 @@ class Mailbox(Protocol):
         """UIDs whose header *field* contains *value* (IMAP SEARCH HEADER), ascending."""
         ...
 
+    def search_flag(self, flag: str) -> list[int]:
+        """UIDs carrying *flag* (system flag like "\\Deleted" or a keyword), ascending."""
+        ...
+
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
     ) -> Iterator[HeaderItem]:
@@ -102,6 +106,10 @@ class Mailbox(Protocol):
         """UID EXPUNGE of those *uids* that carry \\Deleted (CapabilityError without UIDPLUS)."""
         ...
 
+    def expunge_flagged_deleted(self) -> None:
+        """Plain EXPUNGE is never sent: always raises CapabilityError (see expunge_uids)."""
+        ...
+
     def create_folder(self, name: str) -> None: ...
 
     def folder_exists(self, name: str) -> bool: ...
@@ -119,6 +127,20 @@ class Mailbox(Protocol):
     def noop(self) -> None: ...
 
     def logout(self) -> None: ...
+
+
+SYSTEM_FLAG_SEARCH = {
+    "\\deleted": "DELETED",
+    "\\seen": "SEEN",
+    "\\flagged": "FLAGGED",
+    "\\answered": "ANSWERED",
+    "\\draft": "DRAFT",
+}
+
+NO_PLAIN_EXPUNGE = (
+    "ndr-sweeper never sends a plain EXPUNGE (it would also remove messages the user marked "
+    "\\Deleted); the server lacks UIDPLUS, so leave the messages flagged instead"
+)
 
 
 def missing_folder_message(folder: str) -> str:

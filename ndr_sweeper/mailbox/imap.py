@@ -32,7 +32,14 @@ from ndr_sweeper.errors import (
     MailboxError,
 )
 from ndr_sweeper.mailbox import uidset
-from ndr_sweeper.mailbox.base import FolderInfo, FolderStatus, HeaderItem, missing_folder_message
+from ndr_sweeper.mailbox.base import (
+    NO_PLAIN_EXPUNGE,
+    SYSTEM_FLAG_SEARCH,
+    FolderInfo,
+    FolderStatus,
+    HeaderItem,
+    missing_folder_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +336,14 @@ class ImapMailbox:
             uids = self.client.search(["HEADER", field, value], charset=charset)
         return sorted(uids)
 
+    def search_flag(self, flag: str) -> list[int]:
+        folder = self._sel("SEARCH")
+        key = SYSTEM_FLAG_SEARCH.get(flag.lower())
+        criteria = [key] if key else ["KEYWORD", flag]
+        with self._op("SEARCH", folder):
+            uids = self.client.search(criteria)
+        return sorted(uids)
+
     def _uid_fetch(self, folder: str, set_: str, items: str) -> dict[int, dict[bytes, Any]]:
         """One UID FETCH; imapclient's fetch() only takes UID lists, not range strings."""
         with self._op("FETCH", folder):
@@ -443,6 +458,9 @@ class ImapMailbox:
                 self.client.uid_expunge(b.set)
             for key in ("EXPUNGE", "VANISHED", "EXISTS", "RECENT"):
                 untagged.pop(key, None)
+
+    def expunge_flagged_deleted(self) -> None:
+        raise CapabilityError(NO_PLAIN_EXPUNGE)
 
     def create_folder(self, name: str) -> None:
         with self._op("CREATE", name):

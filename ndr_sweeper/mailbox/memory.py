@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 
 from ndr_sweeper.errors import CapabilityError, ConnectError, MailboxError
 from ndr_sweeper.mailbox import uidset
-from ndr_sweeper.mailbox.base import FolderInfo, FolderStatus, HeaderItem, missing_folder_message
+from ndr_sweeper.mailbox.base import (
+    NO_PLAIN_EXPUNGE,
+    FolderInfo,
+    FolderStatus,
+    HeaderItem,
+    missing_folder_message,
+)
 
 DEFAULT_CAPABILITIES = frozenset(
     {"IMAP4REV1", "UIDPLUS", "MOVE", "SPECIAL-USE", "CONDSTORE", "NAMESPACE", "MULTIAPPEND"}
@@ -178,6 +184,15 @@ class MemoryMailbox:
             if any(needle in v.casefold() for v in _header_values(m.data, field))
         ]
 
+    def search_flag(self, flag: str) -> list[int]:
+        self._enter("search_flag", flag)
+        want = flag.lower()
+        return [
+            uid
+            for uid, m in sorted(self._sel().messages.items())
+            if want in {f.lower() for f in m.flags}
+        ]
+
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
     ) -> Iterator[HeaderItem]:
@@ -249,6 +264,9 @@ class MemoryMailbox:
                 if m is not None and "\\Deleted" in m.flags:
                     del f.messages[uid]
             f.highestmodseq += 1
+
+    def expunge_flagged_deleted(self) -> None:
+        raise CapabilityError(NO_PLAIN_EXPUNGE)
 
     def create_folder(self, name: str) -> None:
         self._enter("create_folder", name)
