@@ -134,6 +134,7 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
     from ndr_sweeper.mailbox.discovery import find_folder
 
     folders = mb.list_folders()
+    prefix = mb.personal_prefix()
     names = {f.name for f in folders}
     for f in account.folders:
         if f not in names:
@@ -150,12 +151,12 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
             )
         sent = list(account.sent_folders)
     else:
-        sent = [find_folder(folders, "sent", None)]
+        sent = [find_folder("sent", folders, None, prefix=prefix)]
     junk = trash = None
     if account.action == "move":
-        junk = find_folder(folders, "junk", account.junk_folder)
+        junk = find_folder("junk", folders, account.junk_folder, prefix=prefix)
     elif account.action == "delete":
-        trash = find_folder(folders, "trash", account.trash_folder)
+        trash = find_folder("trash", folders, account.trash_folder, prefix=prefix)
     return sent, junk, trash
 
 
@@ -297,7 +298,9 @@ def sweep_account(
             )
             if plan.action is Action.DELETE and plan.dest is None:
                 # A rule said delete: that means Trash, found the same way as for action = "delete".
-                trash = trash or find_folder(mb.list_folders(), "trash", account.trash_folder)
+                trash = trash or find_folder(
+                    "trash", mb.list_folders(), account.trash_folder, prefix=mb.personal_prefix()
+                )
                 plan = dataclasses.replace(plan, dest=trash)
             plans.append(plan)
         for p in plans:
