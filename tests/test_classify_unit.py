@@ -392,3 +392,46 @@ def test_bounded_work_on_hostile_structure(raw: bytes) -> None:
     v = classify(raw)
     assert time.perf_counter() - t0 < 3.0
     assert isinstance(v.kind, Kind)
+
+
+# ---- DSN per-recipient blocks --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "Final-Recipient: rfc822; bob@example.net\nOriginal-Recipient: rfc822;bob@example.net\n",
+        "Original-Recipient: rfc822;bob@example.net\nFinal-Recipient: rfc822; bob@example.net\n",
+    ],
+)
+@pytest.mark.parametrize(
+    ("action", "kind"), [("delivered", Kind.DELIVERY_SUCCESS), ("failed", Kind.FAILED)]
+)
+def test_dsn_recipient_block_is_one_record_in_either_field_order(
+    block: str, action: str, kind: Kind
+) -> None:
+    status = "2.0.0" if action == "delivered" else "5.1.1"
+    report = dsn().replace(
+        "Final-Recipient: rfc822; bob@example.net\nAction: failed\nStatus: 5.1.1\n",
+        f"{block}Action: {action}\nStatus: {status}\n",
+    )
+    v = classify(b(report))
+    assert v.kind is kind, v.evidence
+    assert [r.address for r in v.recipients] == ["bob@example.net"]
+    assert v.recipients[0].action == action
+
+
+def test_dsn_blocks_without_blank_lines_still_split_per_recipient() -> None:
+    report = dsn().replace(
+        "Final-Recipient: rfc822; bob@example.net\nAction: failed\nStatus: 5.1.1\n",
+        "Original-Recipient: rfc822;bob@example.net\nFinal-Recipient: rfc822; bob@example.net\n"
+        "Action: failed\nStatus: 5.1.1\n"
+        "Original-Recipient: rfc822;carol@example.net\nFinal-Recipient: rfc822; carol@example.net\n"
+        "Action: failed\nStatus: 5.2.2\n",
+    )
+    v = classify(b(report))
+    assert v.kind is Kind.FAILED
+    assert [(r.address, r.status) for r in v.recipients] == [
+        ("bob@example.net", "5.1.1"),
+        ("carol@example.net", "5.2.2"),
+    ]

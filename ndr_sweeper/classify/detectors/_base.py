@@ -133,9 +133,13 @@ class DsnRecord:
 def parse_dsn_text(text: str) -> tuple[dict[str, str], list[DsnRecord]]:
     """Per-message fields and per-recipient records of a delivery-status body.
 
-    Tolerant: records are split at blank lines *or* at a repeated
-    Final-Recipient/Original-Recipient field, so DSNs with missing or extra
-    blank lines still give one record per recipient.
+    RFC 3464 section 2.1: the per-message fields, a blank line, then one block of
+    per-recipient fields per recipient, blocks separated by blank lines.  Within a
+    block Original-Recipient and Final-Recipient come in either order (RFC order is
+    Original- first; Postfix writes Final- first), so a block is one record however
+    its fields are ordered.  Tolerant of missing blank lines: a block is also split
+    where a recipient field repeats, or where Original-Recipient follows a complete
+    Final-Recipient + Action pair (the next recipient's block began).
     """
     groups: list[dict[str, str]] = [{}]
     last: str | None = None
@@ -153,8 +157,9 @@ def parse_dsn_text(text: str) -> tuple[dict[str, str], list[DsnRecord]]:
             last = None
             continue
         name = m.group(1).lower()
+        g = groups[-1]
         if name in ("final-recipient", "original-recipient") and (
-            "final-recipient" in groups[-1] or ("action" in groups[-1] and name in groups[-1])
+            name in g or (name == "original-recipient" and "action" in g and "final-recipient" in g)
         ):
             groups.append({})
         groups[-1].setdefault(name, m.group(2).strip())

@@ -29,6 +29,19 @@ def _action(rec: DsnRecord) -> str:
     return a
 
 
+def _unique(recs: list[DsnRecord]) -> list[DsnRecord]:
+    """One record per recipient (some MTAs repeat a recipient's block)."""
+    seen: set[tuple[str, str]] = set()
+    out: list[DsnRecord] = []
+    for r in recs:
+        key = (record_recipient(r).address.lower(), _action(r))
+        if key[0] and key in seen:
+            continue
+        seen.add(key)
+        out.append(r)
+    return out
+
+
 def detect(msg: ParsedMessage) -> Verdict | None:
     if msg.ctype in ("message/delivery-status", "message/global-delivery-status"):
         _, recs = parse_dsn_text(msg.body)
@@ -38,6 +51,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         return None
     if not recs:
         return None
+    recs = _unique(recs)
     actions = [_action(r) for r in recs]
     failed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("fail")]
     delayed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("delay")]
