@@ -169,7 +169,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
         with account_lock(config.state_dir, account.name):
             mb = open_mailbox(account)
             try:
-                result = undo_entries(mb, state, rows)
+                result = undo_entries(mb, state, rows, account.expunge_fallback)
             finally:
                 mb.logout()
     if args.json:

@@ -80,6 +80,9 @@ class Account:
     oauth2_token_url: str | None = None
     oauth2_scopes: tuple[str, ...] = ()
     enabled: bool = True
+    # Without UIDPLUS: "protect" expunges only our messages (others' \\Deleted flags are lifted
+    # for the moment of the EXPUNGE and put back); "keyword" never expunges and flags ours.
+    expunge_fallback: str = "protect"
 
     @property
     def uses_oauth2(self) -> bool:
@@ -331,6 +334,7 @@ _ACCOUNT_CHECKS: Final[dict[str, Callable[[object], object]]] = {
     "oauth2_token_url": _url,
     "oauth2_scopes": _str_list,
     "enabled": _bool,
+    "expunge_fallback": _choice(("protect", "keyword")),
 }
 _ACCOUNT_KEYS: Final = tuple(_ACCOUNT_CHECKS)
 _SECRETISH_COMMAND_RE: Final = re.compile(r"^\s*(echo|printf)\s")

@@ -264,7 +264,7 @@ def sweep_account(
         mb = mailbox_factory(account)
         sent_folders, junk, trash = resolve_folders(mb, account)
         if not dry_run:
-            result.notes.extend(recover_pending(mb, state, account.name))
+            result.notes.extend(recover_pending(mb, state, account.name, account.expunge_fallback))
 
         found: list[_Found] = []
         cursors: dict[str, tuple[int, list[int]]] = {}
@@ -318,7 +318,9 @@ def sweep_account(
         retry: dict[str, list[int]] = {}
         if acting and not dry_run:
             reporter.stage(account.name, "acting", len(acting))
-            outcome = apply_plans(mb, state, result.run_id, account.name, acting, reporter)
+            outcome = apply_plans(
+                mb, state, result.run_id, account.name, acting, reporter, account.expunge_fallback
+            )
             result.acted = outcome.done
             result.errors += outcome.failed
             result.notes.extend(outcome.notes)
