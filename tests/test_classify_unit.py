@@ -435,3 +435,73 @@ def test_dsn_blocks_without_blank_lines_still_split_per_recipient() -> None:
         ("bob@example.net", "5.1.1"),
         ("carol@example.net", "5.2.2"),
     ]
+
+
+# ---- look-alikes by format ---------------------------------------------------------------
+
+CHALLENGE = """\
+Return-Path: <confirm@filter.example.net>
+From: Dana Ruiz <confirm@filter.example.net>
+To: alice@example.org
+Subject: Re: Lunch on Friday? [please confirm]
+Date: Mon, 3 Jun 2024 10:01:00 +0000
+Message-ID: <chal-77@filter.example.net>
+In-Reply-To: <lunch-123@example.org>
+Auto-Submitted: auto-replied
+Content-Type: text/plain; charset=us-ascii
+
+Dana protects her inbox from junk mail. To confirm that you are a real person,
+reply to this message and keep the subject unchanged.
+
+Your message will be delivered once you have confirmed; until then it is held.
+"""
+
+
+def test_challenge_response_recognised_by_format_without_a_vendor() -> None:
+    v = classify(b(CHALLENGE))
+    assert v.kind is Kind.CHALLENGE_RESPONSE, v.evidence
+    assert "lunch-123@example.org" in v.reply_to_ids
+
+
+def test_list_moderation_hold_is_not_a_challenge() -> None:
+    hold = """\
+From: gpc-talk-bounces@lists.example.org
+To: alice@example.org
+Subject: Your message to GPC-talk awaits moderator approval
+Date: Mon, 3 Jun 2024 10:01:00 +0000
+Message-ID: <hold-1@lists.example.org>
+Content-Type: text/plain; charset=us-ascii
+
+Your mail to 'GPC-talk' with the subject Lunch on Friday? is being held
+until the list moderator can review it for approval.  Either the message will
+get posted to the list, or you will receive notification of the moderator's
+decision.  If you would like to cancel this posting, please visit the following
+URL: https://lists.example.org/confirm/gpc-talk/0123abcd
+"""
+    assert classify(b(hold)).kind is not Kind.CHALLENGE_RESPONSE
+
+
+def test_virus_alert_is_a_virus_notice_not_an_ndr() -> None:
+    notice = """\
+Return-Path: <postmaster@filter.example.net>
+From: Content Filter <postmaster@filter.example.net>
+To: alice@example.org
+Subject: VIRUS ALERT in a message from you
+Date: Mon, 3 Jun 2024 10:01:00 +0000
+Message-ID: <av-1@filter.example.net>
+Auto-Submitted: auto-generated
+Content-Type: text/plain; charset=us-ascii
+
+A virus was found in a message sent from your address to bob@example.net.
+The infected attachment was quarantined and the message was not delivered.
+"""
+    v = classify(b(notice))
+    assert v.kind is Kind.VIRUS_NOTICE, v.evidence
+    assert not v.is_ndr
+
+
+def test_virus_rejection_as_a_dsn_stays_failed() -> None:
+    report = dsn().replace("Recipient address rejected", "Message rejected: virus found")
+    report = report.replace("550 5.1.1 User unknown", "554 5.7.1 virus found in message")
+    v = classify(b(report))
+    assert v.kind is Kind.FAILED

@@ -57,6 +57,7 @@ ORDER: tuple[tuple[str, Detector], ...] = (
     ("opensmtpd", opensmtpd.detect),
     ("messagingserver", messagingserver.detect),
     ("amazonses-text", amazonses.detect_text),
+    ("virus-notice", virus.detect_notice),
     ("autoreply", autoreply.detect),
     ("generic", generic.detect),
 )

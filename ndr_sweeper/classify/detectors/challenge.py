@@ -3,6 +3,13 @@
 Services such as Boxbe, Bluebottle, SpamArrest, Mailblocks or TMDA answer mail
 from unknown senders with a request to verify.  Some (Boxbe) dress this up as a
 multipart/report DSN, so this detector runs before the RFC 3464 parser.
+
+Besides the known vendors, the *format* is recognised: a request to prove that you
+are a human / the real sender (a confirmation link, or "reply to confirm") together
+with the statement that your message is held until you do, in an automatic message
+(Auto-Submitted, a challenge header, or a "confirm/verify" subject).  Mailing-list
+moderation notices hold the message too but ask nothing of the sender; they are not
+taken.
 """
 
 from __future__ import annotations
@@ -30,6 +37,53 @@ _ASK = re.compile(
 )
 
 
+_VERIFY = re.compile(
+    r"(?:verify|confirm|prove) (?:that )?you(?:'re| are) (?:a )?(?:real )?"
+    r"(?:human|person|sender|not a (?:robot|spammer|machine))|"
+    r"(?:verify|confirm) (?:that )?you (?:really )?sent|"
+    r"(?:verify|confirm) (?:that )?you are the sender|"
+    r"only accepts? (?:mail|messages|e-?mails?) from (?:senders? )?(?:he|she|they|i)? ?"
+    r"(?:knows?|approved|known|verified|trusted)|"
+    r"reply to this (?:message|e-?mail)[^.\n]{0,40}(?:to|and) (?:confirm|verify)|"
+    r"(?:click|visit|follow|open)[^.]{0,80}(?:link|url|here|below)[^.]{0,80}"
+    r"(?:to )?(?:verify|confirm) (?:that )?(?:you|your (?:message|e-?mail|address))",
+    re.I,
+)
+_HELD = re.compile(
+    r"(?:message|e-?mail|mail)s? (?:is|are|has been|have been|was|were|will be) "
+    r"(?:being )?(?:held|kept|queued|pending|on hold|waiting)|"
+    r"will (?:only )?be delivered (?:once|after|when|as soon as|if) you|"
+    r"(?:until|unless|once) you(?:'ve| have)? (?:confirm|verif|repl|click|respond)|"
+    r"pending (?:your )?(?:confirmation|verification)|"
+    r"(?:before|so that) (?:it|your (?:message|e-?mail)) (?:can be|is|will be) delivered",
+    re.I,
+)
+_ASK_SUBJECT = re.compile(r"confirm|verif|approv|authori[sz]|challenge|validat", re.I)
+
+
+def _challenge_header(msg: ParsedMessage) -> bool:
+    return any("challenge" in f[0].lower() for f in msg.headers.fields[:200])
+
+
+def _format(msg: ParsedMessage) -> tuple[str, str] | None:
+    """The challenge/response format without a known vendor name."""
+    automatic = (
+        not (msg.headers.get("auto-submitted") or "no").strip().lower().startswith("no")
+        or _challenge_header(msg)
+        or _ASK_SUBJECT.search(msg.subject) is not None
+    )
+    if not automatic:
+        return None
+    text = msg.body_text()[:20000]
+    verify = _VERIFY.search(text)
+    if verify is None:
+        return None
+    held = _HELD.search(text)
+    if held is None:
+        return None
+    return verify.group(0), held.group(0)
+
+
 def detect(msg: ParsedMessage) -> Verdict | None:
     hdr = " ".join(
         msg.headers.get(n) or "" for n in ("from", "return-path", "sender", "message-id")
@@ -46,6 +100,19 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         )
     if "x-challenge" in msg.headers or "x-tmda-fingerprint" in msg.headers:
         return Verdict(Kind.CHALLENGE_RESPONSE, NAME, evidence=("challenge/response headers",))
+    if msg.ctype.startswith("multipart/report"):
+        return None  # a DSN: its Action fields decide (vendors in DSN dress are above)
+    fmt = _format(msg)
+    if fmt is not None:
+        return Verdict(
+            Kind.CHALLENGE_RESPONSE,
+            NAME,
+            evidence=(
+                "asks the sender to prove they are human/the sender",
+                shorten_q(fmt[0]),
+                f"message held: {shorten_q(fmt[1])}",
+            ),
+        )
     return None
 
 
