@@ -426,6 +426,21 @@ class StateDB:
             found.update(r[0] for r in rows)
         return next((w for w in wanted if w in found), None)
 
+    def undone_ids(self, account: str, bounce_ids: Iterable[str]) -> set[str]:
+        """Those of ``bounce_ids`` whose message an earlier undo put back: the user keeps them."""
+        wanted = list(dict.fromkeys(i for i in bounce_ids if i))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._read(
+                "SELECT DISTINCT bounce_message_id FROM journal "
+                f"WHERE account = ? AND state = 'undone' AND bounce_message_id IN ({marks})",
+                (account, *chunk),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
     def sent_count(self, account: str) -> int:
         """How many distinct Message-IDs are indexed for an account."""
         rows = self._read(

@@ -303,6 +303,17 @@ def sweep_account(
                 )
                 plan = dataclasses.replace(plan, dest=trash)
             plans.append(plan)
+        # A message that `undo` put back is the user's call: never act on it again.
+        undone = state.undone_ids(account.name, [p.bounce_message_id for p in plans if p.acts])
+        if undone:
+            plans = [
+                dataclasses.replace(
+                    p, action=Action.KEEP, dest=None, reason="put back by an earlier undo: kept"
+                )
+                if p.acts and p.bounce_message_id in undone
+                else p
+                for p in plans
+            ]
         for p in plans:
             if p.decision is Decision.OWN:
                 result.own += 1

@@ -71,6 +71,7 @@ def write_config(path: Path, env: lab.LabEnv, **keys: object) -> Path:
     for k, v in values.items():
         lines.append(f"{k} = {json.dumps(v)}")
     path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -223,13 +224,11 @@ def test_wrong_password_is_one_clear_line(dovecot, new_imap_user, tmp_path) -> N
 
 
 def test_missing_junk_folder_is_a_clear_error_and_moves_nothing(dovecot, new_imap_user, tmp_path):
+    # The lab server re-creates its special-use folders at login, so name one that is not there.
     env = new_imap_user(dovecot)
     fill(env)
-    client = env.connect()
-    client.delete_folder("Junk")
-    client.logout()
     xdg = xdg_dirs(tmp_path)
-    cfg = write_config(tmp_path / "c.toml", env)
+    cfg = write_config(tmp_path / "c.toml", env, junk_folder="Spam")
     result = run_cli(xdg, "sweep", "--config", str(cfg))
     assert result.returncode != 0
     assert "junk_folder" in result.stderr

@@ -137,12 +137,6 @@ SYSTEM_FLAG_SEARCH = {
     "\\draft": "DRAFT",
 }
 
-NO_PLAIN_EXPUNGE = (
-    "ndr-sweeper never sends a plain EXPUNGE (it would also remove messages the user marked "
-    "\\Deleted); the server lacks UIDPLUS, so leave the messages flagged instead"
-)
-
-
 def missing_folder_message(folder: str) -> str:
     """The one message both implementations use for a folder that is not there."""
     return (

@@ -33,7 +33,6 @@ from ndr_sweeper.errors import (
 )
 from ndr_sweeper.mailbox import uidset
 from ndr_sweeper.mailbox.base import (
-    NO_PLAIN_EXPUNGE,
     SYSTEM_FLAG_SEARCH,
     FolderInfo,
     FolderStatus,
@@ -460,7 +459,17 @@ class ImapMailbox:
                 untagged.pop(key, None)
 
     def expunge_flagged_deleted(self) -> None:
-        raise CapabilityError(NO_PLAIN_EXPUNGE)
+        """Plain EXPUNGE of the selected folder: removes EVERY message flagged \\Deleted.
+
+        Only `actions.apply.remove_from_selected` calls this, on servers without UIDPLUS,
+        after it has lifted the \\Deleted flag of every message that is not ours.
+        """
+        folder = self._sel("EXPUNGE", write=True)
+        with self._op("EXPUNGE", folder):
+            self.client.expunge()
+        untagged = self.client._imap.untagged_responses
+        for key in ("EXPUNGE", "VANISHED", "EXISTS", "RECENT"):
+            untagged.pop(key, None)
 
     def create_folder(self, name: str) -> None:
         with self._op("CREATE", name):

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from ndr_sweeper.errors import CapabilityError, ConnectError, MailboxError
 from ndr_sweeper.mailbox import uidset
 from ndr_sweeper.mailbox.base import (
-    NO_PLAIN_EXPUNGE,
     FolderInfo,
     FolderStatus,
     HeaderItem,
@@ -266,7 +265,12 @@ class MemoryMailbox:
             f.highestmodseq += 1
 
     def expunge_flagged_deleted(self) -> None:
-        raise CapabilityError(NO_PLAIN_EXPUNGE)
+        """Plain EXPUNGE: every \\Deleted message of the selected folder goes."""
+        self._enter("expunge_flagged_deleted", "")
+        f = self._writable()
+        for uid in [u for u, m in f.messages.items() if "\\Deleted" in m.flags]:
+            del f.messages[uid]
+        f.highestmodseq += 1
 
     def create_folder(self, name: str) -> None:
         self._enter("create_folder", name)
