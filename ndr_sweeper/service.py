@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from ndr_sweeper.sweep import AccountResult
 
 log = logging.getLogger(__name__)
+# The scheduler's own messages; passed to APScheduler, filtered by _SkippedRunFilter.
+scheduler_log = logging.getLogger(f"{__name__}.scheduler")
 
 DEFAULT_EVERY: Final = 15 * 60.0  # seconds, when an account has neither every nor cron
 AUTH_BACKOFF: Final = (60.0, 3600.0)  # first wait after a refused login, and the cap
@@ -154,6 +156,24 @@ def schedule_text(account: Account) -> str:
     return text + (" + watch" if account.watch else "")
 
 
+class _SkippedRunFilter(logging.Filter):
+    """A run skipped because the account's previous sweep is still going is expected (a slow
+    first sweep, a short ``every``): one INFO line naming the account, not APScheduler's
+    WARNING with its job repr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "maximum number of running instances" not in str(record.msg):
+            return True
+        job = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        name = (getattr(job, "args", None) or ["?"])[0]
+        log.info("%s: the previous sweep is still running: skipping this run", name)
+        return False
+
+
+if not any(isinstance(f, _SkippedRunFilter) for f in scheduler_log.filters):
+    scheduler_log.addFilter(_SkippedRunFilter())
+
+
 # ---------------------------------------------------------------- per-account runtime state
 
 
@@ -257,6 +277,7 @@ class Service:
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(self.config.max_parallel)},
             job_defaults={"coalesce": True, "max_instances": 1},
+            logger=scheduler_log,
         )
         for acc in accounts:
             self._accounts[acc.name] = _Runtime(acc)
@@ -778,6 +799,7 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(numeric)
     # APScheduler says "Running job ..." at INFO for every run: only its warnings, unless debugging.
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
+    scheduler_log.setLevel(max(numeric, logging.WARNING))
 
 
 # ---------------------------------------------------------------- commands

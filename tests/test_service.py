@@ -282,6 +282,8 @@ def test_stop_ends_sweeps_at_next_stage_without_pool_errors(
     assert "cannot schedule new futures" not in caplog.text
     assert "Error submitting job" not in caplog.text
     assert "stopped for shutdown" in caplog.text
+    assert "a0: the previous sweep is still running: skipping this run" in caplog.text
+    assert "maximum number of running instances" not in caplog.text
     assert sum(fake.calls.values()) == 2  # nothing new started
 
 
@@ -374,6 +376,9 @@ def test_watcher_reports_new_mail_and_reconnects(tmp_path: Path, make_service, c
     class Watching(FakeSweep):
         def mailbox(self, acc: Account) -> FakeMailbox:
             if threading.current_thread().name.startswith("watch"):
+                # New mail only once the first run is under way: one that starts after the
+                # arrival rightly counts as the sweep the arrival asked for.
+                wait_until(lambda: self.calls["a"] >= 1)
                 script = [[(b"OK", b"Still here")], [(2, b"EXPUNGE")], [(2, b"EXISTS")]]
                 clients.append(FakeIdleClient(script if not clients else []))
                 return FakeMailbox(clients[-1])
@@ -471,6 +476,18 @@ def test_serve_handles_sighup_and_sigterm(tmp_path: Path, caplog) -> None:
 
 
 # ---------------------------------------------------------------- logging and status
+
+
+def test_cli_has_run_and_status() -> None:
+    """cli.py must wire `run` and `status` (the service's report gives the lines)."""
+    from ndr_sweeper import cli
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "run" in sub.choices and "status" in sub.choices, "cli.py has no run/status yet"
+    args = cli.build_parser().parse_args(["status", "--config", "x.toml", "--json"])
+    assert args.config == "x.toml" and args.json is True
+    args = cli.build_parser().parse_args(["run", "--config", "x.toml"])
+    assert args.config == "x.toml" and args.log_level is None
 
 
 def test_plain_log_lines_when_not_a_terminal(tmp_path: Path) -> None:
