@@ -201,22 +201,17 @@ def apply_plans(
 def locate(mb: Mailbox, rows: Sequence[JournalRow], folder_validity: int) -> dict[int, int]:
     """Journal entry id -> UID in the selected destination folder, for rows still there.
 
-    The UID from COPYUID is used when the folder's UIDVALIDITY is unchanged and the message
-    there still has the bounce's Message-ID; otherwise the Message-ID is searched for.
+    A UID is never reused while UIDVALIDITY stays the same, so the UID that COPYUID gave is
+    the message when it still exists. Without it (no UIDPLUS, or UIDVALIDITY changed), the
+    bounce's Message-ID is searched for and checked exactly.
     """
     from ndr_sweeper.sentids import ids_from_header
 
     found: dict[int, int] = {}
-    by_uid = {
-        r.dest_uid: r
-        for r in rows
-        if r.dest_uid and r.dest_uidvalidity == folder_validity and r.bounce_message_id
-    }
+    by_uid = {r.dest_uid: r for r in rows if r.dest_uid and r.dest_uidvalidity == folder_validity}
     if by_uid:
         for item in mb.fetch_headers(sorted(by_uid), ["Message-ID"]):
-            row = by_uid[item.uid]
-            if row.bounce_message_id in ids_from_header(item.header):
-                found[row.id] = item.uid
+            found[by_uid[item.uid].id] = item.uid
     taken = set(found.values())
     for r in rows:
         if r.id in found or not r.bounce_message_id:
