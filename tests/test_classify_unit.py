@@ -505,3 +505,172 @@ def test_virus_rejection_as_a_dsn_stays_failed() -> None:
     report = report.replace("550 5.1.1 User unknown", "554 5.7.1 virus found in message")
     v = classify(b(report))
     assert v.kind is Kind.FAILED
+
+
+# ---- ordinary mail that talks about bounces is never an NDR ---------------------------------
+
+POSTFIX_QUOTE = """\
+This is the mail system at host mx.example.net.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients. It's attached below.
+
+                   The mail system
+
+<carol@example.com>: host mx.example.com[203.0.113.5] said: 550 5.1.1
+    <carol@example.com>: Recipient address rejected: User unknown
+"""
+
+ORDINARY = {
+    "person-mentions-undeliverable": """\
+From: Lee <lee@example.com>
+To: me@example.org
+Subject: Undeliverable: your parcel
+Date: Fri, 20 Nov 2026 12:00:00 +0000
+Message-ID: <mail.1@example.com>
+Content-Type: text/plain; charset=us-ascii
+
+Here are the minutes. The undeliverable parcel issue is solved.
+""",
+    "list-post-quoting-a-postfix-bounce": f"""\
+Return-Path: <users-bounces@lists.example.org>
+From: Sam Okafor <sam@example.net>
+To: users@lists.example.org
+Subject: Undelivered Mail Returned to Sender - what does 5.1.1 mean?
+Date: Fri, 20 Nov 2026 12:00:00 +0000
+Message-ID: <help.42@example.net>
+Sender: users-bounces@lists.example.org
+List-Id: Users of the example MTA <users.lists.example.org>
+List-Unsubscribe: <https://lists.example.org/unsub/users>
+Precedence: list
+Content-Type: text/plain; charset=us-ascii
+
+Hi all, every mail to Carol comes back with this, from MAILER-DAEMON
+(Mail Delivery System). Mail delivery failed, Undelivered Mail Returned to Sender:
+
+{POSTFIX_QUOTE}
+What am I doing wrong?  Sam
+""",
+    "person-pastes-a-bounce-to-the-admin": f"""\
+From: Sam Okafor <sam@example.net>
+To: postmaster@example.net
+Subject: Mail delivery failed - can you check?
+Date: Fri, 20 Nov 2026 12:00:00 +0000
+Message-ID: <help.43@example.net>
+Content-Type: text/plain; charset=us-ascii
+
+Got this back again:
+
+{POSTFIX_QUOTE}
+""",
+    "newsletter-delivery-failed": """\
+Return-Path: <bounce-8812@mailer.shop.example>
+From: Parcel Shop <notification@shop.example>
+To: me@example.org
+Subject: Delivery failed? Update your address
+Date: Fri, 20 Nov 2026 12:00:00 +0000
+Message-ID: <nl.2026.11@shop.example>
+List-Unsubscribe: <https://shop.example/unsubscribe?u=8812>
+Precedence: bulk
+Content-Type: text/plain; charset=utf-8
+
+Delivery failed? Undeliverable parcels cost everyone time. If a parcel could not
+be delivered to you, update your address: https://shop.example/account
+""",
+    "spam-imitating-a-bounce": """\
+Return-Path: <kx81@random-host.example>
+From: Mail Delivery System <kx81@random-host.example>
+To: me@example.org
+Subject: Mail delivery failed: returning message to sender
+Date: Fri, 20 Nov 2026 12:00:00 +0000
+Message-ID: <8812.spam@random-host.example>
+Content-Type: text/plain; charset=us-ascii
+
+Mail delivery failed. 3 messages could not be delivered to your mailbox
+(mailbox full, 550 5.1.1 user unknown). Release your pending messages now:
+http://random-host.example/release?me@example.org
+""",
+    "list-digest": f"""\
+From: users-request@lists.example.org
+To: users@lists.example.org
+Subject: users Digest, Vol 12, Issue 3
+Date: Fri, 20 Nov 2026 12:00:00 +0000
+Message-ID: <digest.12.3@lists.example.org>
+Sender: users-bounces@lists.example.org
+List-Id: Users of the example MTA <users.lists.example.org>
+Precedence: list
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="DIGEST"
+
+--DIGEST
+Content-Type: text/plain
+
+Today's Topics:
+   1. Undelivered Mail Returned to Sender (Sam Okafor)
+   2. Re: Mail delivery failed (Lee)
+
+--DIGEST
+Content-Type: multipart/digest; boundary="POSTS"
+
+--POSTS
+
+From: Sam Okafor <sam@example.net>
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <help.42@example.net>
+
+{POSTFIX_QUOTE}
+--POSTS
+
+From: Lee <lee@example.com>
+Subject: Re: Mail delivery failed
+Message-ID: <help.44@example.com>
+
+> 550 5.1.1 User unknown
+The address does not exist; "This is the mail system at host" is Postfix.
+--POSTS--
+
+--DIGEST--
+""",
+    "reply-from-a-person-quoting-a-bounce": f"""\
+From: Lee <lee@example.com>
+To: sam@example.net
+Subject: Re: Undelivered Mail Returned to Sender
+Date: Fri, 20 Nov 2026 12:00:00 +0000
+Message-ID: <help.45@example.com>
+In-Reply-To: <help.43@example.net>
+Content-Type: text/plain; charset=us-ascii
+
+Sam, Carol left; the report below says it all.
+
+{POSTFIX_QUOTE}
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORDINARY))
+def test_ordinary_mail_about_bounces_is_not_an_ndr(name: str) -> None:
+    v = classify(b(ORDINARY[name]))
+    assert v.kind is Kind.NOT_NDR, (v.detector, v.evidence)
+    assert not v.is_ndr
+    v = classify(b(ORDINARY[name], "\r\n"))
+    assert v.kind is Kind.NOT_NDR, (v.detector, v.evidence)
+
+
+def test_gateway_notice_from_an_ordinary_address_is_failed() -> None:
+    notice = """\
+From: gw.notices@corp.example.com
+To: alice@example.org
+Subject: RE: Lunch on Friday? : non remis (delivery failed)
+Date: Mon, 3 Jun 2024 10:01:00 +0000
+Message-ID: <gw-1@corp.example.com>
+Content-Type: text/plain; charset=us-ascii
+
+*************************
+Your message could not be delivered to
+bob@corp.example.com
+
+*************************
+"""
+    v = classify(b(notice))
+    assert v.kind is Kind.FAILED, v.evidence
+    assert [r.address for r in v.recipients] == ["bob@corp.example.com"]

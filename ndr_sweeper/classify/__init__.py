@@ -24,9 +24,16 @@ Detector order (:data:`.detectors.ORDER`), first answer wins:
 8. MTA families by their wording: ``postfix``, ``exim``, ``sendmail``, ``qmail``,
    ``exchange``, ``gmail``, ``yahoo``, ``courier``, ``domino``, ``groupwise``,
    ``opensmtpd``, ``messagingserver``, Amazon SES's own bounce text
-9. ``autoreply``- vacation/out-of-office (after the bounces: MTAs mark bounces
+9. ``virus-notice`` - content-filter notices about a virus (not NDRs)
+10. ``autoreply``- vacation/out-of-office (after the bounces: MTAs mark bounces
    ``Auto-Submitted`` too)
-10. ``generic`` - free-text bounce wording under report-like headers (last)
+11. ``generic`` - free-text bounce wording under report-like headers (last)
+
+No free-text detector (8, 11) takes a message without structural evidence of a mail
+system (a mailer-daemon-like From *address*, null Return-Path, multipart/report or
+X-Failed-Recipients), nor one that shows a person or list sent it (list headers,
+Precedence list/bulk, Re:/Fwd:, In-Reply-To/References from an ordinary address):
+mail that discusses, quotes or imitates a bounce is never an NDR.
 
 The original message's IDs and headers are then pulled out by :mod:`.extract`.
 """

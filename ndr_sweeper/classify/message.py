@@ -171,6 +171,10 @@ class Headers:
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._index
 
+    def names(self) -> list[str]:
+        """The lower-cased field names present."""
+        return list(self._index)
+
     def text(self, name: str) -> str:
         """The decoded value (RFC 2047) or ''."""
         v = self.get(name)

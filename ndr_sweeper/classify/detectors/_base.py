@@ -79,6 +79,87 @@ def _sender_is_daemon(msg: ParsedMessage) -> bool:
     return bool(frm is not None and addr_of(frm) == "")
 
 
+# Daemon-pattern matches that ordinary senders use too (a shop's mail@, notification@).
+_WEAK_DAEMON = re.compile(r"(?:mail|notification|nobody|no-?reply|noreply)@")
+_LIST_HEADERS = (
+    "list-id",
+    "list-unsubscribe",
+    "list-post",
+    "list-archive",
+    "list-help",
+    "mailing-list",
+    "x-mailing-list",
+    "list-subscribe",
+)
+
+
+def from_address_kind(msg: ParsedMessage) -> str:
+    """The From *address* (not its display name): "strong" (mailer-daemon, postmaster,
+    an empty address ...), "weak" (mail@, notification@ ...) or "" (anyone else).
+
+    Display names are not trusted: spam calls itself "Mail Delivery System" freely.
+    """
+    cached = msg.cache.get("from_kind")
+    if cached is None:
+        frm = msg.headers.get("from")
+        cached = ""
+        if frm is not None:
+            addr = addr_of(decode_words(frm)).lower()
+            if addr in ("", "<>") or ("@" not in addr and DAEMON_FROM.search(addr)):
+                cached = "strong"
+            else:
+                m = DAEMON_FROM.search(addr)
+                if m is not None:
+                    cached = "weak" if _WEAK_DAEMON.fullmatch(m.group(0)) else "strong"
+        msg.cache["from_kind"] = cached
+    return cached
+
+
+def mta_origin(msg: ParsedMessage) -> bool:
+    """Structural evidence that a mail system (not a person) wrote the message:
+    a mailer-daemon-like From address, a null Return-Path, a multipart/report or
+    X-Failed-Recipients.  A bounce-like subject or display name is not enough."""
+    return bool(
+        from_address_kind(msg)
+        or null_return_path(msg)
+        or msg.ctype.startswith("multipart/report")
+        or "x-failed-recipients" in msg.headers
+    )
+
+
+def person_signals(msg: ParsedMessage) -> str:
+    """Counter-evidence: signs that a person (or a list/newsletter) sent the message.
+
+    Only when the From address is not a mailer daemon's and there is no report
+    structure: list headers (List-Id, List-Unsubscribe, ...), Precedence list/bulk/junk,
+    a Re:/Fwd: subject, In-Reply-To/References.  Returns the first sign found, or "".
+    """
+    cached = msg.cache.get("person_signals")
+    if cached is not None:
+        return cached
+    out = ""
+    h = msg.headers
+    if (
+        from_address_kind(msg) != "strong"
+        and not msg.ctype.startswith("multipart/report")
+        and "x-failed-recipients" not in h
+    ):
+        for name in _LIST_HEADERS:
+            if name in h:
+                out = f"{name} header"
+                break
+        if not out:
+            prec = (h.get("precedence") or "").strip().lower()
+            if prec in ("list", "bulk", "junk"):
+                out = f"Precedence: {prec}"
+            elif FWD_OR_REPLY.match(msg.subject):
+                out = "a Re:/Fwd: subject"
+            elif "in-reply-to" in h or "references" in h:
+                out = "In-Reply-To/References"
+    msg.cache["person_signals"] = out
+    return out
+
+
 def null_return_path(msg: ParsedMessage) -> bool:
     rp = msg.headers.get("return-path")
     if rp is None:

@@ -2,9 +2,10 @@
 
 Each MTA family module declares a :class:`TextFormat` (the MTA's own wording,
 optionally a sender pattern and its delay wording) and calls :func:`detect_format`.
-A format only matches a message whose headers already look like a report
-(mailer-daemon-like sender, null Return-Path, bounce-like subject or
-X-Failed-Recipients), so ordinary mail quoting the words is not taken.
+A format only matches a message with structural evidence of a mail system
+(mailer-daemon-like From address, null Return-Path, multipart/report or
+X-Failed-Recipients) and no sign of a person or list (list headers, Re:/Fwd:,
+In-Reply-To from an ordinary address), so ordinary mail quoting the words is not taken.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from ..message import ParsedMessage
 from ..verdict import Verdict
 from ._base import (
     is_delay,
+    mta_origin,
     ndr,
-    null_return_path,
+    person_signals,
     report_text,
-    sender_is_daemon,
     shorten,
-    subject_is_bounce,
 )
 
 SCAN = 32768  # characters of body text searched for a format's wording
@@ -38,14 +38,16 @@ class TextFormat:
 
 
 def report_headers(msg: ParsedMessage) -> bool:
+    """May a free-text detector take this message as a report at all?
+
+    Needs structural evidence that a mail system sent it (:func:`._base.mta_origin`)
+    and no sign that a person or a list did (:func:`._base.person_signals`): ordinary
+    mail that only *mentions* bounce words, quotes a bounce or imitates one from an
+    ordinary address is never an NDR.
+    """
     cached = msg.cache.get("report_headers")
     if cached is None:
-        ok = (
-            sender_is_daemon(msg)
-            or null_return_path(msg)
-            or subject_is_bounce(msg)
-            or "x-failed-recipients" in msg.headers
-        )
+        ok = mta_origin(msg) and not person_signals(msg)
         cached = msg.cache["report_headers"] = "1" if ok else ""
     return bool(cached)
 

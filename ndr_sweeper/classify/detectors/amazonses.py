@@ -8,6 +8,7 @@ import re
 
 from ..message import ParsedMessage
 from ..verdict import Kind, Recipient, Verdict
+from ._base import mta_origin, person_signals
 from ._text import TextFormat, detect_format, rx
 
 NAME = "amazonses"
@@ -22,11 +23,20 @@ FORMAT = TextFormat(
 )
 
 
+def _from_ses(msg: ParsedMessage) -> bool:
+    """Sent by Amazon SNS/SES (or at least by a mail system), not a person pasting JSON."""
+    if person_signals(msg):
+        return False
+    h = msg.headers
+    blob = " ".join(h.get(n) or "" for n in ("from", "sender", "return-path")).lower()
+    return "amazon" in blob or mta_origin(msg)
+
+
 def detect(msg: ParsedMessage) -> Verdict | None:
     """SNS JSON notifications (tried early: they are not mail-system reports)."""
     text = msg.body_text()[:262144]
     m = _TYPE.search(text) if "notificationType" in text else None
-    if m and ("amazon" in (msg.headers.get("from") or "").lower() or '"mail"' in text):
+    if m and _from_ses(msg):
         kind = {"Bounce": Kind.FAILED, "Complaint": Kind.FEEDBACK_REPORT}.get(
             m.group(1), Kind.DELIVERY_SUCCESS
         )

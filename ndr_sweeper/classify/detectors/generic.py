@@ -1,9 +1,16 @@
 """Free-text bounces from MTAs without a module of their own (tried last).
 
-Needs both: headers that look like a report (mailer-daemon-like sender, null
-Return-Path, bounce-like subject, X-Failed-Recipients) and wording that says a
-message could not be delivered, or an SMTP error reply for a named address
-under a clearly bounce-like subject.
+Needs both: structural evidence of a mail system with no sign of a person or
+list (:func:`._text.report_headers`) and wording that says a message could not be
+delivered, or an SMTP error reply for a named address under a clearly bounce-like
+subject.
+
+One narrow exception for mail gateways that send their notice from an ordinary
+address (a corporate gateway's "RE: <subject> : non remis (delivery failed)"): a
+short single-part plain-text body that states "your message could not be delivered
+to <address>", under a strongly bounce-like subject, with no link, no list headers
+and no In-Reply-To/References.  A person's mail that mentions bounce words, a
+newsletter or spam (which carries a link) does not fit.
 """
 
 from __future__ import annotations
@@ -49,9 +56,39 @@ _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -](?:\d\.\d{1,3}\.\d{1,3}\s)?[^\n]{3,}", 
 _ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
+_GATEWAY = re.compile(
+    r"^[ \t]*(?:your|the) (?:message|e-?mail|mail) (?:could not|cannot|can't|was not|wasn't) "
+    r"(?:be )?delivered to:?\s*<?[\w.+-]+@[\w-]+(?:\.[\w-]+)+>?[ \t.]*$",
+    re.M,
+)
+_LINK = re.compile(r"https?:|www\.|<a\s", re.I)
+
+
+def _gateway_notice(msg: ParsedMessage) -> re.Match[str] | None:
+    h = msg.headers
+    if msg.ctype not in ("text/plain", "") or not STRONG_SUBJECT.search(msg.subject.lower()):
+        return None
+    if "in-reply-to" in h or "references" in h or any(n.startswith("list-") for n in h.names()):
+        return None
+    body = msg.body
+    if len(body) > 1500 or _LINK.search(body):
+        return None
+    return _GATEWAY.search(body.lower())
+
+
 def detect(msg: ParsedMessage) -> Verdict | None:
     if not report_headers(msg):
-        return None
+        g = _gateway_notice(msg)
+        if g is None:
+            return None
+        return ndr(
+            msg,
+            NAME,
+            [
+                "gateway notice: " + shorten(g.group(0), 60),
+                f"Subject: '{shorten(msg.subject, 60)}'",
+            ],
+        )
     text = msg.lower_text(65536)
     rtext = report_text(msg)
     m = PHRASES.search(rtext.lower()) or PHRASES.search(msg.subject.lower())

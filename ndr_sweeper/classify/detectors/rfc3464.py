@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from ..message import ParsedMessage
 from ..verdict import Kind, Verdict
-from ._base import DsnRecord, dsn_records, parse_dsn_text, record_recipient
+from ._base import (
+    DsnRecord,
+    dsn_records,
+    mta_origin,
+    parse_dsn_text,
+    person_signals,
+    record_recipient,
+)
 
 NAME = "rfc3464"
 
@@ -43,6 +50,10 @@ def _unique(recs: list[DsnRecord]) -> list[DsnRecord]:
 
 
 def detect(msg: ParsedMessage) -> Verdict | None:
+    if not msg.ctype.startswith(("multipart/report", "message/")) and (
+        person_signals(msg) or not mta_origin(msg)
+    ):
+        return None  # a person's/list's multipart/mixed carrying a DSN part is no report
     if msg.ctype in ("message/delivery-status", "message/global-delivery-status"):
         _, recs = parse_dsn_text(msg.body)
     elif msg.ctype.startswith("multipart/"):
