@@ -164,7 +164,7 @@ class ImapMailbox:
             with contextlib.suppress(Exception):
                 client.shutdown()
             raise
-        log.info("logged in to %s as %s", where, username)
+        log.debug("logged in to %s as %s", where, username)
         return box
 
     def _starttls(self, context: ssl.SSLContext | None, where: str, ca_file: str | None) -> None:
