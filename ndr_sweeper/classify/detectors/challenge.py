@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from .._rx import fast
 from ..message import ParsedMessage
 from ..verdict import Kind, Verdict
 from ._base import sender_is_daemon
@@ -37,7 +38,7 @@ _ASK = re.compile(
 )
 
 
-_VERIFY = re.compile(
+_VERIFY = fast(
     r"(?:verify|confirm|prove) (?:that )?you(?:'re| are) (?:a )?(?:real )?"
     r"(?:human|person|sender|not a (?:robot|spammer|machine))|"
     r"(?:verify|confirm) (?:that )?you (?:really )?sent|"
@@ -47,16 +48,14 @@ _VERIFY = re.compile(
     r"reply to this (?:message|e-?mail)[^.\n]{0,40}(?:to|and) (?:confirm|verify)|"
     r"(?:click|visit|follow|open)[^.]{0,80}(?:link|url|here|below)[^.]{0,80}"
     r"(?:to )?(?:verify|confirm) (?:that )?(?:you|your (?:message|e-?mail|address))",
-    re.I,
 )
-_HELD = re.compile(
+_HELD = fast(
     r"(?:message|e-?mail|mail)s? (?:is|are|has been|have been|was|were|will be) "
     r"(?:being )?(?:held|kept|queued|pending|on hold|waiting)|"
     r"will (?:only )?be delivered (?:once|after|when|as soon as|if) you|"
     r"(?:until|unless|once) you(?:'ve| have)? (?:confirm|verif|repl|click|respond)|"
     r"pending (?:your )?(?:confirmation|verification)|"
     r"(?:before|so that) (?:it|your (?:message|e-?mail)) (?:can be|is|will be) delivered",
-    re.I,
 )
 _ASK_SUBJECT = re.compile(r"confirm|verif|approv|authori[sz]|challenge|validat", re.I)
 
@@ -74,7 +73,9 @@ def _format(msg: ParsedMessage) -> tuple[str, str] | None:
     )
     if not automatic:
         return None
-    text = msg.body_text()[:20000]
+    text = msg.lower_text(20000)
+    if not any(w in text for w in ("verif", "confirm", "prove", "only accept")):
+        return None
     verify = _VERIFY.search(text)
     if verify is None:
         return None
