@@ -203,7 +203,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     config = _load(args)
     with open_state(config.state_dir) as state:
-        runs = state.runs(account=args.account, limit=args.limit)
+        runs = state.runs(account=args.account, limit=args.limit if args.all else args.limit * 20)
+    if not args.all:
+        # Runs of the service that found nothing new would bury the ones that did something.
+        runs = [r for r in runs if r.status != "ok" or r.counts.get("scanned")][: args.limit]
     if args.json:
         render.json_doc(
             [
@@ -239,7 +242,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             [
                 r.id,
                 r.account,
-                r.started,
+                f"{r.started:%Y-%m-%d %H:%M}",
                 ("dry run" if r.dry_run else r.status),
                 r.counts.get("scanned"),
                 r.counts.get("ndrs"),
@@ -252,6 +255,18 @@ def cmd_history(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ndr_sweeper.service import cmd_run
+
+    return cmd_run(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ndr_sweeper.service import cmd_status
+
+    return cmd_status(args)
 
 
 # ---------------------------------------------------------------- parser
@@ -321,8 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(sp)
     sp.add_argument("--account", metavar="NAME")
     sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("--all", action="store_true", help="also runs that found nothing new")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_history)
+
+    sp = sub.add_parser("run", help="sweep every enabled account on its schedule until stopped")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("status", help="each account's last run, its counts, and the next run")
+    config_arg(sp)
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.set_defaults(func=cmd_status)
     return p
 
 

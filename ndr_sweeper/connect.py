@@ -31,4 +31,5 @@ def open_mailbox(account: Account) -> ImapMailbox:
         oauth2_token=token,
         ca_file=str(account.tls_ca_file) if account.tls_ca_file else None,
         timeout=account.timeout,
+        account=account.name,
     )

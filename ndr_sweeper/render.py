@@ -109,13 +109,15 @@ def table(
     rows: Iterable[Sequence[Any]],
     out: Console | None = None,
 ) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     out = out or console()
-    t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, overflow="fold")
+    plain = out.no_color or not out.is_terminal
+    t = Table(title=title, title_justify="left", box=box.ASCII if plain else box.HEAVY_HEAD)
+    for i, c in enumerate(columns):
+        t.add_column(c, overflow="fold", no_wrap=i == 0)
     for row in rows:
         t.add_row(*(escape("" if v is None else str(v)) for v in row))
     out.print(t)
@@ -205,7 +207,7 @@ def sweep_summary(
         out=out,
     )
     for r in results:
-        if r.run_id and not r.dry_run:
+        if r.run_id and not r.dry_run and r.acted:
             out.print(
                 f"{r.account}: run {r.run_id} ({r.seconds:.2f} s); undo with `ndr-sweeper undo {r.run_id}`",
                 markup=False,
