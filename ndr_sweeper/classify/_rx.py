@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover
     _const = None
 
 _LIMIT = 200  # more distinct first characters than this: not worth it
+_CATEGORIES = {"CATEGORY_SPACE": " \t\n\r\f\v", "CATEGORY_DIGIT": "0123456789"}
 
 
 def _first(items: Any) -> set[str] | None:
@@ -38,6 +39,8 @@ def _first(items: Any) -> set[str] | None:
                 iname = str(iop)
                 if iname == "LITERAL":
                     out.add(chr(iav))
+                elif iname == "CATEGORY" and str(iav) in _CATEGORIES:
+                    out.update(_CATEGORIES[str(iav)])
                 elif iname == "RANGE":
                     lo, hi = iav
                     if hi - lo > _LIMIT:
@@ -99,16 +102,25 @@ def _nullable(items: Any) -> bool:
     return True
 
 
-def fast(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    """``re.compile`` with a first-character lookahead when one can be computed."""
-    compiled = re.compile(pattern, flags)
+def first_chars(pattern: str, flags: int = 0) -> set[str] | None:
+    """The characters a match of ``pattern`` can start with; None when unknown."""
     if _parser is None or flags & re.IGNORECASE:
-        return compiled
+        return None
     try:
         chars = _first(_parser.parse(pattern, flags))
     except Exception:
+        return None
+    return chars if chars and len(chars) <= _LIMIT else None
+
+
+def _klass(chars: set[str]) -> str:
+    return "".join(sorted(re.escape(c) if c not in "\n" else "\\n" for c in chars))
+
+
+def fast(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """``re.compile`` with a first-character lookahead when one can be computed."""
+    compiled = re.compile(pattern, flags)
+    chars = first_chars(pattern, flags)
+    if chars is None:
         return compiled
-    if not chars or len(chars) > _LIMIT:
-        return compiled
-    klass = "".join(sorted(re.escape(c) if c not in "\n" else "\\n" for c in chars))
-    return re.compile(f"(?=[{klass}])(?:{pattern})", flags)
+    return re.compile(f"(?=[{_klass(chars)}])(?:{pattern})", flags)
