@@ -194,6 +194,11 @@ class DovecotLab:
     ``no_move`` hides MOVE and (unless ``uidplus`` is given) UIDPLUS from CAPABILITY;
     ``uidplus=False`` hides UIDPLUS.  Dovecot still *executes* MOVE and UID EXPUNGE and still
     sends COPYUID: the lab tests which path the client chooses, not how a server refuses.
+
+    ``oauth2_introspection_url`` adds an ``oauth2`` passdb for ``oauth2_mechanisms`` (XOAUTH2
+    and OAUTHBEARER by default): Dovecot POSTs ``token=...`` to the URL and accepts the login
+    when the JSON answer has ``"active": true`` and ``"username"`` equal to the user (who
+    must exist: ``add_user``; the password is then only for PLAIN/LOGIN).
     """
 
     no_move: bool = False
@@ -201,6 +206,10 @@ class DovecotLab:
     max_line: int = 65536
     user: str = "test"
     password: str = "test"
+    # OAuth2: an oauth2 passdb validating XOAUTH2/OAUTHBEARER tokens against this URL
+    # (introspection_mode = post; the answer must be {"active": true, "username": USER}).
+    oauth2_introspection_url: str | None = None
+    oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer")
     keep: bool = field(default_factory=lambda: bool(os.environ.get("NDR_KEEP_LAB")))
 
     dir: Path = field(init=False)
@@ -419,7 +428,7 @@ class DovecotLab:
             ssl_cert = <{d}/ssl/cert.pem
             ssl_key = <{d}/ssl/key.pem
             disable_plaintext_auth = no
-            auth_mechanisms = plain login
+            auth_mechanisms = plain login{self._oauth2_mechs()}
             auth_failure_delay = 0
             login_trusted_networks = 127.0.0.0/8
             mail_max_userip_connections = 200
@@ -427,6 +436,7 @@ class DovecotLab:
             passdb {{
               driver = passwd-file
               args = scheme=PLAIN username_format=%u {d}/etc/users.d/%u
+              {"mechanisms = plain login" if self.oauth2_introspection_url else ""}
             }}
             userdb {{
               driver = passwd-file
@@ -465,7 +475,31 @@ class DovecotLab:
         )
         if self._cap_override:
             conf += f"protocol imap {{\n  imap_capability = {self._cap_override}\n}}\n"
+        conf += self._oauth2_passdb()
         return conf
+
+    def _oauth2_mechs(self) -> str:
+        if not self.oauth2_introspection_url:
+            return ""
+        return " " + " ".join(self.oauth2_mechanisms)
+
+    def _oauth2_passdb(self) -> str:
+        """The oauth2 passdb block (and its args file), or "" without an introspection URL."""
+        if not self.oauth2_introspection_url:
+            return ""
+        ext = self.dir / "etc" / "dovecot-oauth2.conf.ext"
+        ext.write_text(
+            f"introspection_url = {self.oauth2_introspection_url}\n"
+            "introspection_mode = post\n"
+            "force_introspection = yes\n"
+            "username_attribute = username\n"
+            "active_attribute = active\n"
+            "active_value = true\n"
+            "timeout_msecs = 5000\n"
+        )
+        os.chmod(ext, 0o644)
+        mechs = " ".join(self.oauth2_mechanisms)
+        return f"passdb {{\n  driver = oauth2\n  mechanisms = {mechs}\n  args = {ext}\n}}\n"
 
     def _launch_and_wait(self, timeout: float = 10.0) -> bool:
         """Launch the master in the foreground (own process group); True once both ports
