@@ -53,3 +53,7 @@ class LockedError(StateError):
     """Another ndr-sweeper process is sweeping the same account."""
 
     exit_code = 8
+
+
+class Interrupted(NdrSweeperError):
+    """A sweep was asked to stop between two steps; the next sweep continues from there."""

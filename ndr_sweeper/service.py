@@ -31,6 +31,7 @@ from ndr_sweeper.errors import (
     AuthenticationError,
     ConfigError,
     CredentialError,
+    Interrupted,
     LockedError,
     NdrSweeperError,
 )
@@ -62,7 +63,7 @@ SweepFn = Callable[..., "AccountResult"]
 MailboxFactory = Callable[["Account"], Any]
 
 
-class ShuttingDown(NdrSweeperError):
+class ShuttingDown(Interrupted):
     """Raised between stages of a sweep when the service stops; the next run continues."""
 
 

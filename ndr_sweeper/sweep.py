@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.classify import HEADER_FIELDS, Verdict, classify, may_be_report
-from ndr_sweeper.errors import MailboxError, NdrSweeperError
+from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
 from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
 
 if TYPE_CHECKING:
@@ -259,6 +259,7 @@ def sweep_account(
     result = AccountResult(account.name, dry_run=dry_run)
     result.run_id = state.start_run(account.name, dry_run=dry_run, command="sweep")
     mb: Mailbox | None = None
+    status: str | None = None
     try:
         reporter.stage(account.name, "connecting")
         mb = mailbox_factory(account)
@@ -347,6 +348,9 @@ def sweep_account(
                 ] + retry.get(folder, [])
                 last = (min(waiting) - 1) if waiting else max(uids)
                 state.set_cursor(account.name, folder, uidvalidity, last)
+    except Interrupted as exc:
+        result.error = str(exc)
+        status = "interrupted"
     except NdrSweeperError as exc:
         result.error = str(exc)
         log.debug("%s: sweep failed", account.name, exc_info=True)
@@ -359,7 +363,7 @@ def sweep_account(
         result.seconds = time.monotonic() - started
         state.finish_run(
             result.run_id,
-            "failed" if result.error else ("partial" if result.errors else "ok"),
+            status or ("failed" if result.error else ("partial" if result.errors else "ok")),
             result.counts(),
             result.error,
         )
