@@ -1,0 +1,149 @@
+"""The sweep's logic on the in-memory mailbox: decisions, min_age, rules, fallbacks, recovery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ndr_sweeper.actions.apply import undo_entries
+from ndr_sweeper.config import Account
+from ndr_sweeper.errors import MailboxError
+from ndr_sweeper.mailbox.memory import DEFAULT_CAPABILITIES, MemoryMailbox
+from ndr_sweeper.rules import load_rule_file
+from ndr_sweeper.state import open_state
+from ndr_sweeper.sweep import sweep_account
+
+import bounces
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+OLD = NOW - timedelta(hours=2)
+
+
+def account(**kw) -> Account:
+    base = dict(name="t", host="127.0.0.1", username="u", security="plain", min_age=900.0)
+    base.update(kw)
+    return Account(**base)  # type: ignore[arg-type]
+
+
+def ids(mb: MemoryMailbox, folder: str) -> list[str | None]:
+    import re
+
+    out = []
+    for m in mb.contents(folder).values():
+        found = re.search(rb"^Message-ID: <([^>]+)>", m.data, re.M)
+        out.append(found.group(1).decode() if found else None)
+    return out
+
+
+@pytest.fixture
+def state(tmp_path: Path):
+    with open_state(tmp_path / "state") as db:
+        yield db
+
+
+def reopen(mb: MemoryMailbox):
+    """A factory that logs the same in-memory mailbox in again, as a new connection would."""
+
+    def factory(_account: Account) -> MemoryMailbox:
+        mb.logged_out = False
+        return mb
+
+    return factory
+
+
+def sweep(mb, state, acc=None, **kw):
+    kw.setdefault("now", lambda: NOW)
+    return sweep_account(acc or account(), state, reopen(mb), **kw)
+
+
+def test_own_bounce_kept_backscatter_moved_young_waits(state) -> None:
+    mb = MemoryMailbox()
+    sent_id = bounces.new_id()
+    mb.add_message("Sent", bounces.original(sent_id), internaldate=OLD)
+    own = bounces.dsn(sent_id, bounce_id="own@x")
+    bs = bounces.dsn(bounces.new_id("forged"), bounce_id="bs@x")
+    young = bounces.dsn(bounces.new_id("forged"), bounce_id="young@x")
+    mb.add_message("INBOX", own, internaldate=OLD)
+    mb.add_message("INBOX", bs, internaldate=OLD)
+    mb.add_message("INBOX", young, internaldate=NOW - timedelta(minutes=5))
+    mb.add_message("INBOX", bounces.ordinary(), internaldate=OLD)
+
+    r = sweep(mb, state)
+    assert r.error is None
+    assert (r.own, r.backscatter, r.acted, r.too_young) == (1, 1, 1, 1)
+    assert ids(mb, "Junk") == ["bs@x"]
+    assert "young@x" in ids(mb, "INBOX")
+
+    # Twenty minutes later the young bounce is old enough; nothing else is looked at again.
+    later = sweep(mb, state, now=lambda: NOW + timedelta(minutes=20))
+    assert later.scanned == 2  # the waiting bounce and the ordinary message after it
+    assert sorted(ids(mb, "Junk")) == ["bs@x", "young@x"]
+
+
+def test_keyword_fallback_without_uidplus_leaves_originals_flagged(state) -> None:
+    caps = DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"}
+    mb = MemoryMailbox(capabilities=caps)
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    r = sweep(mb, state, account(expunge_fallback="keyword"))
+    assert r.acted == 1
+    assert ids(mb, "Junk") == ["bs@x"]
+    (msg,) = mb.contents("INBOX").values()
+    assert "$NdrBackscatter" in msg.flags and "\\Deleted" not in msg.flags
+    assert any("cannot expunge selectively" in n for n in r.notes)
+    assert not any(c[0] == "expunge_flagged_deleted" for c in mb.calls)
+
+
+def test_protect_fallback_keeps_the_users_deleted_flag(state) -> None:
+    mb = MemoryMailbox(capabilities=DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"})
+    mine = mb.add_message("INBOX", bounces.ordinary(), flags=["\\Deleted"], internaldate=OLD)
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    r = sweep(mb, state)
+    assert r.acted == 1 and r.error is None
+    assert ids(mb, "Junk") == ["bs@x"]
+    assert list(mb.contents("INBOX")) == [mine]
+    assert "\\Deleted" in mb.contents("INBOX")[mine].flags
+
+
+def test_rules_can_move_undetermined_to_a_review_folder(state, tmp_path) -> None:
+    rules = tmp_path / "r.toml"
+    rules.write_text('[[rule]]\nname = "review"\ndecision = "undetermined"\nmove = "NDR Review"\n')
+    mb = MemoryMailbox()
+    mb.add_message("INBOX", bounces.freetext_ndr_without_original(), internaldate=OLD)
+    r = sweep(mb, state, rule_hook=load_rule_file(rules).hook())
+    assert r.undetermined == 1 and r.acted == 1
+    mb.logged_out = False
+    assert mb.folder_exists("NDR Review") and len(mb.contents("NDR Review")) == 1
+
+
+def test_failed_move_keeps_the_cursor_so_the_next_sweep_retries(state) -> None:
+    mb = MemoryMailbox()
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    mb.fail_next("move", MailboxError("MOVE refused: over quota"))
+    r = sweep(mb, state)
+    assert r.errors == 1 and r.acted == 0
+    assert ids(mb, "Junk") == []
+    again = sweep(mb, state)
+    assert again.acted == 1 and ids(mb, "Junk") == ["bs@x"]
+
+
+def test_undo_puts_moved_messages_back_and_they_stay(state) -> None:
+    mb = MemoryMailbox()
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    r = sweep(mb, state)
+    mb.logged_out = False
+    result = undo_entries(mb, state, state.run_entries(r.run_id))
+    assert result.restored == 1 and ids(mb, "Junk") == [] and ids(mb, "INBOX") == ["bs@x"]
+    again = sweep(mb, state)
+    assert again.acted == 0 and ids(mb, "Junk") == []
+
+
+def test_dry_run_sends_no_write_command(state) -> None:
+    mb = MemoryMailbox()
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    r = sweep(mb, state, dry_run=True)
+    assert r.backscatter == 1 and r.acted == 0
+    writes = {"move", "copy", "add_flags", "remove_flags", "expunge_uids", "create_folder"}
+    assert not [c for c in mb.calls if c[0] in writes]
+    assert ids(mb, "INBOX") == ["bs@x"]
