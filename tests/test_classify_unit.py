@@ -95,6 +95,23 @@ def test_leading_blank_lines_and_mbox_from_line() -> None:
     assert v2.kind is Kind.FAILED and v2.original.message_id == "lunch-123@example.org"
 
 
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_well_formed_message_has_no_defects(eol: str) -> None:
+    for text in (ORIGINAL, dsn()):
+        v = classify(text.replace("\n", eol).encode())
+        assert v.defects == (), v.defects
+    # a body that itself starts with an empty line is still well-formed
+    v = classify(ORIGINAL.replace("\n\nAre", "\n\n\nAre").replace("\n", eol).encode())
+    assert v.defects == ()
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_missing_blank_line_after_the_header_is_a_defect(eol: str) -> None:
+    raw = ORIGINAL.replace("\n\nAre you free?", "\nAre you free?").replace("\n", eol)
+    v = classify(raw.encode())
+    assert v.defects == ("missing blank line after the header",)
+
+
 def test_broken_boundary_falls_back_to_the_text() -> None:
     raw = dsn().replace('boundary="BOUNDARY-1"', 'boundary="WRONG"')
     v = classify(b(raw))

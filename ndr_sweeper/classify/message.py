@@ -102,21 +102,27 @@ def parse_header_block(
     return fields
 
 
-def header_end(text: str) -> int:
-    """Where the header block of ``text`` ends (index of the body start).
+def header_bounds(text: str) -> tuple[int, bool]:
+    """(index of the body start, whether an empty line separated header and body).
 
-    The header ends at the first empty (or blank) line, or at the first line
-    that is not a header field, as the stdlib parser does.
+    The header ends at the first empty (or blank) line, which belongs to neither
+    part, or at the first line that is not a header field, as the stdlib parser
+    does; then the body starts at that line and there is no separator.
     """
     m = _HEADER_BLOCK.match(text, 0, MAX_HEADER + 1)
     end = m.end() if m else 0
     if end >= len(text):
-        return len(text)
+        return len(text), False
     nl = text.find("\n", end)
     line = text[end:] if nl < 0 else text[end:nl]
     if not line.strip():
-        return len(text) if nl < 0 else nl + 1
-    return end
+        return (len(text) if nl < 0 else nl + 1), True
+    return end, False
+
+
+def header_end(text: str) -> int:
+    """Where the header block of ``text`` ends (index of the body start)."""
+    return header_bounds(text)[0]
 
 
 def decode_words(value: str) -> str:
@@ -369,14 +375,12 @@ def parse(raw: bytes) -> ParsedMessage:
         defects.append("input is not bytes")
         raw = str(raw).encode("utf-8", "replace")
     text = normalise(bytes(raw), defects)
-    end = header_end(text)
+    end, separated = header_bounds(text)
     if end > MAX_HEADER:
         defects.append("header block longer than the limit")
     block = text[:end]
     body = text[end:]
-    if body.startswith("\n"):
-        body = body[1:]
-    elif body:
+    if body and not separated:
         defects.append("missing blank line after the header")
     fields = parse_header_block(block, defects, lenient=True)
     headers = Headers(fields)
@@ -515,8 +519,6 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
                 end = header_end(piece)
                 fields = parse_header_block(piece[:end], lenient=True)
                 sub_body = piece[end:]
-                if sub_body.startswith("\n"):
-                    sub_body = sub_body[1:]
                 h = Headers(fields)
                 ct, params = content_type(h.get("content-type"))
                 if not ct:
