@@ -704,14 +704,14 @@ class _Watcher(threading.Thread):
             started = time.monotonic()
             try:
                 while not self.stopped and time.monotonic() - started < self.service.idle_renew:
-                    exists = self._handle(client.idle_check(timeout=IDLE_POLL), exists)
+                    exists = self._on_responses(client.idle_check(timeout=IDLE_POLL), exists)
             finally:
                 # Leaving IDLE also flushes what arrived meanwhile.
                 _, responses = client.idle_done()
-            exists = self._handle(responses, exists)
+            exists = self._on_responses(responses, exists)
         return True
 
-    def _handle(self, responses: list[Any], exists: int) -> int:
+    def _on_responses(self, responses: list[Any], exists: int) -> int:
         for resp in responses:
             if not isinstance(resp, tuple) or len(resp) < 2:
                 continue
