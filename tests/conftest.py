@@ -16,6 +16,8 @@ Real-server fixtures (see tests/lab.py); every test using them must be marked
   Drafts, Sent, Junk, Trash) on ``dovecot`` / ``dovecot_nomove``; a ``lab.LabEnv`` with
   host, port, tls_port, user, password, cafile and ``connect()`` (raw imapclient).
 - ``new_imap_user``: ``new_imap_user(server)`` for a fresh user on any lab server.
+- ``token_server`` / ``dovecot_oauth2``: a loopback OAuth2 provider (``lab.TokenServer``) and a
+  private Dovecot that checks XOAUTH2/OAUTHBEARER tokens against it (introspection).
 
 Helpers for filling and checking mailboxes live in tests/lab.py: ``make_message``,
 ``LabMessage``, ``append_messages`` and ``read_folder``.
@@ -172,3 +174,22 @@ def mailbox_nomove_uidplus(request: pytest.FixtureRequest, new_imap_user):
         box = _imap_mailbox(new_imap_user(request.getfixturevalue("dovecot_nomove_uidplus")))
     yield box
     box.logout()
+
+
+# ---------------------------------------------------------------------- OAuth2
+@pytest.fixture
+def token_server() -> Iterator[lab.TokenServer]:
+    """A fresh loopback OAuth2 provider (``lab.TokenServer``) for this test."""
+    server = lab.TokenServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dovecot_oauth2(token_server: lab.TokenServer) -> Iterator[lab.DovecotLab]:
+    """A private Dovecot whose XOAUTH2/OAUTHBEARER logins are checked by ``token_server``
+    (user ``token_server.user`` exists).  Private: refused tokens bring auth penalties."""
+    server = _start_lab(oauth2_introspection_url=token_server.introspection_url)
+    server.add_user(token_server.user, "pw-" + os.urandom(6).hex())
+    yield server
+    server.cleanup()

@@ -703,3 +703,292 @@ def read_folder(client, folder: str) -> list[FolderEntry]:
         flags = frozenset(f.decode() if isinstance(f, bytes) else str(f) for f in item[b"FLAGS"])
         out.append(FolderEntry(uid, m.group(1).decode() if m else None, flags))
     return sorted(out, key=lambda e: e.uid)
+
+
+# ---------------------------------------------------------------------- OAuth2 provider
+class TokenServer:
+    """A small OAuth2 provider on loopback for the OAuth2 tests (no internet needed).
+
+    Endpoints (``base`` = ``http://127.0.0.1:PORT``):
+
+    - ``/authorize`` (GET): checks client_id, redirect_uri (loopback) and a S256
+      code_challenge, then redirects to ``redirect_uri?code=...&state=...`` (``deny = True``:
+      ``error=access_denied``; ``wrong_state = True``: another state).
+    - ``/token`` (POST): ``authorization_code`` (verifies the PKCE code_verifier, the
+      redirect_uri and the client secret), ``refresh_token`` (``rotate = True`` issues a new
+      refresh token and retires the old one) and the device_code grant
+      (``authorization_pending`` for ``device_pending_polls`` polls, then tokens).
+    - ``/device`` (POST): a device code and user code.
+    - ``/introspect`` (POST ``token=...``, what Dovecot's oauth2 passdb sends):
+      ``{"active": true, "username": USER}`` for a live access token it issued.
+
+    ``user`` is who signs in at the "browser"; ``revoke()`` kills every token issued so far.
+    ``issued`` holds every token and code handed out (for "never in the logs" checks).
+    """
+
+    def __init__(
+        self,
+        user: str = "oauth-user",
+        client_id: str = "test-client",
+        client_secret: str | None = None,
+        expires_in: int = 3600,
+    ) -> None:
+        self.user = user
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.expires_in = expires_in
+        self.rotate = False
+        self.deny = False
+        self.wrong_state = False
+        self.device_pending_polls = 2
+        self.issued: list[str] = []
+        self.grants: list[str] = []  # grant_type of each /token request, in order
+        self.introspections = 0
+        self._codes: dict[str, dict[str, str]] = {}
+        self._access: dict[str, tuple[str, float]] = {}
+        self._refresh: dict[str, str] = {}
+        self._devices: dict[str, dict[str, object]] = {}
+        self._lock = threading.Lock()
+        self._server: object = None
+
+    # ------------------------------------------------------------------ public
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"  # type: ignore[attr-defined]
+
+    @property
+    def introspection_url(self) -> str:
+        return self.base + "/introspect"
+
+    def start(self) -> TokenServer:
+        from http.server import ThreadingHTTPServer
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()  # type: ignore[attr-defined]
+            self._server.server_close()  # type: ignore[attr-defined]
+
+    def config(self, **extra: str) -> dict[str, object]:
+        """Account keys for a custom provider pointing here."""
+        keys: dict[str, object] = {
+            "auth": "oauth2",
+            "oauth2_provider": "custom",
+            "oauth2_client_id": self.client_id,
+            "oauth2_authorize_url": self.base + "/authorize",
+            "oauth2_token_url": self.base + "/token",
+            "oauth2_scopes": ["imap", "offline_access"],
+        }
+        keys.update(extra)
+        return keys
+
+    def revoke(self) -> None:
+        with self._lock:
+            self._access.clear()
+            self._refresh.clear()
+
+    def refresh_tokens(self) -> list[str]:
+        with self._lock:
+            return list(self._refresh)
+
+    # ------------------------------------------------------------------ internals
+    def _new(self, prefix: str) -> str:
+        token = f"{prefix}-{os.urandom(12).hex()}"
+        self.issued.append(token)
+        return token
+
+    def _tokens(self, user: str) -> dict[str, object]:
+        access, refresh = self._new("at"), self._new("rt")
+        self._access[access] = (user, time.time() + self.expires_in)
+        self._refresh[refresh] = user
+        return {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": refresh,
+            "scope": "imap",
+        }
+
+    def _token(self, form: dict[str, str]) -> tuple[int, dict[str, object]]:
+        bad_client = form.get("client_id") != self.client_id or (
+            self.client_secret is not None and form.get("client_secret") != self.client_secret
+        )
+        if bad_client:
+            return 401, {"error": "invalid_client", "error_description": "unknown client"}
+        grant = form.get("grant_type", "")
+        self.grants.append(grant)
+        with self._lock:
+            if grant == "authorization_code":
+                code = self._codes.pop(form.get("code", ""), None)
+                if code is None or code["redirect_uri"] != form.get("redirect_uri"):
+                    return 400, {"error": "invalid_grant", "error_description": "bad code"}
+                digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+                import base64
+
+                challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+                if challenge != code["challenge"]:
+                    return 400, {"error": "invalid_grant", "error_description": "PKCE failed"}
+                return 200, self._tokens(self.user)
+            if grant == "refresh_token":
+                user = self._refresh.get(form.get("refresh_token", ""))
+                if user is None:
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Token has been expired or revoked.",
+                    }
+                answer = self._tokens(user)
+                if self.rotate:
+                    del self._refresh[form["refresh_token"]]
+                else:
+                    del self._refresh[str(answer["refresh_token"])]
+                    del answer["refresh_token"]
+                return 200, answer
+            if grant == "urn:ietf:params:oauth:grant-type:device_code":
+                dev = self._devices.get(form.get("device_code", ""))
+                if dev is None:
+                    return 400, {"error": "invalid_grant"}
+                if int(dev["polls"]) < self.device_pending_polls:  # type: ignore[call-overload]
+                    dev["polls"] = int(dev["polls"]) + 1  # type: ignore[call-overload]
+                    return 400, {"error": "authorization_pending"}
+                del self._devices[form["device_code"]]
+                return 200, self._tokens(self.user)
+        return 400, {"error": "unsupported_grant_type"}
+
+    def _handler(self):  # type: ignore[no-untyped-def]
+        import json
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler
+
+        lab = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, obj: object, headers: dict[str, str] | None = None):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                parts = urllib.parse.urlsplit(self.path)
+                q = dict(urllib.parse.parse_qsl(parts.query))
+                if parts.path != "/authorize":
+                    self._send(404, {"error": "not_found"})
+                    return
+                redirect = q.get("redirect_uri", "")
+                ok = (
+                    q.get("client_id") == lab.client_id
+                    and q.get("response_type") == "code"
+                    and q.get("code_challenge_method") == "S256"
+                    and q.get("code_challenge")
+                    and re.match(r"http://(127\.0\.0\.1|localhost):\d+/$", redirect)
+                )
+                if not ok:
+                    self._send(400, {"error": "invalid_request"})
+                    return
+                state = "forged" if lab.wrong_state else q.get("state", "")
+                if lab.deny:
+                    answer = {"error": "access_denied", "state": state}
+                else:
+                    code = lab._new("code")
+                    with lab._lock:
+                        lab._codes[code] = {
+                            "redirect_uri": redirect,
+                            "challenge": q["code_challenge"],
+                        }
+                    answer = {"code": code, "state": state}
+                location = redirect + "?" + urllib.parse.urlencode(answer)
+                self._send(302, {}, {"Location": location})
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(n).decode()))
+                if self.path == "/token":
+                    self._send(*lab._token(form))
+                elif self.path == "/device":
+                    if form.get("client_id") != lab.client_id:
+                        self._send(401, {"error": "invalid_client"})
+                        return
+                    device, user_code = lab._new("dc"), "WDJB-MJHT"
+                    with lab._lock:
+                        lab._devices[device] = {"polls": 0}
+                    self._send(
+                        200,
+                        {
+                            "device_code": device,
+                            "user_code": user_code,
+                            "verification_uri": lab.base + "/activate",
+                            "expires_in": 60,
+                            "interval": 0,
+                        },
+                    )
+                elif self.path == "/introspect":
+                    lab.introspections += 1
+                    with lab._lock:
+                        entry = lab._access.get(form.get("token", ""))
+                    if entry is None or entry[1] < time.time():
+                        self._send(200, {"active": False})
+                    else:
+                        self._send(200, {"active": True, "username": entry[0]})
+                else:
+                    self._send(404, {"error": "not_found"})
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+class FileKeyring:
+    """Factory for a keyring backend kept in a JSON file, so that a secret stored in one
+    process (``login`` in the test) is seen by another (the CLI in a subprocess).
+
+    In-process: ``keyring.set_keyring(FileKeyring.backend(path))``; in a subprocess:
+    ``PYTHON_KEYRING_BACKEND=lab.FileKeyring`` (tests/ on PYTHONPATH) and
+    ``NDR_TEST_KEYRING=path``.
+    """
+
+    priority = 1  # keyring reads it before instantiating the named class
+
+    def __new__(cls):  # type: ignore[no-untyped-def]
+        return cls.backend(Path(os.environ["NDR_TEST_KEYRING"]))
+
+    @staticmethod
+    def backend(path: Path):  # type: ignore[no-untyped-def]
+        import json
+
+        import keyring.backend
+        import keyring.errors
+
+        class _FileKeyring(keyring.backend.KeyringBackend):
+            priority = 1  # type: ignore[assignment]
+
+            def _load(self) -> dict[str, str]:
+                try:
+                    return json.loads(path.read_text())
+                except FileNotFoundError:
+                    return {}
+
+            def get_password(self, service: str, username: str) -> str | None:
+                return self._load().get(f"{service}\0{username}")
+
+            def set_password(self, service: str, username: str, password: str) -> None:
+                data = self._load()
+                data[f"{service}\0{username}"] = password
+                path.write_text(json.dumps(data))
+
+            def delete_password(self, service: str, username: str) -> None:
+                data = self._load()
+                if data.pop(f"{service}\0{username}", None) is None:
+                    raise keyring.errors.PasswordDeleteError("not found")
+                path.write_text(json.dumps(data))
+
+        return _FileKeyring()

@@ -1,0 +1,421 @@
+"""OAuth2 sign-in against a loopback provider (``lab.TokenServer``), and XOAUTH2/OAUTHBEARER
+logins against a real Dovecot that checks the tokens with the provider (introspection).
+
+No internet: the "browser" is urllib fetching the authorize URL and following its redirect
+to the loopback listener; the device flow's provider approves after a few polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import keyring
+import keyring.backend
+import keyring.errors
+import pytest
+
+from ndr_sweeper import credentials, oauth2
+from ndr_sweeper.config import Account
+from ndr_sweeper.errors import AuthenticationError, ConnectError, CredentialError
+
+import lab
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAccount(Account):
+    """An Account with the (proposed) oauth2_device_url key of a custom provider."""
+
+    oauth2_device_url: str | None = None
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.store.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError("not found")
+
+
+@pytest.fixture
+def memory() -> Iterator[MemoryKeyring]:
+    old = keyring.get_keyring()
+    kr = MemoryKeyring()
+    keyring.set_keyring(kr)
+    yield kr
+    keyring.set_keyring(old)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    oauth2._cache.clear()
+    yield
+    oauth2._cache.clear()
+
+
+def account(ts: lab.TokenServer, port: int = 1, **keys: object) -> Account:
+    values: dict[str, object] = {
+        "name": "hosted",
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "plain",
+        "username": ts.user,
+        "timeout": 10.0,
+        "auth": "oauth2",
+        "oauth2_provider": "custom",
+        "oauth2_client_id": ts.client_id,
+        "oauth2_authorize_url": ts.base + "/authorize",
+        "oauth2_token_url": ts.base + "/token",
+        "oauth2_scopes": ("imap", "offline_access"),
+    }
+    values.update(keys)
+    cls = DeviceAccount if "oauth2_device_url" in values else Account
+    return cls(**values)  # type: ignore[arg-type]
+
+
+def fetch(url: str) -> None:
+    """What the browser does: GET the authorize URL and follow the redirect to us."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as resp:
+        resp.read()
+
+
+def browser(url: str) -> bool:
+    threading.Thread(target=fetch, args=(url,), daemon=True).start()
+    return True
+
+
+def stored_refresh(kr: MemoryKeyring, name: str = "hosted") -> str | None:
+    return kr.store.get((credentials.SERVICE, f"{name}:{credentials.REFRESH_TOKEN}"))
+
+
+def login(acc: Account, said: list[str] | None = None) -> None:
+    oauth2.login_browser(acc, browser=browser, say=(said.append if said is not None else print))
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_provider_presets() -> None:
+    base = Account(name="g", host="imap.gmail.com", username="me@example.com")
+    google = oauth2.provider(replace(base, auth="oauth2", oauth2_provider="google"))
+    assert google.authorize_url == "https://accounts.google.com/o/oauth2/v2/auth"
+    assert google.token_url == "https://oauth2.googleapis.com/token"
+    assert google.scopes == ("https://mail.google.com/",)
+    assert google.device_url is None
+    assert ("access_type", "offline") in google.authorize_params
+    ms = oauth2.provider(replace(base, auth="oauth2", oauth2_provider="microsoft"))
+    root = "https://login.microsoftonline.com/common/oauth2/v2.0"
+    assert (ms.authorize_url, ms.token_url, ms.device_url) == (
+        f"{root}/authorize",
+        f"{root}/token",
+        f"{root}/devicecode",
+    )
+    assert ms.scopes == ("https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access")
+    tenant = "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token"
+    own = oauth2.provider(
+        replace(base, auth="oauth2", oauth2_provider="microsoft", oauth2_token_url=tenant)
+    )
+    assert own.token_url == tenant
+
+
+# --------------------------------------------------------------------------- browser flow
+
+
+def test_browser_login_with_pkce_stores_refresh_token(
+    token_server: lab.TokenServer, memory: MemoryKeyring
+) -> None:
+    said: list[str] = []
+    login(account(token_server), said)
+    url = next(s for s in said if s.startswith(token_server.base + "/authorize?"))
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    assert query["code_challenge_method"] == "S256"
+    assert len(query["state"]) >= 20
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", query["redirect_uri"])
+    assert query["scope"] == "imap offline_access"
+    assert stored_refresh(memory) in token_server.refresh_tokens()
+    assert token_server.grants == ["authorization_code"]
+
+
+def test_login_without_browser_prints_the_url(
+    token_server: lab.TokenServer, memory: MemoryKeyring
+) -> None:
+    def user_reads(line: str) -> None:  # the user copies the URL into a browser
+        if line.startswith("http"):
+            browser(line)
+
+    oauth2.login_browser(account(token_server), browser=None, say=user_reads)
+    assert stored_refresh(memory)
+
+
+def test_state_mismatch_is_refused(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+    token_server.wrong_state = True
+    with pytest.raises(CredentialError, match="state mismatch"):
+        login(account(token_server))
+    assert stored_refresh(memory) is None
+    assert token_server.grants == []  # the code was never exchanged
+
+
+def test_denied_consent(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+    token_server.deny = True
+    with pytest.raises(CredentialError, match=r"access was not granted.*access_denied"):
+        login(account(token_server))
+    assert stored_refresh(memory) is None
+
+
+def test_client_secret_from_command(memory: MemoryKeyring) -> None:
+    ts = lab.TokenServer(client_secret="s3cret").start()
+    try:
+        with pytest.raises(CredentialError, match="oauth2_client_secret_command"):
+            login(account(ts))
+        login(account(ts, oauth2_client_secret_command="printf %s s3cret"))
+        assert stored_refresh(memory)
+    finally:
+        ts.stop()
+
+
+def test_no_browser_answer_times_out(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+    with pytest.raises(CredentialError, match=r"no answer from the browser within 0\.5s"):
+        oauth2.login_browser(account(token_server), browser=None, timeout=0.5)
+
+
+# --------------------------------------------------------------------------- device flow
+
+
+def test_device_login(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+    said: list[str] = []
+    acc = account(token_server, oauth2_device_url=token_server.base + "/device")
+    assert oauth2.supports_device(acc)
+    oauth2.login_device(acc, say=said.append, sleep=lambda s: None)
+    assert any("WDJB-MJHT" in s and "/activate" in s for s in said)
+    assert stored_refresh(memory) in token_server.refresh_tokens()
+    device = "urn:ietf:params:oauth:grant-type:device_code"
+    assert token_server.grants == [device, device, device]  # pending, pending, tokens
+
+
+def test_device_login_needs_a_device_endpoint(token_server: lab.TokenServer) -> None:
+    acc = account(token_server)
+    assert not oauth2.supports_device(acc)
+    with pytest.raises(CredentialError, match="set oauth2_device_url"):
+        oauth2.login_device(acc)
+    google = replace(acc, oauth2_provider="google", oauth2_authorize_url=None)
+    with pytest.raises(CredentialError, match="google provider has no device sign-in"):
+        oauth2.login_device(google)
+
+
+# --------------------------------------------------------------------------- access tokens
+
+
+def test_access_token_is_cached_then_refreshed(
+    token_server: lab.TokenServer, memory: MemoryKeyring
+) -> None:
+    acc = account(token_server)
+    login(acc)
+    first = oauth2.access_token(acc)
+    assert oauth2.access_token(acc) == first
+    assert token_server.grants == ["authorization_code"]  # login's token was reused
+    (cached,) = oauth2._cache.values()
+    cached.renew_at = 0  # "shortly before expiry"
+    second = oauth2.access_token(acc)
+    assert second != first
+    assert token_server.grants == ["authorization_code", "refresh_token"]
+
+
+def test_renewal_is_scheduled_before_expiry(
+    token_server: lab.TokenServer, memory: MemoryKeyring
+) -> None:
+    import time
+
+    login(account(token_server))
+    (cached,) = oauth2._cache.values()
+    left = cached.renew_at - time.monotonic()
+    assert 3600 - 61 < left < 3600 - 59
+
+
+def test_rotated_refresh_token_is_stored(
+    token_server: lab.TokenServer, memory: MemoryKeyring
+) -> None:
+    acc = account(token_server)
+    login(acc)
+    old = stored_refresh(memory)
+    token_server.rotate = True
+    oauth2._cache.clear()
+    oauth2.access_token(acc)
+    new = stored_refresh(memory)
+    assert new != old and token_server.refresh_tokens() == [new]
+    oauth2._cache.clear()
+    oauth2.access_token(acc)  # the new one works, the old one is gone
+    assert stored_refresh(memory) in token_server.refresh_tokens()
+
+
+def test_revoked_refresh_token_says_login_again(
+    token_server: lab.TokenServer, memory: MemoryKeyring
+) -> None:
+    acc = account(token_server)
+    login(acc)
+    refresh = stored_refresh(memory)
+    token_server.revoke()
+    oauth2._cache.clear()
+    with pytest.raises(CredentialError) as info:
+        oauth2.access_token(acc)
+    msg = str(info.value)
+    assert "\n" not in msg and refresh not in msg
+    assert msg.endswith("run `ndr-sweeper login hosted` again")
+    assert "invalid_grant: Token has been expired or revoked." in msg
+
+
+def test_no_refresh_token_stored(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+    with pytest.raises(CredentialError, match="run `ndr-sweeper login hosted`"):
+        oauth2.access_token(account(token_server))
+
+
+def test_network_errors_are_one_line(memory: MemoryKeyring) -> None:
+    ts = lab.TokenServer().start()
+    acc = account(ts)
+    login(acc)
+    ts.stop()  # the provider is gone
+    oauth2._cache.clear()
+    with pytest.raises(ConnectError) as info:
+        oauth2.access_token(acc)
+    assert re.fullmatch(
+        r"cannot reach the OAuth2 token endpoint at 127\.0\.0\.1:\d+: .+; check the network",
+        str(info.value),
+    )
+
+
+def test_server_errors_say_try_later(memory: MemoryKeyring) -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        ts = lab.TokenServer()
+        ts._server = srv
+        credentials.set_refresh_token("hosted", "rt-x")
+        with pytest.raises(ConnectError, match="answered HTTP 503: try again later"):
+            oauth2.access_token(account(ts))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_missing_oauthlib_names_the_extra(
+    token_server: lab.TokenServer, memory: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials.set_refresh_token("hosted", "rt-x")
+    monkeypatch.setitem(sys.modules, "oauthlib.oauth2", None)
+    with pytest.raises(CredentialError) as info:
+        oauth2.access_token(account(token_server))
+    assert str(info.value) == (
+        "OAuth2 needs the oauthlib package: pip install 'ndr-sweeper[oauth2]'"
+    )
+
+
+def test_module_imports_nothing_heavy() -> None:
+    import subprocess
+
+    code = (
+        "import sys, ndr_sweeper.oauth2; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rich', 'apscheduler', 'oauthlib', 'keyring', 'imapclient')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- real server
+
+
+def _methods(server: lab.DovecotLab) -> list[str]:
+    return re.findall(r"Login: user=<[^>]*>, method=(\w+)", server.log_path.read_text())
+
+
+@pytest.mark.imap
+def test_sweep_login_with_oauthbearer(
+    token_server: lab.TokenServer, dovecot_oauth2: lab.DovecotLab, memory: MemoryKeyring
+) -> None:
+    from ndr_sweeper.connect import open_mailbox
+
+    acc = account(token_server, dovecot_oauth2.port)
+    login(acc)
+    oauth2._cache.clear()  # a later sweep: a fresh access token from the refresh token
+    box = open_mailbox(acc)
+    try:
+        assert box.status("INBOX").messages == 0
+        assert "INBOX" in {f.name for f in box.list_folders()}
+    finally:
+        box.logout()
+    assert token_server.grants == ["authorization_code", "refresh_token"]
+    assert token_server.introspections >= 1
+    assert _methods(dovecot_oauth2) == ["OAUTHBEARER"]
+
+
+@pytest.mark.imap
+def test_device_login_then_xoauth2(
+    token_server: lab.TokenServer, dovecot_factory, memory: MemoryKeyring
+) -> None:
+    from ndr_sweeper.connect import open_mailbox
+
+    server = dovecot_factory(
+        oauth2_introspection_url=token_server.introspection_url, oauth2_mechanisms=("xoauth2",)
+    )
+    server.add_user(token_server.user, "unused-pw")
+    acc = account(token_server, server.port, oauth2_device_url=token_server.base + "/device")
+    oauth2.login_device(acc, sleep=lambda s: None)
+    box = open_mailbox(acc)
+    box.logout()
+    assert _methods(server) == ["XOAUTH2"]
+
+
+@pytest.mark.imap
+def test_tokens_never_in_logs_or_errors(
+    token_server: lab.TokenServer,
+    dovecot_oauth2: lab.DovecotLab,
+    memory: MemoryKeyring,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ndr_sweeper.connect import open_mailbox
+
+    caplog.set_level(logging.DEBUG)
+    acc = account(token_server, dovecot_oauth2.port)
+    login(acc)
+    open_mailbox(acc).logout()
+    token_server.revoke()  # the cached access token dies at the provider: Dovecot refuses it
+    with pytest.raises(AuthenticationError) as refused:
+        open_mailbox(acc)
+    oauth2._cache.clear()
+    with pytest.raises(CredentialError) as revoked:
+        open_mailbox(acc)
+    out = capsys.readouterr()
+    seen = caplog.text + out.out + out.err + str(refused.value) + str(revoked.value)
+    assert token_server.issued
+    for token in token_server.issued:
+        assert token not in seen
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith("login to 127.0.0.1 as oauth-user refused")
