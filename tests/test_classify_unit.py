@@ -691,3 +691,28 @@ bob@corp.example.com
     v = classify(b(notice))
     assert v.kind is Kind.FAILED, v.evidence
     assert [r.address for r in v.recipients] == ["bob@corp.example.com"]
+
+
+def test_phrase_anchors_are_a_necessary_condition() -> None:
+    from ndr_sweeper.classify._rx import anchors, fast
+
+    assert anchors(r"mail (?:system|server) at|postfix\s+program") == ("mail s", "postfix")
+    assert anchors(r"abcd(?:efg)?") == ("abcd",)
+    assert anchors(r"(?i)abcdef") is None and anchors(r"x(?i:abcdef)") is None
+    assert anchors(r"ab|cdef") is None  # a branch without a usable literal: no pre-check
+    p = fast(r"-+ ?unsent message follows ?-+|i'm (?:still|not) trying")
+    assert p.anchors == ("unsent message follows", " trying")
+    for text in ("--- unsent message follows ---", "well, i'm still trying", "nothing", ""):
+        assert (p.search(text) is None) == (p.regex.search(text) is None)
+
+
+def test_every_mta_family_wording_has_anchors() -> None:
+    import importlib
+
+    from ndr_sweeper.classify.detectors import ORDER, _text
+
+    for name, _ in ORDER:
+        mod = importlib.import_module(f"ndr_sweeper.classify.detectors.{name.split('-')[0]}")
+        fmt = getattr(mod, "FORMAT", None)
+        if isinstance(fmt, _text.TextFormat):
+            assert fmt.markers.anchors, name

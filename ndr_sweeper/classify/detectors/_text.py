@@ -10,10 +10,9 @@ In-Reply-To from an ordinary address), so ordinary mail quoting the words is not
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from .._rx import fast
+from .._rx import Phrases, fast
 from ..message import ParsedMessage
 from ..verdict import Verdict
 from ._base import (
@@ -31,9 +30,9 @@ SCAN = 32768  # characters of body text searched for a format's wording
 @dataclass(frozen=True, slots=True)
 class TextFormat:
     name: str
-    markers: re.Pattern[str]
-    senders: re.Pattern[str] | None = None  # on From/Return-Path/Received/X-Mailer
-    delay: re.Pattern[str] | None = None  # this MTA's own delay-warning wording
+    markers: Phrases
+    senders: Phrases | None = None  # on From/Return-Path/Received/X-Mailer
+    delay: Phrases | None = None  # this MTA's own delay-warning wording
     need_report_headers: bool = True
 
 
@@ -85,6 +84,6 @@ def detect_format(msg: ParsedMessage, fmt: TextFormat) -> Verdict | None:
     )
 
 
-def rx(*phrases: str) -> re.Pattern[str]:
+def rx(*phrases: str) -> Phrases:
     """One pattern from several lower-case (regex) phrases, for lower-cased text."""
     return fast("|".join(f"(?:{p})" for p in phrases))
