@@ -716,3 +716,32 @@ def test_every_mta_family_wording_has_anchors() -> None:
         fmt = getattr(mod, "FORMAT", None)
         if isinstance(fmt, _text.TextFormat):
             assert fmt.markers.anchors, name
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["Out of ", "the OFFICE", "office", "I am ", "AWAY", "ﬀ", "K", " ", "é", "\n", "ooo"]
+        ),
+        max_size=12,
+    )
+)
+def test_caseless_search_is_the_ignorecase_search(pieces: list[str]) -> None:
+    import re
+
+    from ndr_sweeper.classify._rx import Caseless
+
+    pattern = r"out of (?:the )?office|\booo\b|i am (?:currently )?(?:away|out)"
+    c = Caseless(pattern)
+    text = "".join(pieces)
+    got, want = c.search(text), re.search(pattern, text, re.I)
+    assert (got and got.span()) == (want and want.span())
+
+
+def test_caseless_patterns_must_be_lower_case() -> None:
+    from ndr_sweeper.classify._rx import Caseless
+
+    for bad in ("MAILER", "[A-Z]x", "a(?=B)", "[^\\nQ]"):
+        with pytest.raises(ValueError):
+            Caseless(bad)

@@ -221,3 +221,52 @@ def fast(pattern: str, flags: int = 0) -> Phrases:
     if chars is None:
         return Phrases(re.compile(pattern, flags), found)
     return Phrases(re.compile(f"(?=[{_klass(chars)}])(?:{pattern})", flags), found)
+
+
+def _has_upper(items: Any) -> bool:
+    """Does a parsed pattern name an upper-case letter anywhere (literal or range)?"""
+    for op, av in items:
+        name = str(op)
+        if name in ("LITERAL", "NOT_LITERAL"):
+            found = chr(av).lower() != chr(av)
+        elif name == "RANGE":
+            found = any(chr(c).lower() != chr(c) for c in range(av[0], min(av[1], 0x24F) + 1))
+        elif name == "IN":
+            found = _has_upper(av)
+        elif name == "BRANCH":
+            found = any(_has_upper(b) for b in av[1])
+        elif name in ("SUBPATTERN", "MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            found = _has_upper(av[-1])
+        elif name in ("ASSERT", "ASSERT_NOT", "ATOMIC_GROUP"):
+            found = _has_upper(av[-1] if name != "ATOMIC_GROUP" else av)
+        else:
+            found = False
+        if found:
+            return True
+    return False
+
+
+class Caseless:
+    """A case-insensitive search that is fast on ASCII text.
+
+    The pattern is written in lower case.  ASCII text is lower-cased and searched
+    with :func:`fast` (anchors, no IGNORECASE: long IGNORECASE alternations are
+    slow); only when that finds a match is the IGNORECASE pattern run on the text
+    itself, so the returned match is the same as ``re.search(pattern, text, re.I)``.
+    Other text (where Unicode case folding differs from ``lower()``) goes straight
+    to the IGNORECASE pattern.
+    """
+
+    __slots__ = ("lower", "pattern", "regex")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        if _parser is not None and _has_upper(_parser.parse(pattern, flags)):
+            raise ValueError(f"Caseless pattern must be lower-case: {pattern!r}")
+        self.pattern = pattern
+        self.regex = re.compile(pattern, flags | re.IGNORECASE)
+        self.lower = fast(pattern, flags)
+
+    def search(self, text: str) -> re.Match[str] | None:
+        if text.isascii() and self.lower.search(text.lower()) is None:
+            return None
+        return self.regex.search(text)

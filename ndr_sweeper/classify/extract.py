@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 
+from ._rx import Caseless
 from .detectors._base import dsn_records
 from .message import (
     MAX_TEXT,
@@ -46,19 +47,17 @@ _QUOTED_ID = re.compile(
 )
 _QUOTED_FIELD = re.compile(r"^[ \t>|]*([A-Za-z][A-Za-z0-9-]{0,60})[ \t]*:[ \t]*(.*)$")
 
-REPORT_FROM = re.compile(
+REPORT_FROM = Caseless(
     r"mailer[-_ ]?daemon|postmaster|mail ?delivery|mailadmin|mail administrator|"
-    r"mail system|MAILER|daemon@|bounce|returned mail|"
+    r"mail system|mailer|daemon@|bounce|returned mail|"
     r"nobody@|mdaemon|mail ?router|smtp ?gateway",
-    re.IGNORECASE,
 )
-REPORT_SUBJECT = re.compile(
+REPORT_SUBJECT = Caseless(
     r"undeliver|undelivered|returned mail|returned to sender|delivery status|"
     r"delivery (?:failure|failed|notification|problem|report)|failure notice|"
     r"mail delivery|non[- ]?delivery|could not be delivered|not delivered|"
     r"delivery has failed|warning: |delayed|nondeliverable|mail system error|"
     r"rejected|unzustellbar|bounce",
-    re.IGNORECASE,
 )
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from typing import Any
 
+from ._rx import Caseless
+
 MAX_INPUT = 2 * 1024 * 1024  # bytes of a message we look at at all
 MAX_HEADER = 256 * 1024  # characters of one header block
 MAX_HEADER_FIELDS = 2000
@@ -449,11 +451,10 @@ def _split_multipart(body: str, boundary: str) -> tuple[list[str], bool]:
     return pieces, closed
 
 
-_REPORTISH = re.compile(
+_REPORTISH = Caseless(
     r"daemon|postmaster|mail ?delivery|mail ?system|mailer|bounce|returned|undeliver|"
     r"deliver|failure|fail|report|notif|admin|gateway|error|warning|delay|reject|"
     r"smtp|mta|mail ?server",
-    re.IGNORECASE,
 )
 
 

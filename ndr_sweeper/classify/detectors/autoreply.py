@@ -6,28 +6,25 @@ auto-replied`` too, so the header alone never wins over a recognised bounce.
 
 from __future__ import annotations
 
-import re
-
+from .._rx import Caseless
 from ..message import ParsedMessage
 from ..verdict import Kind, Verdict
 from ._base import sender_is_daemon
 
 NAME = "autoreply"
 
-_SUBJECT = re.compile(
+_SUBJECT = Caseless(
     r"out of (?:the )?office|\booo\b|auto(?:matic)?[- ]?(?:reply|response|answer|antwort|r[eé]ponse)|"
     r"autoreply|vacation|on holiday|on leave|away from (?:my|the) (?:desk|office)|"
     r"abwesen|urlaub|abwesenheit|absence|absent|fuera de la oficina|fuori ufficio|"
     r"ausser haus|au[sß]er haus|autosvar|automaattinen|odpowied[zź] automatyczna|"
     r"niedost[eę]pn|nieobecn|automatyczna odpowied|r[eé]ponse automatique|risposta automatica|thank you for (?:your )?(?:e-?mail|message)",
-    re.I,
 )
-_TEXT = re.compile(
+_TEXT = Caseless(
     r"out of (?:the )?office|on vacation|on holiday|on leave|away from (?:my|the)|"
     r"i am (?:currently )?(?:away|out|travel)|i will be (?:back|out|away)|limited access to (?:e-?mail|my)|"
     r"will (?:reply|respond|get back)|this is an auto(?:matic|mated)?[- ]?(?:reply|response|generated)|"
     r"returning on|return on|nieobecn|abwesend|urlaub|thank you for (?:your )?(?:e-?mail|message)",
-    re.I,
 )
 
 

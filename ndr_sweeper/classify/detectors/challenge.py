@@ -14,27 +14,24 @@ taken.
 
 from __future__ import annotations
 
-import re
-
-from .._rx import fast
+from .._rx import Caseless, fast
 from ..message import ParsedMessage
 from ..verdict import Kind, Verdict
 from ._base import sender_is_daemon
 
 NAME = "challenge"
 
-_VENDOR = re.compile(
+_VENDOR = fast(
     r"boxbe|bluebottle|spamarrest|spam arrest|mailblocks|\btmda\b|choicemail|"
     r"sendio|spamcease|qurb|ipermitmail|earthlink spamblocker|knowspam|mailsafe",
 )
-_ASK = re.compile(
+_ASK = Caseless(
     r"(?:click|visit|follow)[^.\n]{0,80}(?:link|here|below|url)[^.\n]{0,120}"
     r"(?:verify|verif|confirm|approv|allowed|added|deliver|guest list)|"
     r"guest list|waitlist|wait list|pre-?approved|prove (?:that )?you are (?:a )?human|"
     r"verify (?:that )?you are (?:a )?(?:real )?(?:person|human|sender)|"
     r"(?:added|add you) to (?:my|the|his|her)? ?(?:allowed|approved|accepted|white) ?(?:senders? )?list|"
     r"reply to this (?:message|email) to (?:confirm|verify)|challenge",
-    re.I,
 )
 
 
@@ -57,7 +54,7 @@ _HELD = fast(
     r"pending (?:your )?(?:confirmation|verification)|"
     r"(?:before|so that) (?:it|your (?:message|e-?mail)) (?:can be|is|will be) delivered",
 )
-_ASK_SUBJECT = re.compile(r"confirm|verif|approv|authori[sz]|challenge|validat", re.I)
+_ASK_SUBJECT = Caseless(r"confirm|verif|approv|authori[sz]|challenge|validat")
 
 
 def _challenge_header(msg: ParsedMessage) -> bool:

@@ -10,22 +10,18 @@
 
 from __future__ import annotations
 
-import re
-
+from .._rx import Caseless
 from ..message import ParsedMessage
 from ..verdict import Kind, Verdict
 
 NAME = "reports"
 
-_DMARC_SUBJECT = re.compile(r"report[ _-]?domain\s*:|dmarc aggregate|\baggregate report\b", re.I)
-_FORENSIC = re.compile(
+_DMARC_SUBJECT = Caseless(r"report[ _-]?domain\s*:|dmarc aggregate|\baggregate report\b")
+_FORENSIC = Caseless(
     r"dmarc (?:failure|forensic)|forensic report|failed the published dmarc policy|"
     r"feedback-type:\s*(?:auth-failure|abuse|fraud|virus|other|not-spam)",
-    re.I,
 )
-_COMPLAINT_SUBJECT = re.compile(
-    r"complaint about message|abuse report|spam report|fbl report", re.I
-)
+_COMPLAINT_SUBJECT = Caseless(r"complaint about message|abuse report|spam report|fbl report")
 
 
 def detect(msg: ParsedMessage) -> Verdict | None:
