@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -265,7 +266,11 @@ def sweep_account(
         mb = mailbox_factory(account)
         sent_folders, junk, trash = resolve_folders(mb, account)
         if not dry_run:
-            result.notes.extend(recover_pending(mb, state, account.name, account.expunge_fallback))
+            result.notes.extend(
+                recover_pending(
+                    mb, state, account.name, account.expunge_fallback, run_id=result.run_id
+                )
+            )
 
         found: list[_Found] = []
         cursors: dict[str, tuple[int, list[int]]] = {}
@@ -326,8 +331,17 @@ def sweep_account(
                 result.too_young += 1
         result.decisions = [p for p in plans if p.decision is not Decision.NOT_NDR or p.rule]
 
+        retry: dict[str, list[int]] = defaultdict(list)
+        # Copied earlier but not yet removed (recovery could not finish them): acting again
+        # would copy them a second time; the next sweep's recovery finishes them.
+        half_done = {(r.folder, r.uid) for r in state.pending_entries(account.name)}
+        if half_done and not dry_run:
+            for p in plans:
+                if p.acts and (p.folder, p.uid) in half_done:
+                    retry[p.folder].append(p.uid)
+                    result.errors += 1
+            plans = [p for p in plans if not (p.acts and (p.folder, p.uid) in half_done)]
         acting = [p for p in plans if p.acts]
-        retry: dict[str, list[int]] = {}
         if acting and not dry_run:
             reporter.stage(account.name, "acting", len(acting))
             outcome = apply_plans(
@@ -336,7 +350,8 @@ def sweep_account(
             result.acted = outcome.done
             result.errors += outcome.failed
             result.notes.extend(outcome.notes)
-            retry = dict(outcome.failed_uids)
+            for folder, failed in outcome.failed_uids.items():
+                retry[folder].extend(failed)
 
         if not dry_run:
             for folder, (uidvalidity, uids) in cursors.items():

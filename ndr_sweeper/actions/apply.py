@@ -16,8 +16,9 @@ next sweep, so a message copied but not yet expunged is never copied a second ti
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,14 +26,16 @@ from ndr_sweeper.actions.plan import FLAG_KEYWORDS, JUNK_KEYWORD, Action, Plan
 from ndr_sweeper.errors import MailboxError
 
 if TYPE_CHECKING:
-    from ndr_sweeper.mailbox.base import Mailbox
+    from ndr_sweeper.mailbox.base import HeaderItem, Mailbox
     from ndr_sweeper.state import JournalRow, StateDB
     from ndr_sweeper.sweep import Reporter
 
 log = logging.getLogger(__name__)
 
 DELETED = "\\Deleted"
+PROTECT = "protect"  # journal action: a user's \\Deleted flag lifted around an EXPUNGE
 BATCH = 5000  # UIDs per MOVE/COPY command; the mailbox also caps the command length
+MAX_CANDIDATES = 200  # messages checked when finding a copy without a Message-ID
 NO_SELECTIVE_EXPUNGE = (
     "the server has neither MOVE nor UIDPLUS, so it cannot expunge selectively: copies were put "
     f"in the destination and the originals were left in place, flagged {JUNK_KEYWORD}"
@@ -59,7 +62,55 @@ def _chunks(items: Sequence[int], n: int = BATCH) -> Iterable[list[int]]:
 # ---------------------------------------------------------------- removing from a folder
 
 
-def remove_from_selected(mb: Mailbox, uids: Sequence[int], fallback: str = "protect") -> bool:
+class CopiedNotRemovedError(MailboxError):
+    """The COPY went through, removing the original did not: the entries stay "copied" and the
+    next sweep's recovery removes the original (never copying it a second time)."""
+
+
+@dataclass
+class ProtectJournal:
+    """Journals the user's \\Deleted flags that the no-UIDPLUS path lifts for an EXPUNGE, so
+    that `recover_pending` puts them back when the connection dies before we could."""
+
+    state: StateDB
+    run_id: str
+    account: str
+    folder: str
+    uidvalidity: int
+
+    def lifted(self, uids: Sequence[int]) -> list[int]:
+        from ndr_sweeper.state import JournalEntry
+
+        return self.state.journal_add(
+            self.run_id,
+            [
+                JournalEntry(
+                    account=self.account,
+                    folder=self.folder,
+                    uidvalidity=self.uidvalidity,
+                    uid=u,
+                    bounce_message_id=None,
+                    original_message_id=None,
+                    kind="user",
+                    decision="protect",
+                    reason="the user's \\Deleted flag, lifted for the moment of an EXPUNGE",
+                    action=PROTECT,
+                    dest_folder=None,
+                )
+                for u in uids
+            ],
+        )
+
+    def restored(self, entry_ids: Sequence[int]) -> None:
+        self.state.journal_update(entry_ids, "done")
+
+
+def remove_from_selected(
+    mb: Mailbox,
+    uids: Sequence[int],
+    fallback: str = "protect",
+    guard: ProtectJournal | None = None,
+) -> bool:
     """Expunge exactly `uids` from the selected folder. False when the server cannot do that."""
     if not uids:
         return True
@@ -72,8 +123,11 @@ def remove_from_selected(mb: Mailbox, uids: Sequence[int], fallback: str = "prot
         return False
     ours = set(uids)
     theirs = [u for u in mb.search_flag(DELETED) if u not in ours]
+    lifted: list[int] = []
     if theirs:
         log.info("protecting %d message(s) the user flagged \\Deleted during EXPUNGE", len(theirs))
+        # Journal first: if the connection dies before the flags are back, recovery restores them.
+        lifted = guard.lifted(theirs) if guard is not None else []
         mb.remove_flags(theirs, [DELETED])
     try:
         mb.add_flags(uids, [DELETED])
@@ -81,6 +135,8 @@ def remove_from_selected(mb: Mailbox, uids: Sequence[int], fallback: str = "prot
     finally:
         if theirs:
             mb.add_flags(theirs, [DELETED])
+            if guard is not None:
+                guard.restored(lifted)
     return True
 
 
@@ -93,6 +149,7 @@ def _transfer(
     dest_validity: int | None,
     fallback: str,
     outcome: Outcome,
+    guard: ProtectJournal | None = None,
 ) -> None:
     """Move `uids` (of the selected folder) to `dest`, journalling each step when `state` is given."""
     entry_ids = [ids[u] for u in uids]
@@ -112,7 +169,14 @@ def _transfer(
         outcome.done += len(uids)
         return
     journal("copied", mb.copy(uids, dest))
-    if not remove_from_selected(mb, uids, fallback):
+    try:
+        removed = remove_from_selected(mb, uids, fallback, guard)
+    except MailboxError as exc:
+        raise CopiedNotRemovedError(
+            f"{len(uids)} message(s) were copied to {dest!r} but not removed from the folder "
+            f"({exc}); the next sweep removes them"
+        ) from None
+    if not removed:
         outcome.note(NO_SELECTIVE_EXPUNGE)
     journal("done")
     outcome.done += len(uids)
@@ -184,7 +248,15 @@ def apply_plans(
                     outcome.done += len(batch)
                 else:
                     assert dest is not None
-                    _transfer(mb, state, batch, ids, dest, dest_validity, fallback, outcome)
+                    guard = ProtectJournal(state, run_id, account, folder, st.uidvalidity)
+                    _transfer(mb, state, batch, ids, dest, dest_validity, fallback, outcome, guard)
+            except CopiedNotRemovedError as exc:
+                # Left "copied": recovery finishes them; journalling them failed would copy
+                # them a second time on the next sweep.
+                log.warning("%s: %s", account, exc)
+                outcome.failed += len(batch)
+                outcome.failed_uids[folder].extend(batch)
+                outcome.note(str(exc))
             except MailboxError as exc:
                 log.warning("%s: %s", account, exc)
                 state.journal_update([ids[u] for u in batch], "failed", error=str(exc))
@@ -198,12 +270,53 @@ def apply_plans(
 # ---------------------------------------------------------------- finding moved messages
 
 
-def locate(mb: Mailbox, rows: Sequence[JournalRow], folder_validity: int) -> dict[int, int]:
+# Characters an IMAP atom may carry that imapclient sends as they are. Anything else in a
+# Message-ID (CR, LF, NUL, a literal marker like {5}, quotes, parentheses, 8-bit) must never reach
+# a command line: it could end the command early, start a literal, or inject another command.
+_SAFE_TOKEN_RE = re.compile(r"[A-Za-z0-9._@+=$#!&'/?^`|~:;,<>\[-]+")
+_FINGERPRINT_FIELDS = ("Date", "Subject", "From", "To", "Received")
+
+
+def search_token(value: str) -> str | None:
+    """The longest run of `value` that is safe on an IMAP command line, None when none is.
+
+    SEARCH HEADER matches substrings, and every hit is checked exactly afterwards, so searching
+    for a part of the value finds the same messages and never sends the rest to the server.
+    """
+    runs = _SAFE_TOKEN_RE.findall(value)
+    best = max(runs, key=len, default="")
+    return best or None
+
+
+def _header_value(header: bytes, name: str) -> str | None:
+    m = re.search(
+        rb"^" + re.escape(name.encode()) + rb"[ \t]*:[ \t]*((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)",
+        header,
+        re.IGNORECASE | re.MULTILINE,
+    )
+    if not m:
+        return None
+    return re.sub(r"\s+", " ", m.group(1).decode("ascii", "replace")).strip() or None
+
+
+def _same_message(a: HeaderItem, b: HeaderItem) -> bool:
+    """A COPY keeps the bytes and the INTERNALDATE: equal headers, size and date are the copy."""
+    return a.header == b.header and a.size == b.size and a.internaldate == b.internaldate
+
+
+def locate(
+    mb: Mailbox,
+    rows: Sequence[JournalRow],
+    folder_validity: int,
+    originals: Mapping[int, HeaderItem] | None = None,
+) -> dict[int, int]:
     """Journal entry id -> UID in the selected destination folder, for rows still there.
 
     A UID is never reused while UIDVALIDITY stays the same, so the UID that COPYUID gave is
     the message when it still exists. Without it (no UIDPLUS, or UIDVALIDITY changed), the
-    bounce's Message-ID is searched for and checked exactly.
+    bounce's Message-ID is searched for and checked exactly. A bounce without a Message-ID is
+    found by its whole header, size and INTERNALDATE, when `originals` (journal id -> the
+    source message's full header item) gives them.
     """
     from ndr_sweeper.sentids import ids_from_header
 
@@ -214,16 +327,37 @@ def locate(mb: Mailbox, rows: Sequence[JournalRow], folder_validity: int) -> dic
             found[by_uid[item.uid].id] = item.uid
     taken = set(found.values())
     for r in rows:
-        if r.id in found or not r.bounce_message_id:
+        if r.id in found:
             continue
-        for uid in mb.search_header("Message-ID", r.bounce_message_id):
-            if uid in taken:
+        if r.bounce_message_id:
+            token = search_token(r.bounce_message_id)
+            if token is None:
+                log.warning("cannot search for Message-ID %r: no usable part", r.bounce_message_id)
                 continue
-            headers = list(mb.fetch_headers([uid], ["Message-ID"]))
-            if headers and r.bounce_message_id in ids_from_header(headers[0].header):
-                found[r.id] = uid
-                taken.add(uid)
-                break
+            for uid in mb.search_header("Message-ID", token):
+                if uid in taken:
+                    continue
+                headers = list(mb.fetch_headers([uid], ["Message-ID"]))
+                if headers and r.bounce_message_id in ids_from_header(headers[0].header):
+                    found[r.id] = uid
+                    taken.add(uid)
+                    break
+            continue
+        original = (originals or {}).get(r.id)
+        if original is None:
+            continue
+        for name in _FINGERPRINT_FIELDS:
+            value = _header_value(original.header, name)
+            token = search_token(value) if value else None
+            if token is None:
+                continue
+            hits = [u for u in mb.search_header(name, token) if u not in taken][:MAX_CANDIDATES]
+            for item in mb.fetch_headers(hits) if hits else ():
+                if _same_message(item, original):
+                    found[r.id] = item.uid
+                    taken.add(item.uid)
+                    break
+            break
     return found
 
 
@@ -231,13 +365,26 @@ def locate(mb: Mailbox, rows: Sequence[JournalRow], folder_validity: int) -> dic
 
 
 def recover_pending(
-    mb: Mailbox, state: StateDB, account: str, fallback: str = "protect"
+    mb: Mailbox,
+    state: StateDB,
+    account: str,
+    fallback: str = "protect",
+    run_id: str | None = None,
 ) -> list[str]:
-    """Finish what an interrupted run left half done. Returns notes for the output."""
+    """Finish what an interrupted run left half done. Returns notes for the output.
+
+    Entries still "copied" afterwards (the server refused to remove the original) stay pending:
+    the caller must not plan those messages again. `run_id` journals the user's \\Deleted flags
+    that the no-UIDPLUS path lifts here.
+    """
     pending = state.pending_entries(account)
     if not pending:
         return []
-    notes = [f"finishing {len(pending)} action(s) left over from an interrupted run"]
+    protect = [r for r in pending if r.action == PROTECT]
+    pending = [r for r in pending if r.action != PROTECT]
+    notes = []
+    if pending:
+        notes.append(f"finishing {len(pending)} action(s) left over from an interrupted run")
     by_folder: dict[str, list[JournalRow]] = defaultdict(list)
     for row in pending:
         by_folder[row.folder].append(row)
@@ -256,6 +403,9 @@ def recover_pending(
         if not rows:
             continue
         present = {h.uid for h in mb.fetch_headers(sorted(r.uid for r in rows), ["Message-ID"])}
+        # A bounce without a Message-ID is recognised in the destination by its whole header.
+        no_id = {r.uid: r.id for r in rows if not r.bounce_message_id and r.uid in present}
+        originals = {no_id[h.uid]: h for h in mb.fetch_headers(sorted(no_id))} if no_id else {}
         flag_rows = [r for r in rows if r.action == "flag"]
         move_rows = [r for r in rows if r.action != "flag"]
         if flag_rows:
@@ -267,7 +417,7 @@ def recover_pending(
         for dest, drows in by_dest.items():
             dest_validity = mb.status(dest).uidvalidity
             mb.select(dest, readonly=True)
-            in_dest = locate(mb, drows, dest_validity)
+            in_dest = locate(mb, drows, dest_validity, originals)
             mb.select(folder)
             finished = [r for r in drows if r.uid not in present]
             copied = [r for r in drows if r.uid in present and r.id in in_dest]
@@ -286,9 +436,23 @@ def recover_pending(
                     dest_uidvalidity=dest_validity,
                     dest_uids={r.id: in_dest[r.id] for r in copied},
                 )
-                if not remove_from_selected(mb, [r.uid for r in copied], fallback):
-                    notes.append(NO_SELECTIVE_EXPUNGE)
-                state.journal_update([r.id for r in copied], "done")
+                guard = (
+                    ProtectJournal(state, run_id, account, folder, st.uidvalidity)
+                    if run_id
+                    else None
+                )
+                try:
+                    removed = remove_from_selected(mb, [r.uid for r in copied], fallback, guard)
+                except MailboxError as exc:
+                    # Still "copied": tried again next time, never copied a second time.
+                    notes.append(
+                        f"{len(copied)} message(s) in {folder!r} are in {dest!r} already but "
+                        f"could not be removed ({exc}); the next sweep tries again"
+                    )
+                else:
+                    if not removed and NO_SELECTIVE_EXPUNGE not in notes:
+                        notes.append(NO_SELECTIVE_EXPUNGE)
+                    state.journal_update([r.id for r in copied], "done")
             if untouched:
                 # Never reached the server: the rescan of this run plans them again.
                 state.journal_update(
@@ -296,7 +460,40 @@ def recover_pending(
                     "failed",
                     error="recovery: not carried out; re-planned",
                 )
+    if protect:
+        notes.extend(_restore_protected(mb, state, protect))
     return notes
+
+
+def _restore_protected(mb: Mailbox, state: StateDB, rows: Sequence[JournalRow]) -> list[str]:
+    """Put back the \\Deleted flags an interrupted run lifted from the user's messages."""
+    by_folder: dict[str, list[JournalRow]] = defaultdict(list)
+    for r in rows:
+        by_folder[r.folder].append(r)
+    restored = 0
+    for folder, frows in by_folder.items():
+        try:
+            st = mb.select(folder)
+        except MailboxError as exc:
+            state.journal_update([r.id for r in frows], "failed", error=f"recovery: {exc}")
+            continue
+        live = [r for r in frows if r.uidvalidity == st.uidvalidity]
+        stale = [r for r in frows if r.uidvalidity != st.uidvalidity]
+        if stale:
+            state.journal_update(
+                [r.id for r in stale], "failed", error="recovery: UIDVALIDITY changed"
+            )
+        if live:
+            try:
+                mb.add_flags(sorted({r.uid for r in live}), [DELETED])
+            except MailboxError as exc:  # left pending: tried again by the next sweep
+                log.warning("cannot put back \\Deleted in %s: %s", folder, exc)
+                continue
+            state.journal_update([r.id for r in live], "done")
+            restored += len(live)
+    if not restored:
+        return []
+    return [f"put back the \\Deleted flag of {restored} message(s) an interrupted run had lifted"]
 
 
 # ---------------------------------------------------------------- undo
