@@ -92,16 +92,15 @@ def parse_header_block(
         block = block[: header_end(block)]
         if defects is not None and block.strip() == "":
             defects.append("no header fields")
-    fields: list[tuple[str, str]] = []
-    for m in _FIELDS_RE.finditer(block):
-        value = m.group(2)
-        value = " ".join(value.split()) if "\n" in value else value.rstrip()
-        fields.append((m.group(1), value))
-        if len(fields) >= MAX_HEADER_FIELDS:
-            if defects is not None:
-                defects.append("too many header fields")
-            break
-    return fields
+    found = _FIELDS_RE.findall(block)
+    if len(found) >= MAX_HEADER_FIELDS:
+        del found[MAX_HEADER_FIELDS:]
+        if defects is not None:
+            defects.append("too many header fields")
+    return [
+        (name, " ".join(value.split()) if "\n" in value else value.rstrip())
+        for name, value in found
+    ]
 
 
 def header_bounds(text: str) -> tuple[int, bool]:
