@@ -257,6 +257,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    from ndr_sweeper.login import cmd_login as run
+
+    return run(args)
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from ndr_sweeper.login import cmd_logout as run
+
+    return run(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ndr_sweeper.service import cmd_run
 
@@ -348,6 +360,26 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(sp)
     sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("login", help="store an account's password, or sign in with OAuth2")
+    config_arg(sp)
+    sp.add_argument("account", metavar="ACCOUNT")
+    sp.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    sp.add_argument(
+        "--device", action="store_true", help="OAuth2: sign in with a code on another device"
+    )
+    sp.add_argument(
+        "--no-browser", action="store_true", help="OAuth2: print the sign-in URL, open no browser"
+    )
+    sp.add_argument("--no-verify", action="store_true", help="do not log in to check")
+    sp.set_defaults(func=cmd_login)
+
+    sp = sub.add_parser("logout", help="forget an account's stored password and OAuth2 token")
+    config_arg(sp)
+    sp.add_argument("account", metavar="ACCOUNT")
+    sp.set_defaults(func=cmd_logout)
     return p
 
 

@@ -78,6 +78,7 @@ class Account:
     oauth2_client_secret_command: str | None = None
     oauth2_authorize_url: str | None = None
     oauth2_token_url: str | None = None
+    oauth2_device_url: str | None = None
     oauth2_scopes: tuple[str, ...] = ()
     enabled: bool = True
     # Without UIDPLUS: "protect" expunges only our messages (others' \\Deleted flags are lifted
@@ -332,6 +333,7 @@ _ACCOUNT_CHECKS: Final[dict[str, Callable[[object], object]]] = {
     "oauth2_client_secret_command": _opt_str,
     "oauth2_authorize_url": _url,
     "oauth2_token_url": _url,
+    "oauth2_device_url": _url,
     "oauth2_scopes": _str_list,
     "enabled": _bool,
     "expunge_fallback": _choice(("protect", "keyword")),

@@ -78,7 +78,7 @@ def provider(account: Account) -> Provider:
     (e.g. a Microsoft tenant instead of ``common``) taking precedence."""
     name = account.oauth2_provider or "custom"
     base = PROVIDERS.get(name, Provider(authorize_url="", token_url="", scopes=()))
-    device = getattr(account, "oauth2_device_url", None) or base.device_url
+    device = account.oauth2_device_url or base.device_url
     return Provider(
         authorize_url=account.oauth2_authorize_url or base.authorize_url,
         token_url=account.oauth2_token_url or base.token_url,
