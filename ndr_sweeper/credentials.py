@@ -111,8 +111,12 @@ def _call(op: str, account: str, suffix: str | None, *args: Any) -> Any:
     try:
         return getattr(keyring, op)(SERVICE, _key(account, suffix), *args)
     except keyring.errors.NoKeyringError:
+        fix = _NO_KEYRING_FIX
+        if suffix is not None:
+            # An OAuth2 token cannot come from password_command: only a keyring backend helps.
+            fix = fix.split(", or ", 1)[1]
         raise CredentialError(
-            f"no keyring backend to keep {_what(account, suffix)}: {_NO_KEYRING_FIX}"
+            f"no keyring backend to keep {_what(account, suffix)}: {fix}"
         ) from None
     except keyring.errors.KeyringLocked:
         raise CredentialError(
