@@ -157,30 +157,51 @@ def content_type(value: str | None) -> tuple[str, dict[str, str]]:
 
 
 class Headers:
-    """Header fields of a message or part, case-insensitive look-up."""
+    """Header fields of a message or part, case-insensitive look-up.
+
+    The look-up index is built on first use (most parts' headers are never asked).
+    """
 
     __slots__ = ("_index", "fields")
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self.fields = fields
+        self._index: dict[str, list[str]] | None = None
+
+    def _build(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
-        for name, value in fields:
-            index.setdefault(name.lower(), []).append(value)
+        for name, value in self.fields:
+            key = name.lower()
+            vals = index.get(key)
+            if vals is None:
+                index[key] = [value]
+            else:
+                vals.append(value)
         self._index = index
+        return index
+
+    def _values(self, name: str) -> list[str] | None:
+        index = self._index
+        if index is None:
+            index = self._build()
+        # the keys are lower-case, so a hit on the name as given is the right one
+        vals = index.get(name)
+        return vals if vals is not None else index.get(name.lower())
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        vals = self._index.get(name.lower())
+        vals = self._values(name)
         return vals[0] if vals else default
 
     def get_all(self, name: str) -> list[str]:
-        return self._index.get(name.lower(), [])
+        return self._values(name) or []
 
     def __contains__(self, name: str) -> bool:
-        return name.lower() in self._index
+        return self._values(name) is not None
 
     def names(self) -> list[str]:
         """The lower-cased field names present."""
-        return list(self._index)
+        index = self._index
+        return list(index if index is not None else self._build())
 
     def text(self, name: str) -> str:
         """The decoded value (RFC 2047) or ''."""
