@@ -203,33 +203,51 @@ def _choose_structural(
 
 
 def _quoted_block(text: str, pos: int) -> Headers:
-    """Header-like lines around ``pos`` in quoted text, as Headers."""
+    """Header-like lines around ``pos`` in quoted text, as Headers.
+
+    Lines are taken one at a time (find/rfind) rather than splitting the up to
+    20,000 characters around ``pos``: the block usually ends after a few lines.
+    """
     start = text.rfind("\n\n", max(0, pos - 20000), pos)
     start = 0 if start < 0 else start + 2
-    # walk back line by line while lines look like header fields
-    lines_before = text[start:pos].split("\n")
+    # walk back line by line while lines look like header fields; the line that
+    # holds pos (from its start up to pos) is not part of the walk
     kept: list[str] = []
-    for line in reversed(lines_before[:-1] if lines_before else []):
+    end = text.rfind("\n", start, pos)  # end of the line before the one at pos
+    while end >= start and len(kept) <= 200:
+        nl = text.rfind("\n", start, end)
+        line = text[nl + 1 if nl >= 0 else start : end]
         stripped = line.lstrip(" \t>|")
         if not stripped:
             break
-        if _QUOTED_FIELD.match(line) or line[:1] in " \t":
-            kept.append(stripped if _QUOTED_FIELD.match(line) else " " + stripped)
+        if _QUOTED_FIELD.match(line):
+            kept.append(stripped)
+        elif line[:1] in " \t":
+            kept.append(" " + stripped)
         else:
             break
-        if len(kept) > 200:
+        if nl < 0:
             break
+        end = nl
     kept.reverse()
-    after = text[pos : pos + 20000].split("\n")
-    for i, line in enumerate(after):
+    # then forward from pos to the first empty (or quote-only) line
+    limit = min(len(text), pos + 20000)
+    p = pos
+    i = 0
+    while True:
+        nl = text.find("\n", p, limit)
+        line = text[p:limit] if nl < 0 else text[p:nl]
         stripped = line.lstrip(">|")
         if not stripped.strip():
             break
-        if i > 0 and not _QUOTED_FIELD.match(line) and line[:1] not in " \t":
+        is_field = _QUOTED_FIELD.match(line) is not None
+        if i > 0 and not is_field and line[:1] not in " \t":
             break
-        kept.append(stripped.lstrip() if _QUOTED_FIELD.match(line) else " " + stripped.strip())
-        if i > 200:
+        kept.append(stripped.lstrip() if is_field else " " + stripped.strip())
+        if i > 200 or nl < 0:
             break
+        p = nl + 1
+        i += 1
     return Headers(parse_header_block("\n".join(kept)))
 
 
