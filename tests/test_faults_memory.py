@@ -191,7 +191,7 @@ def test_rule_folder_that_cannot_be_created(state, tmp_path) -> None:
     mb.fail_next("create_folder", MailboxError("CREATE refused by the server: NO [CANNOT]"))
     first = sweep_account(account(), state, session(mb), rule_hook=hook)
     assert first.errors == len(mail.backscatter)
-    assert any("CANNOT" in n for n in first.notes)
+    assert any("refused to create folder 'NDR Review'" in n and "CANNOT" in n for n in first.notes)
     assert "NDR Review" not in mb.folders
     second = sweep_account(account(), state, session(mb), rule_hook=hook)
     assert second.error is None and second.acted == len(mail.backscatter)

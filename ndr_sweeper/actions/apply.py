@@ -211,7 +211,15 @@ def apply_plans(
             # were found on the server before anything was planned.
             rule_dest = dest and action is not Action.FLAG and any(p.rule for p in group)
             if rule_dest and dest and not mb.folder_exists(dest):
-                mb.create_folder(dest)
+                try:
+                    mb.create_folder(dest)
+                except MailboxError as exc:
+                    # The IMAP layer may word a refused CREATE as "does not exist": say what
+                    # actually went wrong, with the server's words.
+                    raise MailboxError(
+                        f"the server refused to create folder {dest!r} that a rule moves "
+                        f"messages to ({exc}); choose another folder name in the rule"
+                    ) from None
             st = mb.select(folder)
             dest_validity = (
                 mb.status(dest).uidvalidity if action is not Action.FLAG and dest else None
