@@ -187,7 +187,7 @@ def _choose_structural(
         ]
         if not inner:
             # the embedded report may quote its original in text
-            quoted = _quoted_source(current.part.text(), skip_first_report=False)
+            quoted = _quoted_source(current.part.text(), skip_first_report=False, msg=msg)
             if quoted is None:
                 break
             own = normalise_id(current.headers.get("message-id"))
@@ -251,9 +251,11 @@ def _quoted_block(text: str, pos: int) -> Headers:
     return Headers(parse_header_block("\n".join(kept)))
 
 
-def _quoted_source(text: str, skip_first_report: bool = True) -> _Source | None:
+def _quoted_source(
+    text: str, skip_first_report: bool = True, msg: ParsedMessage | None = None
+) -> _Source | None:
     text = text[:MAX_TEXT]
-    low = text.lower()
+    low = msg.lowered(text) if msg is not None else text.lower()
     if "message-id" not in low and "messageid" not in low:
         return None
     found: list[_Source] = []
@@ -314,7 +316,7 @@ def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Origin
         elif dsn_ids:
             return _build(chosen.headers, dsn_ids[0], [*other, *dsn_ids[1:]])
         else:
-            q = _quoted_source(text)
+            q = _quoted_source(text, msg=msg)
             if q is not None:
                 return _build(chosen.headers, normalise_id(q.headers.get("message-id")), other)
     if chosen is None and dsn_ids:
@@ -322,16 +324,16 @@ def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Origin
     if chosen is None:
         orig_fields = (
             [normalise_id(m.group(1)) for m in _ORIG_ID_FIELD.finditer(text[:MAX_TEXT])]
-            if "original-message-id" in text[:MAX_TEXT].lower()
+            if "original-message-id" in msg.lowered(text[:MAX_TEXT])
             else []
         )
         orig_ids = [i for i in orig_fields if i]
-        q = _quoted_source(text)
+        q = _quoted_source(text, msg=msg)
         if q is None and orig_ids:
             return _build(None, orig_ids[0], orig_ids[1:])
         if q is None and text is not msg.body:
             # the raw body: returned headers in a part the MIME reading did not name
-            q = _quoted_source(msg.body)
+            q = _quoted_source(msg.body, msg=msg)
         if q is None:
             return Original()
         chosen = q

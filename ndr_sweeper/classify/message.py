@@ -307,6 +307,7 @@ class ParsedMessage:
     _body_text: str | None = None
     cache: dict[str, str] = field(default_factory=dict)  # detectors' shared derived text
     memo: dict[str, Any] = field(default_factory=dict)  # other derived values
+    _lowered: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     # ---- top-level header conveniences -------------------------------------------------
     def header(self, name: str) -> str:
@@ -330,8 +331,19 @@ class ParsedMessage:
         """body_text()[:limit].lower(), cached (phrase patterns are lower-case)."""
         s = self.cache.get("lower")
         if s is None:
-            s = self.cache["lower"] = self.body_text()[:131072].lower()
+            s = self.cache["lower"] = self.lowered(self.body_text()[:131072])
         return s if limit >= len(s) else s[:limit]
+
+    def lowered(self, text: str) -> str:
+        """``text.lower()``, cached per text object: the same body text, report text
+        or part text is lowered by several detectors and by the ID extraction."""
+        hit = self._lowered.get(id(text))
+        if hit is not None and hit[0] is text:
+            return hit[1]
+        low = text.lower()
+        if len(text) > 256:  # short strings are cheaper to lower again than to remember
+            self._lowered[id(text)] = (text, low)
+        return low
 
     # ---- MIME ------------------------------------------------------------------------
     @property

@@ -391,7 +391,7 @@ FINAL_TEXT = re.compile(
 
 def is_delay(msg: ParsedMessage, text: str) -> bool:
     """A warning about a message still being retried (not a final failure)."""
-    text = text.lower()
+    text = msg.lowered(text)
     delay_text = bool(DELAY_TEXT.search(text))
     delay_subj = bool(DELAY_SUBJECT.search(msg.subject.lower()))
     if not (delay_text or delay_subj):

@@ -91,7 +91,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         )
     text = msg.lower_text(65536)
     rtext = report_text(msg)
-    m = PHRASES.search(rtext.lower()) or PHRASES.search(msg.subject.lower())
+    m = PHRASES.search(msg.lowered(rtext)) or PHRASES.search(msg.subject.lower())
     daemon = sender_is_daemon(msg)
     strong_subject = STRONG_SUBJECT.search(msg.subject.lower())
     if m and (daemon or strong_subject or "x-failed-recipients" in msg.headers):
