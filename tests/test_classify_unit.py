@@ -722,7 +722,10 @@ def test_every_mta_family_wording_has_anchors() -> None:
 @given(
     st.lists(
         st.sampled_from(
-            ["Out of ", "the OFFICE", "office", "I am ", "AWAY", "ﬀ", "K", " ", "é", "\n", "ooo"]
+            [
+                *("Out of ", "the OFFICE", "office", "I am ", "AWAY", "ﬀ", "K", " ", "é", "\n"),
+                *("ooo", "İ", "ı", "ſ", "offİce", "awaı", "OOO", "µ"),
+            ]
         ),
         max_size=12,
     )

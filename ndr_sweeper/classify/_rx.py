@@ -223,50 +223,62 @@ def fast(pattern: str, flags: int = 0) -> Phrases:
     return Phrases(re.compile(f"(?=[{_klass(chars)}])(?:{pattern})", flags), found)
 
 
-def _has_upper(items: Any) -> bool:
-    """Does a parsed pattern name an upper-case letter anywhere (literal or range)?"""
+_NESTED = ("SUBPATTERN", "MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT", "ASSERT", "ASSERT_NOT")
+
+
+def _chars(items: Any, out: set[str]) -> set[str]:
+    """Every character a parsed pattern names (literals, class members, ranges)."""
     for op, av in items:
         name = str(op)
         if name in ("LITERAL", "NOT_LITERAL"):
-            found = chr(av).lower() != chr(av)
+            out.add(chr(av))
         elif name == "RANGE":
-            found = any(chr(c).lower() != chr(c) for c in range(av[0], min(av[1], 0x24F) + 1))
+            out.update(chr(c) for c in range(av[0], min(av[1], av[0] + 0x400) + 1))
         elif name == "IN":
-            found = _has_upper(av)
+            _chars(av, out)
         elif name == "BRANCH":
-            found = any(_has_upper(b) for b in av[1])
-        elif name in ("SUBPATTERN", "MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            found = _has_upper(av[-1])
-        elif name in ("ASSERT", "ASSERT_NOT", "ATOMIC_GROUP"):
-            found = _has_upper(av[-1] if name != "ATOMIC_GROUP" else av)
-        else:
-            found = False
-        if found:
-            return True
-    return False
+            for b in av[1]:
+                _chars(b, out)
+        elif name in _NESTED:
+            _chars(av[-1], out)
+        elif name == "ATOMIC_GROUP":
+            _chars(av, out)
+    return out
+
+
+# Characters where IGNORECASE matching and str.lower() disagree for Latin patterns:
+# U+0130 lowers to two characters; dotless i, long s, micro and mu are case-equivalent
+# to i, s, mu for the re module (re._casefix) but lower() leaves them as they are.
+_FOLD_EXCEPTIONS = re.compile("[\u0130\u0131\u017f\u00b5\u03bc]")
 
 
 class Caseless:
-    """A case-insensitive search that is fast on ASCII text.
+    """A case-insensitive search that is fast on text without odd case folding.
 
-    The pattern is written in lower case.  ASCII text is lower-cased and searched
+    The pattern is written in lower case.  The text is lower-cased and searched
     with :func:`fast` (anchors, no IGNORECASE: long IGNORECASE alternations are
     slow); only when that finds a match is the IGNORECASE pattern run on the text
     itself, so the returned match is the same as ``re.search(pattern, text, re.I)``.
-    Other text (where Unicode case folding differs from ``lower()``) goes straight
-    to the IGNORECASE pattern.
+    That pre-check is exact for ASCII text, and for other text when the pattern is
+    Latin and the text has none of the few characters that ``lower()`` folds
+    differently from ``re`` (:data:`_FOLD_EXCEPTIONS`); otherwise the IGNORECASE
+    pattern is run directly.
     """
 
-    __slots__ = ("lower", "pattern", "regex")
+    __slots__ = ("latin", "lower", "pattern", "regex")
 
     def __init__(self, pattern: str, flags: int = 0) -> None:
-        if _parser is not None and _has_upper(_parser.parse(pattern, flags)):
+        chars = _chars(_parser.parse(pattern, flags), set()) if _parser is not None else None
+        if chars is not None and any(c.lower() != c for c in chars):
             raise ValueError(f"Caseless pattern must be lower-case: {pattern!r}")
         self.pattern = pattern
         self.regex = re.compile(pattern, flags | re.IGNORECASE)
         self.lower = fast(pattern, flags)
+        self.latin = chars is not None and all(ord(c) < 0x250 for c in chars)
 
     def search(self, text: str) -> re.Match[str] | None:
-        if text.isascii() and self.lower.search(text.lower()) is None:
+        if (
+            text.isascii() or (self.latin and _FOLD_EXCEPTIONS.search(text) is None)
+        ) and self.lower.search(text.lower()) is None:
             return None
         return self.regex.search(text)
