@@ -66,6 +66,17 @@ def normalise_id(value: str | None) -> str | None:
     if not value:
         return None
     value = value.strip()
+    if value[:1] == "<" and value[-1:] == ">":
+        # the usual "<id>": the same answer as the search below, without it
+        ident = value[1:-1]
+        if (
+            0 < len(ident) <= 900
+            and "<" not in ident
+            and ">" not in ident
+            and len(ident.split()) == 1
+            and ident.split()[0] == ident
+        ):
+            return ident
     m = _ANGLE_ID.search(value)
     if m:
         ident = m.group(1)
