@@ -8,6 +8,7 @@ a silent server, and a damaged or missing state database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -435,3 +436,50 @@ def test_unwritable_state_refuses_to_act(dovecot, new_imap_user, tmp_path) -> No
         lb.state_dir.chmod(0o700)
     assert out.returncode == 7 and "Traceback" not in out.stderr
     assert read(env, "Junk") == []
+
+
+@pytest.fixture
+def slow_proxy(dovecot) -> Iterator[int]:
+    """A TCP proxy to the lab server that holds every chunk from the server back 30 ms."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.1)
+    stop = threading.Event()
+
+    def pump(a: socket.socket, b: socket.socket, delay: float) -> None:
+        try:
+            while data := a.recv(65536):
+                time.sleep(delay)
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client = srv.accept()[0]
+            except OSError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", dovecot.port))
+            for a, b, d in ((client, upstream, 0.0), (upstream, client, 0.03)):
+                threading.Thread(target=pump, args=(a, b, d), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield srv.getsockname()[1]
+    stop.set()
+    srv.close()
+
+
+def test_slow_server_within_the_timeout_is_swept(dovecot, new_imap_user, tmp_path, slow_proxy):
+    env = new_imap_user(dovecot)
+    mail = make_mail()
+    fill(env, mail)
+    lb = Lab(dovecot, env, tmp_path, mail, port=slow_proxy, timeout="2s")
+    out = lb.cli("sweep")
+    assert out.returncode == 0, out.stderr
+    lb.check()
