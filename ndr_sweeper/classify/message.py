@@ -172,31 +172,39 @@ class Headers:
         index: dict[str, list[str]] = {}
         for name, value in self.fields:
             key = name.lower()
-            vals = index.get(key)
-            if vals is None:
-                index[key] = [value]
+            if key in index:
+                index[key].append(value)
             else:
-                vals.append(value)
+                index[key] = [value]
         self._index = index
         return index
 
-    def _values(self, name: str) -> list[str] | None:
+    # The index keys are lower-case and the callers ask with lower-case names, so
+    # the name is tried as given first (no lower() for each of ~30 look-ups).
+
+    def get(self, name: str, default: str | None = None) -> str | None:
         index = self._index
         if index is None:
             index = self._build()
-        # the keys are lower-case, so a hit on the name as given is the right one
         vals = index.get(name)
-        return vals if vals is not None else index.get(name.lower())
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        vals = self._values(name)
+        if vals is None and not name.islower():
+            vals = index.get(name.lower())
         return vals[0] if vals else default
 
     def get_all(self, name: str) -> list[str]:
-        return self._values(name) or []
+        index = self._index
+        if index is None:
+            index = self._build()
+        vals = index.get(name)
+        if vals is None and not name.islower():
+            vals = index.get(name.lower())
+        return vals or []
 
     def __contains__(self, name: str) -> bool:
-        return self._values(name) is not None
+        index = self._index
+        if index is None:
+            index = self._build()
+        return name in index or (not name.islower() and name.lower() in index)
 
     def names(self) -> list[str]:
         """The lower-cased field names present."""
