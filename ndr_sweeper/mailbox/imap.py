@@ -4,8 +4,9 @@ Every batched command goes through ``uidset.batches`` (ranges, capped set string
 no plain EXPUNGE anywhere in this module: only UID EXPUNGE, which needs UIDPLUS.  Errors are
 mapped onto ``ndr_sweeper.errors``; passwords and tokens never appear in messages or logs.
 
-``fetch_headers`` / ``fetch_messages`` are the only places that issue bulk FETCHes: a faster
-parser (imapclient's costs ~3x imaplib's on 100k headers) would go there.
+``fetch_headers`` / ``fetch_messages`` are the only places that issue bulk FETCHes; their
+responses go through ``fastfetch`` (imapclient's parser costs ~3x imaplib's reading on 100k
+headers), with imapclient's parser as the fallback for any shape it does not know.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ndr_sweeper.errors import (
     CredentialError,
     MailboxError,
 )
-from ndr_sweeper.mailbox import uidset
+from ndr_sweeper.mailbox import fastfetch, uidset
 from ndr_sweeper.mailbox.base import (
     SYSTEM_FLAG_SEARCH,
     FolderInfo,
@@ -360,7 +361,11 @@ class ImapMailbox:
                 raise imaplib.IMAP4.error(f"FETCH failed: {_text(data)}")
             if data == [None]:
                 return {}
-            return parse_fetch_response(data, normalise_times=False, uid_is_key=True)
+            try:
+                return fastfetch.parse_fetch(data)
+            except fastfetch.Unparsed as exc:  # a shape the fast path does not know
+                log.debug("FETCH response left to imapclient's parser: %s", exc)
+                return parse_fetch_response(data, normalise_times=False, uid_is_key=True)
 
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000

@@ -1,0 +1,412 @@
+"""Sweep speed on large mailboxes, against a throw-away lab Dovecot on loopback.
+
+Usage: python benchmarks/sweep.py [--sizes 10000,50000,100000] [--new 100] [--reps 1]
+                                  [--bounce-ratio 0.1] [--matched 0.7] [--size 3000]
+
+For every size N: a fresh lab user gets N INBOX messages (a tenth of them DSN bounces with a
+message/rfc822 original, 70% of those naming a Sent message) and N/2 Sent messages of about
+3 KB, appended with MULTIAPPEND.  Then, in this order, on that mailbox:
+
+  baseline  the bare transfer a first sweep needs, once with imapclient and once with imaplib:
+            header fields of every INBOX message (the sweep's HEADER.FIELDS), the whole
+            message of every bounce, the Message-IDs of every Sent message;
+  sweep     the real ``ndr-sweeper sweep --json`` as a subprocess (min_age = "0s", its own
+            XDG dirs), wall-clock time of the whole process and its peak RSS (wait4);
+  re-run    the same command again with nothing new;
+  +new      ``--new`` more messages (a tenth bounces) appended, then the command once more.
+
+It prints one table and the time of ``ndr-sweeper --version``.  It measures, it does not
+assert: the sweep's counts are printed next to what the generator put in, for a glance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from ndr_sweeper.classify import HEADER_FIELDS  # noqa: E402
+from ndr_sweeper.sentids import SENT_FIELDS  # noqa: E402
+
+import lab  # noqa: E402  (tests/lab.py: the project's Dovecot fixture)
+
+WORDS = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "enim",
+    "ad",
+    "minim",
+    "veniam",
+    "quis",
+    "nostrud",
+    "exercitation",
+    "ullamco",
+    "laboris",
+    "nisi",
+    "aliquip",
+    "ex",
+    "ea",
+    "commodo",
+]
+EPOCH = 1_700_000_000
+
+
+# ------------------------------------------------------------------ corpus
+
+
+_LINES = [
+    " ".join(random.Random(k).choice(WORDS) for _ in range(12)) for k in range(4096)
+]  # word salad, drawn once: generating 150k messages word by word would take a minute
+
+
+def _text(rng: random.Random, nbytes: int) -> str:
+    out, n, i = [], 0, rng.randrange(len(_LINES))
+    while n < nbytes:
+        line = _LINES[i % len(_LINES)]
+        out.append(line)
+        n, i = n + len(line) + 2, i + 1
+    return "\r\n".join(out)
+
+
+def _date(i: int) -> str:
+    from email.utils import formatdate
+
+    return formatdate(EPOCH + i * 37, localtime=False)
+
+
+def sent_msg(i: int, rng: random.Random, size: int) -> bytes:
+    hdr = (
+        f"Message-ID: <sent-{i}@lab.example>\r\nDate: {_date(i)}\r\n"
+        "From: Lab Sender <sender@lab.example>\r\n"
+        f"To: rcpt{i % 5000}@remote{i % 97}.example\r\nSubject: Newsletter {i}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    )
+    return (hdr + _text(rng, max(100, size - len(hdr))) + "\r\n").encode()
+
+
+def normal_msg(i: int, rng: random.Random, size: int, tag: str) -> bytes:
+    hdr = (
+        f"Message-ID: <{tag}-{i}@remote{i % 97}.example>\r\nDate: {_date(i)}\r\n"
+        f"From: Person {i % 1000} <person{i % 1000}@remote{i % 97}.example>\r\n"
+        f"To: sender@lab.example\r\nSubject: Re: question {i}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    )
+    return (hdr + _text(rng, max(100, size - len(hdr))) + "\r\n").encode()
+
+
+def bounce_msg(i: int, rng: random.Random, size: int, orig_id: str, tag: str) -> bytes:
+    b, rcpt = f"bnd{i}", f"rcpt{i}@remote.example"
+    orig = (
+        f"Message-ID: {orig_id}\r\nDate: {_date(i)}\r\nFrom: Lab Sender <sender@lab.example>\r\n"
+        f"To: {rcpt}\r\nSubject: Newsletter\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        + _text(rng, 600)
+        + "\r\n"
+    )
+    head = (
+        f"Message-ID: <{tag}-bounce-{i}@mx.lab.example>\r\nDate: {_date(i)}\r\n"
+        "From: Mail Delivery System <MAILER-DAEMON@mx.lab.example>\r\n"
+        "To: sender@lab.example\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{b}"\r\n\r\n'
+        "This is a MIME-encapsulated message.\r\n\r\n"
+    )
+    human = (
+        f"--{b}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        "I'm sorry to have to inform you that your message could not\r\n"
+        f"be delivered to {rcpt}.\r\n\r\n"
+    )
+    dsn = (
+        f"--{b}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.lab.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
+    )
+    pad = max(0, size - len(head) - len(human) - len(dsn) - len(orig) - 80)
+    if pad > 50:
+        human = human[:-2] + _text(rng, pad) + "\r\n\r\n"
+    tail = f"--{b}\r\nContent-Type: message/rfc822\r\n\r\n{orig}\r\n--{b}--\r\n"
+    return (head + human + dsn + tail).encode()
+
+
+class Corpus:
+    """Generates INBOX messages in UID order and remembers which are bounces."""
+
+    def __init__(self, sent: int, ratio: float, matched: float, size: int, seed: int = 1):
+        self.rng = random.Random(seed)
+        self.sent, self.matched, self.size = sent, matched, size
+        self.every = round(1 / ratio) if ratio > 0 else 0
+        self.bounces = 0
+        self.backscatter = 0
+
+    def inbox(self, start: int, count: int, tag: str = "in") -> Iterator[bytes]:
+        for i in range(start, start + count):
+            if self.every and i % self.every == self.every - 1:
+                own = self.sent > 0 and self.rng.random() < self.matched
+                oid = (
+                    f"<sent-{self.rng.randrange(self.sent)}@lab.example>"
+                    if own
+                    else f"<unknown-{tag}-{i}@lab.example>"
+                )
+                self.bounces += 1
+                self.backscatter += not own
+                yield bounce_msg(i, self.rng, self.size, oid, tag)
+            else:
+                yield normal_msg(i, self.rng, self.size, tag)
+
+    def sent_folder(self) -> Iterator[bytes]:
+        for i in range(self.sent):
+            yield sent_msg(i, self.rng, self.size)
+
+
+def fill(env: lab.LabEnv, folder: str, msgs: Iterator[bytes], chunk: int = 500) -> int:
+    """MULTIAPPEND with LITERAL+ (as populate.py does), ``chunk`` messages per command,
+    never holding more than one chunk.  imapclient's multiappend waits for a continuation
+    after every literal, which is ten times slower here."""
+    c = imaplib.IMAP4(env.host, env.port)
+    c.login(env.user, env.password)
+    n = 0
+
+    def send(batch: list[bytes]) -> None:
+        tag = c._new_tag()
+        parts = [tag + b" APPEND " + folder.encode()]
+        for m in batch:
+            parts.append(b" {%d+}\r\n" % len(m))
+            parts.append(m)
+        parts.append(b"\r\n")
+        c.send(b"".join(parts))
+        while True:
+            line = c.readline()
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(f"APPEND failed: {line!r}")
+                return
+
+    batch: list[bytes] = []
+    for m in msgs:
+        batch.append(m)
+        if len(batch) == chunk:
+            send(batch)
+            n, batch = n + len(batch), []
+    if batch:
+        send(batch)
+        n += len(batch)
+    c.logout()
+    return n
+
+
+# ------------------------------------------------------------------ baseline
+
+HDR = "BODY.PEEK[HEADER.FIELDS (" + " ".join(f.upper() for f in HEADER_FIELDS) + ")]"
+SENT_HDR = "BODY.PEEK[HEADER.FIELDS (" + " ".join(f.upper() for f in SENT_FIELDS) + ")]"
+ITEMS = f"(UID FLAGS INTERNALDATE RFC822.SIZE {HDR})"
+
+
+def _sets(uids: list[int], per: int = 1000) -> Iterator[str]:
+    from ndr_sweeper.mailbox.uidset import batches
+
+    for b in batches(uids, max_count=per):
+        yield b.set
+
+
+def baseline_imapclient(env: lab.LabEnv, bounce_uids: list[int]) -> float:
+    """imapclient's fetch() takes no range strings: its command path and its parser."""
+    from imapclient.response_parser import parse_fetch_response
+
+    def fetch(set_: str, items: str) -> int:
+        _typ, data = c._imap.uid("FETCH", set_, items)
+        return len(parse_fetch_response(data, normalise_times=False, uid_is_key=True))
+
+    t = time.perf_counter()
+    c = env.connect()
+    c.select_folder("INBOX", readonly=True)
+    fetch("1:*", ITEMS)
+    for s in _sets(bounce_uids):
+        fetch(s, "(UID BODY.PEEK[])")
+    c.select_folder("Sent", readonly=True)
+    fetch("1:*", f"(UID {SENT_HDR})")
+    c.logout()
+    return time.perf_counter() - t
+
+
+def baseline_imaplib(env: lab.LabEnv, bounce_uids: list[int]) -> float:
+    t = time.perf_counter()
+    c = imaplib.IMAP4(env.host, env.port)
+    c.login(env.user, env.password)
+    c.select("INBOX", readonly=True)
+    c.uid("FETCH", "1:*", ITEMS)
+    for s in _sets(bounce_uids):
+        c.uid("FETCH", s, "(UID BODY.PEEK[])")
+    c.select("Sent", readonly=True)
+    c.uid("FETCH", "1:*", f"(UID {SENT_HDR})")
+    c.logout()
+    return time.perf_counter() - t
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def write_config(path: Path, env: lab.LabEnv, state: Path) -> None:
+    values = {
+        "name": "bench",
+        "host": env.host,
+        "port": env.port,
+        "security": "plain",
+        "username": env.user,
+        "password_command": f"printf %s {env.password}",
+        "min_age": "0s",
+    }
+    lines = [f"state_dir = {json.dumps(str(state))}", "", "[[accounts]]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+def run_cli(args: list[str], xdg: dict[str, str]) -> tuple[float, int, str, int]:
+    """(wall seconds, peak RSS in KB, stdout, exit code) of one ndr-sweeper process."""
+    env = {**os.environ, **xdg, "NO_COLOR": "1"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(
+            [sys.executable, "-m", "ndr_sweeper", *args], stdout=out, stderr=err, env=env, cwd=REPO
+        )
+        _, status, usage = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text = out.read().decode()
+        if p.returncode not in (0, 1):
+            sys.stderr.write(err.read().decode())
+    return seconds, usage.ru_maxrss, text, p.returncode
+
+
+def sweep(cfg: Path, xdg: dict[str, str]) -> tuple[float, int, dict[str, object]]:
+    seconds, rss, text, _ = run_cli(["sweep", "--json", "--config", str(cfg)], xdg)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = {"raw": text[-500:]}
+    return seconds, rss, data
+
+
+def _counts(data: dict[str, object]) -> str:
+    acc = data
+    if isinstance(data.get("accounts"), list) and data["accounts"]:
+        acc = data["accounts"][0]
+    keys = ("scanned", "ndrs", "own", "backscatter", "acted", "errors")
+    return " ".join(f"{k}={acc.get(k)}" for k in keys if k in acc) or str(data)[:300]
+
+
+# ------------------------------------------------------------------ main
+
+
+def one_size(srv: lab.DovecotLab, n: int, a: argparse.Namespace, work: Path) -> dict[str, float]:
+    env = srv.add_user(f"bench{n}", "bench")
+    corpus = Corpus(n // 2, a.bounce_ratio, a.matched, a.size)
+    t = time.perf_counter()
+    fill(env, "Sent", corpus.sent_folder())
+    fill(env, "INBOX", corpus.inbox(0, n))
+    print(f"[{n}] filled {n} INBOX + {n // 2} Sent in {time.perf_counter() - t:.1f} s", flush=True)
+    every = corpus.every
+    bounce_uids = [i + 1 for i in range(n) if every and i % every == every - 1]
+
+    row: dict[str, float] = {"size": n}
+    baseline_imaplib(env, bounce_uids)  # warm-up: Dovecot builds its cache on the first fetch
+    row["imapclient"] = statistics.median(
+        baseline_imapclient(env, bounce_uids) for _ in range(a.reps)
+    )
+    row["imaplib"] = statistics.median(baseline_imaplib(env, bounce_uids) for _ in range(a.reps))
+
+    base = work / f"u{n}"
+    (base / "config").mkdir(parents=True)
+    xdg = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "xstate")}
+    cfg = base / "config.toml"
+    write_config(cfg, env, base / "state")
+    bs = corpus.backscatter
+    row["sweep"], row["rss"], data = sweep(cfg, xdg)
+    print(f"[{n}] first sweep: {_counts(data)} (generated: {corpus.bounces} bounces, {bs} bs)")
+    row["rerun"], _, data = sweep(cfg, xdg)
+    print(f"[{n}] re-run: {_counts(data)}")
+    fill(env, "INBOX", corpus.inbox(n, a.new, tag="new"))
+    row["new"], _, data = sweep(cfg, xdg)
+    print(f"[{n}] +{a.new}: {_counts(data)}", flush=True)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,50000,100000", help="INBOX sizes, comma-separated")
+    ap.add_argument("--new", type=int, default=100, help="messages added before the last sweep")
+    ap.add_argument("--reps", type=int, default=1, help="baseline repetitions (median)")
+    ap.add_argument("--bounce-ratio", type=float, default=0.10)
+    ap.add_argument("--matched", type=float, default=0.7, help="bounces naming a Sent message")
+    ap.add_argument("--size", type=int, default=3000, help="bytes per message")
+    a = ap.parse_args()
+    sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
+    if (why := lab.missing_reason()) is not None:
+        print(f"cannot run: {why}", file=sys.stderr)
+        return 2
+
+    versions = []
+    for _ in range(5):
+        seconds, _, _, _ = run_cli(["--version"], {})
+        versions.append(seconds)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ndr-bench-") as tmp, lab.DovecotLab() as srv:
+        for n in sizes:
+            rows.append(one_size(srv, n, a, Path(tmp)))
+
+    print()
+    print(
+        "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s "
+        f"| sweep / imapclient | sweep / imaplib | re-run s | +{a.new} new s | peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {int(r['size']):,} / {int(r['size']) // 2:,} | {r['imapclient']:.2f} "
+            f"| {r['imaplib']:.2f} | {r['sweep']:.2f} | {r['sweep'] / r['imapclient']:.2f} "
+            f"| {r['sweep'] / r['imaplib']:.2f} | {r['rerun']:.2f} | {r['new']:.2f} "
+            f"| {r['rss'] / 1024:.0f} |"
+        )
+    print(
+        f"\n`ndr-sweeper --version`: {min(versions):.3f} s best, "
+        f"{statistics.median(versions):.3f} s median of 5"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

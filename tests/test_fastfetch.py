@@ -1,0 +1,210 @@
+"""The fast FETCH parser: the response shapes the sweep meets, and the fallback for others.
+
+Input is what imaplib's ``uid("FETCH", ...)`` returns: a list whose elements are bytes (a
+line, or the rest of a line after a literal) or ``(text ending in {n}, literal)`` tuples.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from imapclient.response_parser import parse_fetch_response
+
+from ndr_sweeper.mailbox import fastfetch
+from ndr_sweeper.mailbox.fastfetch import Unparsed, parse_fetch, parse_internaldate
+
+import lab
+
+HDR = b"From: a@example.org\r\nSubject: hi\r\n\r\n"
+FOLDED = b"Subject: a long\r\n subject, folded\r\nFrom: MAILER-DAEMON@x\r\n\r\n"
+SECTION = b"BODY[HEADER.FIELDS (FROM SUBJECT)]"
+
+
+def lit(prefix: bytes, body: bytes) -> tuple[bytes, bytes]:
+    return (prefix + b" {%d}" % len(body), body)
+
+
+def test_header_literal_with_all_items():
+    data = [
+        lit(
+            b'1 (UID 7 FLAGS (\\Seen $Junk) INTERNALDATE "17-Jul-1996 02:44:25 -0700" '
+            b"RFC822.SIZE 4286 " + SECTION,
+            HDR,
+        ),
+        b")",
+    ]
+    got = parse_fetch(data)
+    assert list(got) == [7]
+    item = got[7]
+    assert item[b"UID"] == 7
+    assert item[b"FLAGS"] == (b"\\Seen", b"$Junk")
+    assert item[b"RFC822.SIZE"] == 4286
+    assert item[SECTION] == HDR
+    assert item[b"INTERNALDATE"] == datetime(
+        1996, 7, 17, 2, 44, 25, tzinfo=timezone(-timedelta(hours=7))
+    )
+
+
+def test_items_in_any_order_and_after_the_literal():
+    data = [
+        lit(b"3 (" + SECTION, FOLDED),
+        b' FLAGS () RFC822.SIZE 12 INTERNALDATE " 1-Jan-2024 00:00:00 +0000" UID 9)',
+        lit(b'4 (INTERNALDATE "02-Feb-2024 10:11:12 +0130" UID 10 ' + SECTION, HDR),
+        b" FLAGS (\\Answered))",
+    ]
+    got = parse_fetch(data)
+    assert got[9][SECTION] == FOLDED  # folded header lines arrive untouched
+    assert got[9][b"FLAGS"] == ()
+    assert got[9][b"INTERNALDATE"] == datetime(2024, 1, 1, tzinfo=UTC)
+    assert got[10][b"FLAGS"] == (b"\\Answered",)
+    assert got[10][b"INTERNALDATE"].utcoffset() == timedelta(hours=1, minutes=30)
+
+
+def test_two_literals_in_one_response():
+    data = [
+        lit(b"1 (UID 5 BODY[HEADER]", HDR),
+        lit(b" BODY[TEXT]", b"text\r\n"),
+        b")",
+    ]
+    got = parse_fetch(data)
+    assert got[5][b"BODY[HEADER]"] == HDR
+    assert got[5][b"BODY[TEXT]"] == b"text\r\n"
+
+
+def test_nil_body_and_partial_section_name():
+    data = [b"1 (UID 3 BODY[]<0> NIL)", lit(b"2 (UID 4 BODY[]<0>", b"whole\r\n"), b")"]
+    got = parse_fetch(data)
+    assert got[3][b"BODY[]<0>"] is None
+    assert got[4][b"BODY[]<0>"] == b"whole\r\n"
+
+
+def test_quoted_value_with_escapes():
+    got = parse_fetch([b'1 (UID 2 X-THING "a \\"b\\" \\\\c")'])
+    assert got[2][b"X-THING"] == b'a "b" \\c'
+
+
+def test_messages_expunged_before_the_fetch_are_simply_absent():
+    # UID FETCH 1:3 after message 2 was expunged by another client: no response for it,
+    # and the server may add an unsolicited FETCH (flag change) that has no UID.
+    data = [
+        lit(b"1 (UID 1 " + SECTION, HDR),
+        b")",
+        b"2 (FLAGS (\\Deleted))",
+        lit(b"2 (UID 3 " + SECTION, HDR),
+        b")",
+    ]
+    got = parse_fetch(data)
+    assert sorted(got) == [1, 3]
+
+
+def test_responses_for_one_uid_are_merged():
+    data = [b"5 (UID 8 FLAGS (\\Seen) MODSEQ (42))", lit(b"5 (UID 8 " + SECTION, HDR), b")"]
+    got = parse_fetch(data)
+    assert got[8][b"FLAGS"] == (b"\\Seen",)
+    assert got[8][b"MODSEQ"] == 42
+    assert got[8][SECTION] == HDR
+
+
+def test_empty_and_none():
+    assert parse_fetch([]) == {}
+    assert parse_fetch([None]) == {}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [b'1 (UID 1 BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 1 1))'],  # nested
+        [b"1 (UID 1 FLAGS (\\Seen)"],  # no closing parenthesis
+        [(b"1 (UID 1 BODY[] {10}", b"short")],  # literal shorter than announced
+        [(b"1 (UID 1 BODY[] {3}", b"abc")],  # the line never goes on
+        [b"garbage"],
+        [b'1 (UID 1 INTERNALDATE "32-Foo-2024 00:00:00 +0000")'],
+    ],
+)
+def test_unknown_shapes_raise_unparsed(data):
+    with pytest.raises(Unparsed):
+        parse_fetch(data)
+
+
+def test_internaldate_forms():
+    assert parse_internaldate(b" 7-Jul-1996 02:44:25 +0200").day == 7
+    assert parse_internaldate(b"07-jul-1996 02:44:25 +0200").utcoffset() == timedelta(hours=2)
+
+
+def test_same_result_as_imapclient_on_a_mixed_response():
+    data = [
+        lit(b'1 (UID 1 FLAGS (\\Seen) INTERNALDATE "17-Jul-1996 02:44:25 -0700" ' + SECTION, HDR),
+        b" RFC822.SIZE 10)",
+        lit(b"2 (" + SECTION, FOLDED),
+        b' UID 2 FLAGS () INTERNALDATE " 1-Jan-2024 00:00:00 +0000" RFC822.SIZE 11)',
+    ]
+    ours = parse_fetch(data)
+    theirs = parse_fetch_response(data, normalise_times=False, uid_is_key=True)
+    assert sorted(ours) == sorted(theirs)
+    for uid, item in theirs.items():
+        for key in (b"FLAGS", b"RFC822.SIZE", SECTION):
+            assert ours[uid][key] == item[key]
+        assert ours[uid][b"INTERNALDATE"].utcoffset() == item[b"INTERNALDATE"].utcoffset()
+        assert ours[uid][b"INTERNALDATE"].replace(tzinfo=None) == item[b"INTERNALDATE"].replace(
+            tzinfo=None
+        )
+
+
+def test_mailbox_falls_back_to_imapclient_for_unknown_shapes(monkeypatch):
+    """A response the fast parser refuses still reaches the caller, through imapclient."""
+    from ndr_sweeper.mailbox.imap import ImapMailbox
+
+    data = [b'1 (UID 4 BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 1 1))']
+
+    class FakeImap:
+        def uid(self, *args):
+            return "OK", data
+
+    class FakeClient:
+        _imap = FakeImap()
+
+    box = ImapMailbox(FakeClient())  # type: ignore[arg-type]
+    calls = []
+    real = fastfetch.parse_fetch
+
+    def spy(d):
+        calls.append(d)
+        return real(d)
+
+    monkeypatch.setattr(fastfetch, "parse_fetch", spy)
+    got = box._uid_fetch("INBOX", "4", "(UID BODYSTRUCTURE)")
+    assert calls and 4 in got and b"BODYSTRUCTURE" in got[4]
+
+
+@pytest.mark.imap
+def test_real_server_responses_parse_like_imapclient(imap_user):
+    """Dovecot's own bytes: headers, whole messages, after one message was expunged."""
+    from ndr_sweeper.mailbox.imap import connect
+
+    client = imap_user.connect()
+    msgs = [lab.make_message(f"m{i}@example.org") for i in range(5)]
+    uids = lab.append_messages(client, "INBOX", msgs)
+    client.select_folder("INBOX")
+    client.add_flags([uids[1]], [b"\\Deleted"])
+    client.uid_expunge([uids[1]])
+    client.logout()
+    mb = connect(imap_user.host, imap_user.port, "plain", imap_user.user, imap_user.password)
+    try:
+        mb.select("INBOX", readonly=True)
+        items = "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])"
+        for fetch in (items, "(UID BODY.PEEK[]<0.1048576>)"):
+            typ, data = mb.client._imap.uid("FETCH", f"{uids[0]}:{uids[-1]}", fetch)
+            assert typ == "OK"
+            ours = parse_fetch(data)
+            theirs = parse_fetch_response(data, normalise_times=False, uid_is_key=True)
+            assert sorted(ours) == sorted(theirs) == sorted(set(uids) - {uids[1]})
+            for uid, item in theirs.items():
+                for key, value in item.items():
+                    if key not in (b"SEQ", b"INTERNALDATE"):
+                        assert ours[uid][key] == value
+        got = list(mb.fetch_headers(uids, ["From", "Subject"]))
+        assert [h.uid for h in got] == [u for u in uids if u != uids[1]]
+        assert all(h.header.startswith(b"From:") or b"Subject" in h.header for h in got)
+    finally:
+        mb.logout()
