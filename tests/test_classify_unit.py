@@ -748,3 +748,33 @@ def test_caseless_patterns_must_be_lower_case() -> None:
     for bad in ("MAILER", "[A-Z]x", "a(?=B)", "[^\\nQ]"):
         with pytest.raises(ValueError):
             Caseless(bad)
+
+
+_REFERENCE_HEADER_BLOCK = r"(?:[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t]+\S[^\n]*(?:\n|\Z))*)*"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["a", "b:", ":", " ", "\t", "\n", "\n\n", "X-Y: z\n", " cont\n", "  \n", "\xa0", "\x1c"]
+        ),
+        max_size=14,
+    )
+)
+def test_header_bounds_matches_the_whole_block_regex(pieces: list[str]) -> None:
+    """header_bounds looks only at line starts; it must end where the block regex does."""
+    import re
+
+    from ndr_sweeper.classify.message import MAX_HEADER, header_bounds
+
+    text = "".join(pieces)
+    m = re.compile(_REFERENCE_HEADER_BLOCK).match(text, 0, MAX_HEADER + 1)
+    end = m.end() if m else 0
+    if end >= len(text):
+        want = (len(text), False)
+    else:
+        nl = text.find("\n", end)
+        line = text[end:] if nl < 0 else text[end:nl]
+        want = ((len(text) if nl < 0 else nl + 1), True) if not line.strip() else (end, False)
+    assert header_bounds(text) == want

@@ -72,7 +72,8 @@ def split_header(text: str) -> tuple[str, str]:
 
 
 _FIELDS_RE = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*([^\n]*(?:\n[ \t]+[^\n]*)*)", re.MULTILINE)
-_HEADER_BLOCK = re.compile(r"(?:[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t]+\S[^\n]*(?:\n|\Z))*)*")
+_FIELD_LINE = re.compile(r"[!-9;-~]+[ \t]*:")
+_NOT_HEADER_LINE = re.compile(r"\n(?![ \t]+\S|[!-9;-~]+[ \t]*:)")
 
 
 def parse_header_block(
@@ -110,8 +111,13 @@ def header_bounds(text: str) -> tuple[int, bool]:
     part, or at the first line that is not a header field, as the stdlib parser
     does; then the body starts at that line and there is no separator.
     """
-    m = _HEADER_BLOCK.match(text, 0, MAX_HEADER + 1)
-    end = m.end() if m else 0
+    if _FIELD_LINE.match(text) is not None:
+        # looking only at line starts (cheaper than matching every field line):
+        # the first line that is neither a field nor a continuation ends the block
+        bad = _NOT_HEADER_LINE.search(text, 0, MAX_HEADER + 1)
+        end = min(len(text), MAX_HEADER + 1) if bad is None else bad.start() + 1
+    else:
+        end = 0
     if end >= len(text):
         return len(text), False
     nl = text.find("\n", end)
