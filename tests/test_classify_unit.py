@@ -778,3 +778,12 @@ def test_header_bounds_matches_the_whole_block_regex(pieces: list[str]) -> None:
         line = text[end:] if nl < 0 else text[end:nl]
         want = ((len(text) if nl < 0 else nl + 1), True) if not line.strip() else (end, False)
     assert header_bounds(text) == want
+
+
+def test_complete_sets_every_verdict_field() -> None:
+    import dataclasses
+
+    from ndr_sweeper.classify.engine import VERDICT_FIELDS
+    from ndr_sweeper.classify.verdict import Verdict
+
+    assert tuple(f.name for f in dataclasses.fields(Verdict)) == VERDICT_FIELDS

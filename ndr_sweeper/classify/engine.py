@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 
@@ -58,12 +57,30 @@ def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
                 i = normalise_id(ident)
                 if i and i not in reply_ids:
                     reply_ids.append(i)
-    return dataclasses.replace(
-        v,
+    # every field of Verdict, built directly (dataclasses.replace cost ~10 us)
+    return Verdict(
+        kind=v.kind,
+        detector=v.detector,
         original=original,
+        recipients=v.recipients,
+        evidence=v.evidence,
         defects=tuple(dict.fromkeys([*v.defects, *msg.defects])),
         message_id=normalise_id(msg.headers.get("message-id")),
         subject=msg.subject or None,
         from_=" ".join(msg.from_.split()) or None,
         reply_to_ids=tuple(reply_ids[:50]),
     )
+
+
+VERDICT_FIELDS = (
+    "kind",
+    "detector",
+    "original",
+    "recipients",
+    "evidence",
+    "defects",
+    "message_id",
+    "subject",
+    "from_",
+    "reply_to_ids",
+)  # what _complete() sets; a test keeps it equal to Verdict's fields
