@@ -28,7 +28,6 @@ from .message import (
     Headers,
     ParsedMessage,
     Part,
-    decode_words,
     parse_header_block,
 )
 from .verdict import Original
@@ -97,7 +96,7 @@ def _looks_like_report(h: Headers) -> bool:
     if "multipart/report" in ct:
         return True
     frm = h.get("from") or ""
-    subj = decode_words(h.get("subject") or "")
+    subj = h.text("subject")
     return bool(REPORT_FROM.search(frm)) and bool(REPORT_SUBJECT.search(subj))
 
 

@@ -168,11 +168,12 @@ class Headers:
     The look-up index is built on first use (most parts' headers are never asked).
     """
 
-    __slots__ = ("_index", "fields")
+    __slots__ = ("_decoded", "_index", "fields")
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self.fields = fields
         self._index: dict[str, list[str]] | None = None
+        self._decoded: dict[str, str] | None = None
 
     def _build(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
@@ -218,9 +219,15 @@ class Headers:
         return list(index if index is not None else self._build())
 
     def text(self, name: str) -> str:
-        """The decoded value (RFC 2047) or ''."""
-        v = self.get(name)
-        return decode_words(v) if v else ""
+        """The decoded value (RFC 2047) or '', decoded once per field name."""
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = {}
+        s = decoded.get(name)
+        if s is None:
+            v = self.get(name)
+            s = decoded[name] = decode_words(v) if v else ""
+        return s
 
 
 @dataclass(slots=True)

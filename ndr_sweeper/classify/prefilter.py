@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from .detectors._base import BOUNCE_SUBJECT, DAEMON_FROM, addr_of
-from .message import Headers, decode_words, normalise, parse_header_block
+from .message import Headers, normalise, parse_header_block
 
 HEADER_FIELDS: tuple[str, ...] = (
     "From",
@@ -40,12 +40,12 @@ def headers_may_be_report(h: Headers) -> bool:
     """The decision itself, on already parsed header fields."""
     for name in ("from", "sender"):
         v = h.get(name)
-        if v is not None and (DAEMON_FROM.search(decode_words(v).lower()) or addr_of(v) == ""):
+        if v is not None and (DAEMON_FROM.search(h.text(name).lower()) or addr_of(v) == ""):
             return True
     rp = (h.get("return-path") or "x").strip().lower()
     if rp in ("<>", "", "<mailer-daemon>", "mailer-daemon"):
         return True
-    subject = decode_words(h.get("subject") or "").lower()
+    subject = h.text("subject").lower()
     if BOUNCE_SUBJECT.search(subject) or _LOOKALIKE_SUBJECT.search(subject):
         return True
     if _CR_VENDOR.search(((h.get("from") or "") + " " + (h.get("return-path") or "")).lower()):

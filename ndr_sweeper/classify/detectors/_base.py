@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..message import MAX_TEXT, ParsedMessage, decode_words
+from ..message import MAX_TEXT, ParsedMessage
 from ..verdict import Kind, Recipient, Verdict
 
 # ---- header signals ----------------------------------------------------------------------
@@ -73,7 +73,7 @@ def _sender_is_daemon(msg: ParsedMessage) -> bool:
     h = msg.headers
     for name in ("from", "sender"):
         v = h.get(name)
-        if v and DAEMON_FROM.search(decode_words(v).lower()):
+        if v and DAEMON_FROM.search(h.text(name).lower()):
             return True
     frm = h.get("from")
     return bool(frm is not None and addr_of(frm) == "")
@@ -104,7 +104,7 @@ def from_address_kind(msg: ParsedMessage) -> str:
         frm = msg.headers.get("from")
         cached = ""
         if frm is not None:
-            addr = addr_of(decode_words(frm)).lower()
+            addr = addr_of(msg.headers.text("from")).lower()
             if addr in ("", "<>") or ("@" not in addr and DAEMON_FROM.search(addr)):
                 cached = "strong"
             else:
