@@ -99,7 +99,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from ndr_sweeper import render
     from ndr_sweeper.connect import open_mailbox
     from ndr_sweeper.errors import LockedError
-    from ndr_sweeper.rules import load_rules
     from ndr_sweeper.state import account_lock, open_state
     from ndr_sweeper.sweep import AccountResult, sweep_account
 
@@ -112,7 +111,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     ):
         for acc in accounts:
             try:
-                hook = load_rules(acc.rules).hook() if acc.rules else None
+                hook = None
+                if acc.rules:  # rules.py (tomllib, difflib) only for accounts that have rules
+                    from ndr_sweeper.rules import load_rules
+
+                    hook = load_rules(acc.rules).hook()
                 with account_lock(config.state_dir, acc.name):
                     result = sweep_account(
                         acc,

@@ -29,7 +29,7 @@ from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
 
 if TYPE_CHECKING:
     from ndr_sweeper.config import Account
-    from ndr_sweeper.mailbox.base import Mailbox
+    from ndr_sweeper.mailbox.base import FolderStatus, Mailbox
     from ndr_sweeper.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,20 @@ def update_sent_index(
 # ---------------------------------------------------------------- scanning
 
 
+def _early_status(mb: Mailbox, folders: Iterable[str]) -> dict[str, FolderStatus]:
+    """STATUS of the swept folders before anything else: on a fresh connection Dovecot answers
+    it for a 100k-message Maildir INBOX in 0.3 ms, after a LIST in ~100 ms (it syncs the
+    folder again), and it is all a sweep with nothing new needs.  A folder whose STATUS fails
+    is left to resolve_folders / scan_folder, which report it."""
+    out: dict[str, FolderStatus] = {}
+    for folder in folders:
+        try:
+            out[folder] = mb.status(folder)
+        except MailboxError:
+            pass
+    return out
+
+
 def scan_folder(
     mb: Mailbox,
     state: StateDB,
@@ -204,9 +218,11 @@ def scan_folder(
     full: bool,
     reporter: Reporter,
     result: AccountResult,
+    st: FolderStatus | None = None,
 ) -> tuple[int, list[int], list[_Found]]:
-    """Classify what is new in one folder: (uidvalidity, new uids, report verdicts)."""
-    st = mb.status(folder)
+    """Classify what is new in one folder: (uidvalidity, new uids, report verdicts).
+    *st*: the folder's STATUS when the caller already has it."""
+    st = st or mb.status(folder)
     cursor = None if full else state.get_cursor(account, folder)
     if cursor is not None and cursor[0] != st.uidvalidity:
         log.info("%s: UIDVALIDITY of %s changed: scanning it again from the start", account, folder)
@@ -264,6 +280,7 @@ def sweep_account(
     try:
         reporter.stage(account.name, "connecting")
         mb = mailbox_factory(account)
+        early = _early_status(mb, account.folders)
         sent_folders, junk, trash = resolve_folders(mb, account)
         if not dry_run:
             result.notes.extend(
@@ -276,7 +293,7 @@ def sweep_account(
         cursors: dict[str, tuple[int, list[int]]] = {}
         for folder in account.folders:
             uidvalidity, uids, f = scan_folder(
-                mb, state, account.name, folder, full, reporter, result
+                mb, state, account.name, folder, full, reporter, result, early.get(folder)
             )
             cursors[folder] = (uidvalidity, uids)
             found.extend(f)
