@@ -143,22 +143,37 @@ def decode_words(value: str) -> str:
         return value
 
 
+_CT_CACHE: dict[str, tuple[str, dict[str, str]]] = {}
+
+
 def content_type(value: str | None) -> tuple[str, dict[str, str]]:
-    """Parse a Content-Type value into (type/subtype lowercased, params)."""
+    """Parse a Content-Type value into (type/subtype lowercased, params).
+
+    Results are cached by value (the same few values, "text/plain;
+    charset=us-ascii", recur in every message); the params dict is shared, so
+    callers must not change it.
+    """
     if not value:
         return "", {}
+    hit = _CT_CACHE.get(value)
+    if hit is not None:
+        return hit
     semi = value.find(";")
     main = (value if semi < 0 else value[:semi]).strip().lower()
     params: dict[str, str] = {}
     if semi >= 0:
-        for m in _CT_PARAM.finditer(value[semi:]):
-            v = m.group(2)
+        for name, v in _CT_PARAM.findall(value[semi:]):
             if v.startswith('"'):
                 v = v[1:-1] if v.endswith('"') and len(v) > 1 else v[1:]
                 v = v.replace('\\"', '"')
-            params.setdefault(m.group(1).lower(), v)
+            params.setdefault(name.lower(), v)
     if "/" not in main:
         main = main + "/" if main else ""
+    if len(value) <= 200 and "oundary" not in value and "OUNDARY" not in value:
+        # (a boundary is unique to its message: not worth remembering)
+        if len(_CT_CACHE) >= 1024:
+            _CT_CACHE.clear()
+        _CT_CACHE[value] = (main, params)
     return main, params
 
 
