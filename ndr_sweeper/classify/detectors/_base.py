@@ -55,8 +55,11 @@ STRONG_SUBJECT = re.compile(
 FWD_OR_REPLY = re.compile(r"^\s*(?:fwd?|fw|wg|tr|aw|re|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
 
 
+_ANGLE = re.compile(r"<([^<>]*)>")
+
+
 def addr_of(value: str) -> str:
-    m = re.search(r"<([^<>]*)>", value)
+    m = _ANGLE.search(value) if "<" in value else None
     if m:
         return m.group(1).strip()
     return value.strip().split(" ")[0] if value.strip() else ""
