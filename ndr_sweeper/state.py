@@ -737,8 +737,18 @@ def open_state(state_dir: Path | str) -> StateDB:
     except sqlite3.Error as exc:
         raise _state_error(path, exc, "open") from None
     conn.row_factory = sqlite3.Row
+    deadline = time.monotonic() + BUSY_TIMEOUT
     try:
-        _prepare(conn, path)
+        while True:
+            try:
+                _prepare(conn, path)
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes creating the file at once: switching to WAL does not wait on
+                # SQLite's busy handler, so wait here instead of failing the second one.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
     except sqlite3.Error as exc:
         conn.close()
         raise _state_error(path, exc, "open") from None
