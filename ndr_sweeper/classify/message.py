@@ -263,10 +263,15 @@ class Part:
     is_message_head: bool = False
     parent: Part | None = None
     _text: str | None = None
+    _cte: str | None = None
 
     @property
     def cte(self) -> str:
-        return (self.headers.get("content-transfer-encoding") or "").strip().lower()
+        cte = self._cte
+        if cte is None:
+            v = self.headers.get("content-transfer-encoding")
+            cte = self._cte = v.strip().lower() if v else ""
+        return cte
 
     def payload_bytes(self, defects: list[str] | None = None) -> bytes:
         """The body with its Content-Transfer-Encoding undone."""
@@ -305,7 +310,7 @@ class Part:
                 txt = raw.decode(charset, "replace")
             except (LookupError, ValueError):
                 txt = raw.decode("utf-8", "replace")
-            if b"\x1b$" in raw[:4096] and charset == "utf-8":
+            if charset == "utf-8" and raw.find(b"\x1b$", 0, 4096) >= 0:
                 try:
                     txt = raw.decode("iso-2022-jp", "replace")
                 except (LookupError, ValueError):

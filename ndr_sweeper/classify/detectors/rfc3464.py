@@ -9,7 +9,7 @@ detectors; a report without usable Action/Status fields falls through to them.
 from __future__ import annotations
 
 from ..message import ParsedMessage
-from ..verdict import Kind, Verdict
+from ..verdict import Kind, Recipient, Verdict
 from ._base import (
     DsnRecord,
     dsn_records,
@@ -36,17 +36,21 @@ def _action(rec: DsnRecord) -> str:
     return a
 
 
-def _unique(recs: list[DsnRecord]) -> list[DsnRecord]:
-    """One record per recipient (some MTAs repeat a recipient's block)."""
+def _unique(recs: list[DsnRecord]) -> tuple[list[DsnRecord], list[Recipient]]:
+    """One record per recipient (some MTAs repeat a recipient's block), with its
+    Recipient (worked out once)."""
     seen: set[tuple[str, str]] = set()
     out: list[DsnRecord] = []
+    rcpts: list[Recipient] = []
     for r in recs:
-        key = (record_recipient(r).address.lower(), _action(r))
+        rcpt = record_recipient(r)
+        key = (rcpt.address.lower(), _action(r))
         if key[0] and key in seen:
             continue
         seen.add(key)
         out.append(r)
-    return out
+        rcpts.append(rcpt)
+    return out, rcpts
 
 
 def detect(msg: ParsedMessage) -> Verdict | None:
@@ -62,7 +66,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         return None
     if not recs:
         return None
-    recs = _unique(recs)
+    recs, rcpts = _unique(recs)
     actions = [_action(r) for r in recs]
     failed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("fail")]
     delayed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("delay")]
@@ -82,6 +86,6 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     return Verdict(
         kind=kind,
         detector=NAME,
-        recipients=tuple(record_recipient(r) for r in recs[:50]),
+        recipients=tuple(rcpts[:50]),
         evidence=tuple(ev),
     )
