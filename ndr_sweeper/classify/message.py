@@ -79,8 +79,11 @@ _NOT_HEADER_LINE = re.compile(r"\n(?![ \t]+\S|[!-9;-~]+[ \t]*:)")
 def parse_header_block(
     block: str, defects: list[str] | None = None, lenient: bool = False
 ) -> list[tuple[str, str]]:
-    """Unfold and split a header block into (name, value) pairs.
+    """Split a header block into (name, raw value) pairs.
 
+    A raw value may still hold its folded continuation lines and trailing blanks;
+    :class:`Headers` unfolds a value (:func:`unfold`) when it is read, so the many
+    long fields nobody asks for (Received, DKIM-Signature ...) are never unfolded.
     Stops at the first line that is neither a header field nor a continuation
     (the body started without an empty line); with ``lenient`` such lines are
     skipped instead (returned messages whose folding was damaged in transit).
@@ -98,10 +101,12 @@ def parse_header_block(
         del found[MAX_HEADER_FIELDS:]
         if defects is not None:
             defects.append("too many header fields")
-    return [
-        (name, " ".join(value.split()) if "\n" in value else value.rstrip())
-        for name, value in found
-    ]
+    return found
+
+
+def unfold(value: str) -> str:
+    """A raw header value as one line: folding undone, blanks collapsed/stripped."""
+    return " ".join(value.split()) if "\n" in value else value.rstrip()
 
 
 def header_bounds(text: str) -> tuple[int, bool]:
@@ -180,7 +185,9 @@ def content_type(value: str | None) -> tuple[str, dict[str, str]]:
 class Headers:
     """Header fields of a message or part, case-insensitive look-up.
 
-    The look-up index is built on first use (most parts' headers are never asked).
+    ``fields`` holds (name, raw value) pairs as :func:`parse_header_block` gives
+    them; every accessor returns unfolded values.  The look-up index is built on
+    first use (most parts' headers are never asked).
     """
 
     __slots__ = ("_decoded", "_index", "fields")
@@ -211,7 +218,10 @@ class Headers:
         vals = index.get(name)
         if vals is None and not name.islower():
             vals = index.get(name.lower())
-        return vals[0] if vals else default
+        if not vals:
+            return default
+        v = vals[0]
+        return " ".join(v.split()) if "\n" in v else v.rstrip()
 
     def get_all(self, name: str) -> list[str]:
         index = self._index
@@ -220,7 +230,7 @@ class Headers:
         vals = index.get(name)
         if vals is None and not name.islower():
             vals = index.get(name.lower())
-        return vals or []
+        return [unfold(v) for v in vals] if vals else []
 
     def __contains__(self, name: str) -> bool:
         index = self._index
