@@ -225,32 +225,37 @@ def parse_dsn_text(text: str) -> tuple[dict[str, str], list[DsnRecord]]:
     where a recipient field repeats, or where Original-Recipient follows a complete
     Final-Recipient + Action pair (the next recipient's block began).
     """
-    groups: list[dict[str, str]] = [{}]
+    groups: list[dict[str, str]] = []  # the finished blocks
+    g: dict[str, str] = {}  # the block being read
     last: str | None = None
+    match = _FIELD.match
     for line in text[:200000].split("\n"):
-        if not line.strip():
-            if groups[-1]:
-                groups.append({})
+        if not line or line.isspace():
+            if g:
+                groups.append(g)
+                g = {}
             last = None
             continue
-        if line[0] in " \t" and last is not None:
-            groups[-1][last] += " " + line.strip()
+        if last is not None and line[0] in " \t":
+            g[last] += " " + line.strip()
             continue
-        m = _FIELD.match(line)
-        if not m:
+        m = match(line)
+        if m is None:
             last = None
             continue
         name = m.group(1).lower()
-        g = groups[-1]
-        if name in ("final-recipient", "original-recipient") and (
+        if (name == "final-recipient" or name == "original-recipient") and (
             name in g or (name == "original-recipient" and "action" in g and "final-recipient" in g)
         ):
-            groups.append({})
-        groups[-1].setdefault(name, m.group(2).strip())
+            groups.append(g)
+            g = {}
+        if name not in g:
+            g[name] = m.group(2).strip()
         last = name
-        if len(groups) > 500:
+        if len(groups) >= 500:
             break
-    groups = [g for g in groups if g]
+    if g:
+        groups.append(g)
     per_msg: dict[str, str] = {}
     recs: list[DsnRecord] = []
     for g in groups:
