@@ -364,7 +364,7 @@ def _addr(value: str | None) -> str:
 def _build(h: Headers | None, mid: str | None, other: list[str]) -> Original:
     if h is None:
         return Original(message_id=mid, other_message_ids=tuple(dict.fromkeys(other)))
-    received = tuple(" ".join(r.split())[:300] for r in h.get_all("received")[:30])
+    received = tuple(" ".join(r.split())[:300] for r in h.get_all_raw("received", 30))
     return Original(
         message_id=mid,
         other_message_ids=tuple(i for i in dict.fromkeys(other) if i != mid),

@@ -232,6 +232,17 @@ class Headers:
             vals = index.get(name.lower())
         return [unfold(v) for v in vals] if vals else []
 
+    def get_all_raw(self, name: str, limit: int) -> list[str]:
+        """The first ``limit`` values still folded (for callers that collapse
+        whitespace themselves: unfolding them first would be done twice)."""
+        index = self._index
+        if index is None:
+            index = self._build()
+        vals = index.get(name)
+        if vals is None and not name.islower():
+            vals = index.get(name.lower())
+        return vals[:limit] if vals else []
+
     def __contains__(self, name: str) -> bool:
         index = self._index
         if index is None:

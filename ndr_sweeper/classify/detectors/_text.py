@@ -59,7 +59,7 @@ def sender_blob(msg: ParsedMessage) -> str:
         h.get("x-mailer") or "",
         h.get("message-id") or "",
         h.get("sender") or "",
-        " ".join(h.get_all("received")[:3]),
+        " ".join(h.get_all_raw("received", 3)),  # (only searched for names)
     ]
     return " ".join(parts)
 
