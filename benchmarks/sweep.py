@@ -387,11 +387,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ndr-bench-") as tmp, lab.DovecotLab() as srv:
         for n in sizes:
             rows.append(one_size(srv, n, a, Path(tmp)))
+        report(rows, a.new, versions)  # before the (slow) removal of the lab's mailboxes
+    return 0
 
+
+def report(rows: list[dict[str, float]], new: int, versions: list[float]) -> None:
     print()
     print(
         "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s "
-        f"| sweep / imapclient | sweep / imaplib | re-run s | +{a.new} new s | peak RSS MB |"
+        f"| sweep / imapclient | sweep / imaplib | re-run s | +{new} new s | peak RSS MB |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -403,9 +407,9 @@ def main() -> int:
         )
     print(
         f"\n`ndr-sweeper --version`: {min(versions):.3f} s best, "
-        f"{statistics.median(versions):.3f} s median of 5"
+        f"{statistics.median(versions):.3f} s median of 5",
+        flush=True,
     )
-    return 0
 
 
 if __name__ == "__main__":
