@@ -191,8 +191,7 @@ class Corpus:
 
 def fill(env: lab.LabEnv, folder: str, msgs: Iterator[bytes], chunk: int = 500) -> int:
     """MULTIAPPEND with LITERAL+ (as populate.py does), ``chunk`` messages per command,
-    never holding more than one chunk.  imapclient's multiappend waits for a continuation
-    after every literal, which is ten times slower here."""
+    never holding more than one chunk (no continuation round trip per message)."""
     c = imaplib.IMAP4(env.host, env.port)
     c.login(env.user, env.password)
     n = 0
