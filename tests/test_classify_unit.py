@@ -787,3 +787,24 @@ def test_complete_sets_every_verdict_field() -> None:
     from ndr_sweeper.classify.verdict import Verdict
 
     assert tuple(f.name for f in dataclasses.fields(Verdict)) == VERDICT_FIELDS
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                *("Message-ID: <a@b>", "message-id:", "MessageID :x", "> Message-Id: <c>", " "),
+                *("\n", "\n  <cont@x>", "\t", "|", "x", "MESSAGE-ID", "-id", "id", ":"),
+                *("İ", "ſ", "Meſſage-ID: z", "Original-Message-ID: q", "messagemessage-id: r"),
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_quoted_message_id_lines_are_found_as_by_the_regex(pieces: list[str]) -> None:
+    from ndr_sweeper.classify.extract import _QUOTED_ID, _quoted_ids
+
+    text = "".join(pieces)
+    want = [(m.span(), m.group(1)) for m in _QUOTED_ID.finditer(text)]
+    assert [(m.span(), m.group(1)) for m in _quoted_ids(text, text.lower())] == want

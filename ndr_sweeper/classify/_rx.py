@@ -249,7 +249,7 @@ def _chars(items: Any, out: set[str]) -> set[str]:
 # Characters where IGNORECASE matching and str.lower() disagree for Latin patterns:
 # U+0130 lowers to two characters; dotless i, long s, micro and mu are case-equivalent
 # to i, s, mu for the re module (re._casefix) but lower() leaves them as they are.
-_FOLD_EXCEPTIONS = re.compile("[\u0130\u0131\u017f\u00b5\u03bc]")
+FOLD_EXCEPTIONS = re.compile("[\u0130\u0131\u017f\u00b5\u03bc]")
 
 
 class Caseless:
@@ -261,7 +261,7 @@ class Caseless:
     itself, so the returned match is the same as ``re.search(pattern, text, re.I)``.
     That pre-check is exact for ASCII text, and for other text when the pattern is
     Latin and the text has none of the few characters that ``lower()`` folds
-    differently from ``re`` (:data:`_FOLD_EXCEPTIONS`); otherwise the IGNORECASE
+    differently from ``re`` (:data:`FOLD_EXCEPTIONS`); otherwise the IGNORECASE
     pattern is run directly.
     """
 
@@ -278,7 +278,7 @@ class Caseless:
 
     def search(self, text: str) -> re.Match[str] | None:
         if (
-            text.isascii() or (self.latin and _FOLD_EXCEPTIONS.search(text) is None)
+            text.isascii() or (self.latin and FOLD_EXCEPTIONS.search(text) is None)
         ) and self.lower.search(text.lower()) is None:
             return None
         return self.regex.search(text)

@@ -20,8 +20,9 @@ innermost message that was *sent*; the wrapped report's own Message-ID goes into
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from ._rx import Caseless
+from ._rx import FOLD_EXCEPTIONS, Caseless
 from .detectors._base import dsn_records
 from .message import (
     MAX_TEXT,
@@ -261,6 +262,27 @@ def _quoted_block(text: str, pos: int) -> Headers:
     return Headers(parse_header_block("\n".join(kept)))
 
 
+def _quoted_ids(text: str, low: str) -> Iterator[re.Match[str]]:
+    """``_QUOTED_ID.finditer(text)``, found faster: the candidates are the lines where
+    ``low`` (``text.lower()``) has "message-id"/"messageid" after quote marks only,
+    and _QUOTED_ID is matched just there.  Used when that is exact: lower() kept
+    every position and folds like re's IGNORECASE (see :mod:`._rx`)."""
+    if len(low) != len(text) or (not text.isascii() and FOLD_EXCEPTIONS.search(text)):
+        yield from _QUOTED_ID.finditer(text)
+        return
+    done = 0  # end of the previous match: matches do not overlap
+    i = low.find("message")
+    while i >= 0:
+        if low.startswith("-id", i + 7) or low.startswith("id", i + 7):
+            start = low.rfind("\n", 0, i) + 1
+            if start >= done and not low[start:i].strip(" \t>|"):
+                m = _QUOTED_ID.match(text, start)
+                if m is not None:
+                    yield m
+                    done = m.end()
+        i = low.find("message", i + 7)
+
+
 def _quoted_source(
     text: str, skip_first_report: bool = True, msg: ParsedMessage | None = None
 ) -> _Source | None:
@@ -269,7 +291,7 @@ def _quoted_source(
     if "message-id" not in low and "messageid" not in low:
         return None
     found: list[_Source] = []
-    for m in _QUOTED_ID.finditer(text):
+    for m in _quoted_ids(text, low):
         h = _quoted_block(text, m.start())
         if h.get("message-id") is None:
             val = m.group(1).strip()

@@ -394,7 +394,13 @@ class ParsedMessage:
         s = self.cache.get("lower")
         if s is None:
             s = self.cache["lower"] = self.lowered(self.body_text()[:131072])
-        return s if limit >= len(s) else s[:limit]
+        if limit >= len(s):
+            return s
+        key = f"lower:{limit}"  # the prefixes are asked for again (13 MTA formats)
+        p = self.cache.get(key)
+        if p is None:
+            p = self.cache[key] = s[:limit]
+        return p
 
     def lowered(self, text: str) -> str:
         """``text.lower()``, cached per text object: the same body text, report text
