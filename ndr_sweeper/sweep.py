@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
-from ndr_sweeper.classify import HEADER_FIELDS, Verdict, classify, may_be_report
 from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
 from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
 
 if TYPE_CHECKING:
+    from ndr_sweeper.classify import Verdict
     from ndr_sweeper.config import Account
     from ndr_sweeper.mailbox.base import FolderStatus, Mailbox
     from ndr_sweeper.state import StateDB
@@ -234,6 +234,9 @@ def scan_folder(
     uids = mb.search_uids(last + 1)
     if not uids:
         return st.uidvalidity, [], []
+    # Loaded only when there is something new: a no-op sweep never pays for it.
+    from ndr_sweeper.classify import HEADER_FIELDS, classify, may_be_report
+
     reporter.stage(account, f"scanning {folder}", len(uids))
     candidates: dict[int, datetime] = {}
     for item in mb.fetch_headers(uids, HEADER_FIELDS):

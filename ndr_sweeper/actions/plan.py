@@ -8,8 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from ndr_sweeper.classify.verdict import Verdict
+if TYPE_CHECKING:
+    # Only for annotations: a sweep with nothing new must not load the classifier.
+    from ndr_sweeper.classify.verdict import Verdict
+
 
 JUNK_KEYWORD = "$NdrBackscatter"
 FLAG_KEYWORDS = (JUNK_KEYWORD, "Junk")
@@ -63,7 +67,7 @@ class Context:
 
 # A rule hook: given the verdict, the built-in plan and the context, return a replacement plan
 # or None. The rules module supplies it; the default is no rules.
-RuleHook = Callable[[Verdict, Plan, Context], "Plan | None"]
+RuleHook = Callable[["Verdict", Plan, Context], "Plan | None"]
 
 
 @dataclass(frozen=True, slots=True)
