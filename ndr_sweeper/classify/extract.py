@@ -75,6 +75,7 @@ def normalise_id(value: str | None) -> str | None:
             and ">" not in ident
             and len(ident.split()) == 1
             and ident.split()[0] == ident
+            and _usable(ident)
         ):
             return ident
     m = _ANGLE_ID.search(value)
@@ -89,7 +90,12 @@ def normalise_id(value: str | None) -> str | None:
             if not ident or len(ident) > 900 or ident.lower() in ("none", "unknown"):
                 return None
     ident = "".join(ident.split()).strip("<>")
-    return ident or None
+    return ident if ident and _usable(ident) else None
+
+
+def _usable(ident: str) -> bool:
+    """An ID made of bytes that could not be decoded, or of control characters, names nothing."""
+    return "\ufffd" not in ident and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in ident)
 
 
 def _looks_like_report(h: Headers) -> bool:
