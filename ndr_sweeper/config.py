@@ -199,7 +199,7 @@ def _is_loopback(host: str) -> bool:
 
 def _str(v: object) -> str:
     if not isinstance(v, str):
-        raise _Problem(f"expected a string, got {_tname(v)}")
+        raise _Problem(f"expected a string, got {type_name(v)}")
     return v
 
 
@@ -217,19 +217,19 @@ def _opt_str(v: object) -> str | None:
 
 def _bool(v: object) -> bool:
     if not isinstance(v, bool):
-        raise _Problem(f"expected true or false, got {_tname(v)}")
+        raise _Problem(f"expected true or false, got {type_name(v)}")
     return v
 
 
 def _int(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _Problem(f"expected an integer, got {_tname(v)}")
+        raise _Problem(f"expected an integer, got {type_name(v)}")
     return v
 
 
 def _str_list(v: object) -> tuple[str, ...]:
     if not isinstance(v, list):
-        raise _Problem(f"expected a list of strings, got {_tname(v)}")
+        raise _Problem(f"expected a list of strings, got {type_name(v)}")
     out = []
     for i, item in enumerate(v):
         if not isinstance(item, str) or not item.strip():
@@ -250,14 +250,15 @@ def _choice(choices: Sequence[str]) -> Callable[[object], str]:
 
 def _duration(v: object) -> float:
     if not isinstance(v, str | int | float) or isinstance(v, bool):
-        raise _Problem(f'expected a duration such as "15m", got {_tname(v)}')
+        raise _Problem(f'expected a duration such as "15m", got {type_name(v)}')
     try:
         return parse_duration(v)
     except ConfigError as exc:
         raise _Problem(str(exc)) from None
 
 
-def _tname(v: object) -> str:
+def type_name(v: object) -> str:
+    """How an error message names a TOML value's type."""
     return {
         bool: "a boolean",
         int: "an integer",
@@ -614,11 +615,12 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{resolved}: {_toml_message(exc)}") from None
+        raise ConfigError(f"{resolved}: {toml_message(exc)}") from None
     return _Loader(resolved).load(data, source, env)
 
 
-def _toml_message(exc: tomllib.TOMLDecodeError) -> str:
+def toml_message(exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's error as 'line L, column C: invalid TOML: ...'."""
     msg = str(exc)
     m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
     if m:

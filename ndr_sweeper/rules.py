@@ -38,6 +38,7 @@ from typing import Final, cast
 
 from ndr_sweeper.actions.plan import Action, Context, Decision, Plan, RuleHook
 from ndr_sweeper.classify.verdict import Kind, Verdict
+from ndr_sweeper.config import toml_message, type_name
 from ndr_sweeper.errors import ConfigError
 
 __all__ = [
@@ -347,23 +348,12 @@ class _Problem(Exception):
     """A bad value; the loader adds the file, the rule and the key."""
 
 
-def _tname(v: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a table",
-    }.get(type(v), type(v).__name__)
-
-
 def _strings(v: object, what: str) -> tuple[str, ...]:
     """A string or a non-empty list of non-empty strings."""
     items = [v] if isinstance(v, str) else v
     if not isinstance(items, list):
         raise _Problem(
-            f"expected a string or a list of strings, got {_tname(v)}; write e.g. {what}"
+            f"expected a string or a list of strings, got {type_name(v)}; write e.g. {what}"
         )
     if not items:
         raise _Problem(f"the list is empty; give at least one value, e.g. {what}")
@@ -461,13 +451,15 @@ def _ages(v: object) -> tuple[AgeTest, ...]:
 
 def _bool(v: object) -> bool:
     if not isinstance(v, bool):
-        raise _Problem(f"expected true or false, got {_tname(v)}")
+        raise _Problem(f"expected true or false, got {type_name(v)}")
     return v
 
 
 def _folder(v: object) -> str:
     if not isinstance(v, str):
-        raise _Problem(f'expected a folder name, got {_tname(v)}; write e.g. move = "NDR Review"')
+        raise _Problem(
+            f'expected a folder name, got {type_name(v)}; write e.g. move = "NDR Review"'
+        )
     if not v.strip():
         raise _Problem('the folder name is empty; write e.g. move = "NDR Review"')
     if _CONTROL_RE.search(v):
@@ -481,7 +473,7 @@ def _folder(v: object) -> str:
 
 def _keyword(v: object) -> str:
     if not isinstance(v, str):
-        raise _Problem(f'expected a keyword, got {_tname(v)}; write e.g. flag = "$NdrReview"')
+        raise _Problem(f'expected a keyword, got {type_name(v)}; write e.g. flag = "$NdrReview"')
     if v.startswith("\\"):
         raise _Problem(
             f"{v!r} is an IMAP system flag, which rules may not set; use a keyword such as "
@@ -498,7 +490,7 @@ def _keyword(v: object) -> str:
 def _true(key: str) -> Callable[[object], bool]:
     def check(v: object) -> bool:
         if v is not True:
-            got = "false" if v is False else _tname(v)
+            got = "false" if v is False else type_name(v)
             raise _Problem(f"{key} = {got} is not an action; write {key} = true, or remove the key")
         return True
 
@@ -535,17 +527,6 @@ def _unknown_key(key: str) -> str:
     return f"unknown key; remove it (known keys: {', '.join(_ALL_KEYS)})"
 
 
-def _toml_message(exc: tomllib.TOMLDecodeError) -> str:
-    msg = str(exc)
-    m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
-    if m:
-        return f"line {m.group(1)}, column {m.group(2)}: invalid TOML: {msg[: m.start()]}"
-    m = re.search(r"\s*\(at end of document\)$", msg)
-    if m:
-        return f"end of file: invalid TOML: {msg[: m.start()]}"
-    return f"invalid TOML: {msg}"
-
-
 class _FileLoader:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -577,7 +558,7 @@ class _FileLoader:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{self.path}: {_toml_message(exc)}") from None
+            raise ConfigError(f"{self.path}: {toml_message(exc)}") from None
         return self.rules(data)
 
     def rules(self, data: Mapping[str, object]) -> RuleSet:
@@ -631,7 +612,7 @@ class _FileLoader:
         description = table.get("description")
         if description is not None and not isinstance(description, str):
             raise self.fail(
-                number, name, "description", f"expected a string, got {_tname(description)}"
+                number, name, "description", f"expected a string, got {type_name(description)}"
             )
         values: dict[str, object] = {}
         for key in (*MATCH_KEYS, *RULE_ACTIONS):

@@ -412,33 +412,29 @@ class StateDB:
         wanted = list(
             dict.fromkeys(n for raw in ids if (n := normalise_message_id(raw)) is not None)
         )
-        if not wanted:
-            return None
-        found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            rows = self._read(
-                "SELECT DISTINCT message_id FROM sent_ids "
-                f"WHERE account = ? AND message_id IN ({marks})",
-                (account, *chunk),
-            )
-            found.update(r[0] for r in rows)
+        found = self._present(
+            "SELECT DISTINCT message_id FROM sent_ids WHERE account = ? AND message_id",
+            account,
+            wanted,
+        )
         return next((w for w in wanted if w in found), None)
 
     def undone_ids(self, account: str, bounce_ids: Iterable[str]) -> set[str]:
         """Those of ``bounce_ids`` whose message an earlier undo put back: the user keeps them."""
-        wanted = list(dict.fromkeys(i for i in bounce_ids if i))
+        return self._present(
+            "SELECT DISTINCT bounce_message_id FROM journal "
+            "WHERE account = ? AND state = 'undone' AND bounce_message_id",
+            account,
+            list(dict.fromkeys(i for i in bounce_ids if i)),
+        )
+
+    def _present(self, select: str, account: str, values: Sequence[str]) -> set[str]:
+        """Which of ``values`` the query ``select ... IN (...)`` finds, 500 at a time."""
         found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            rows = self._read(
-                "SELECT DISTINCT bounce_message_id FROM journal "
-                f"WHERE account = ? AND state = 'undone' AND bounce_message_id IN ({marks})",
-                (account, *chunk),
-            )
-            found.update(r[0] for r in rows)
+            found.update(r[0] for r in self._read(f"{select} IN ({marks})", (account, *chunk)))
         return found
 
     def sent_count(self, account: str) -> int:
