@@ -486,7 +486,9 @@ class ImapMailbox:
             untagged.pop(key, None)
 
     def create_folder(self, name: str) -> None:
-        with self._op("CREATE", name):
+        # No folder= here: a refused CREATE is about a folder that does not exist yet, and
+        # must not be reported as "folder does not exist".
+        with self._op(f"CREATE {name!r}"):
             self.client.create_folder(name)
 
     def folder_exists(self, name: str) -> bool:
