@@ -219,6 +219,7 @@ def scan_folder(
     reporter: Reporter,
     result: AccountResult,
     st: FolderStatus | None = None,
+    dry_run: bool = True,
 ) -> tuple[int, list[int], list[_Found]]:
     """Classify what is new in one folder: (uidvalidity, new uids, report verdicts).
     *st*: the folder's STATUS when the caller already has it."""
@@ -230,7 +231,11 @@ def scan_folder(
     last = cursor[1] if cursor else 0
     if st.uidnext - 1 <= last:
         return st.uidvalidity, [], []
-    mb.select(folder, readonly=True)
+    # Read-write unless this is a dry run: the acting step then needs no second SELECT.
+    # BODY.PEEK never sets \\Seen, so reading changes nothing either way.
+    sel = mb.select(folder, readonly=dry_run)
+    if sel.uidvalidity != st.uidvalidity:
+        raise MailboxError(f"UIDVALIDITY of {folder!r} changed while it was opened: sweep again")
     uids = mb.search_uids(last + 1)
     if not uids:
         return st.uidvalidity, [], []
@@ -296,7 +301,7 @@ def sweep_account(
         cursors: dict[str, tuple[int, list[int]]] = {}
         for folder in account.folders:
             uidvalidity, uids, f = scan_folder(
-                mb, state, account.name, folder, full, reporter, result, early.get(folder)
+                mb, state, account.name, folder, full, reporter, result, early.get(folder), dry_run
             )
             cursors[folder] = (uidvalidity, uids)
             found.extend(f)
@@ -365,7 +370,14 @@ def sweep_account(
         if acting and not dry_run:
             reporter.stage(account.name, "acting", len(acting))
             outcome = apply_plans(
-                mb, state, result.run_id, account.name, acting, reporter, account.expunge_fallback
+                mb,
+                state,
+                result.run_id,
+                account.name,
+                acting,
+                reporter,
+                account.expunge_fallback,
+                {folder: validity for folder, (validity, _uids) in cursors.items()},
             )
             result.acted = outcome.done
             result.errors += outcome.failed

@@ -147,3 +147,23 @@ def test_dry_run_sends_no_write_command(state) -> None:
     writes = {"move", "copy", "add_flags", "remove_flags", "expunge_uids", "create_folder"}
     assert not [c for c in mb.calls if c[0] in writes]
     assert ids(mb, "INBOX") == ["bs@x"]
+
+
+def test_uidvalidity_change_between_scan_and_act_touches_nothing(state) -> None:
+    class Renumbering(MemoryMailbox):
+        """The folder is rebuilt (new UIDVALIDITY) right after the sweep read the bounces."""
+
+        def fetch_messages(self, uids, max_bytes=None, batch=200):
+            yield from super().fetch_messages(uids, max_bytes, batch)
+            self.reset_uidvalidity("INBOX")
+            self.add_message("INBOX", bounces.ordinary("arrived first after the rebuild"))
+            self.selected = None  # the server closes the folder on such a change
+
+    mb = Renumbering()
+    mb.add_message("INBOX", bounces.ordinary(), internaldate=OLD)
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    r = sweep(mb, state)
+    assert r.acted == 0 and r.errors == 1
+    assert any("UIDVALIDITY" in n for n in r.notes)
+    assert ids(mb, "Junk") == []
+    assert len(mb.contents("INBOX")) == 3

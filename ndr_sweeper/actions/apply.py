@@ -185,6 +185,18 @@ def _transfer(
 # ---------------------------------------------------------------- applying plans
 
 
+def _select_for_writing(mb: Mailbox, folder: str, known_validity: int | None) -> int:
+    """SELECT `folder` read-write unless it already is, and return its UIDVALIDITY.
+
+    A folder stays selected read-write from the scan on (saving a SELECT, which costs 0.1-0.3 s
+    on a 100k-message Maildir); UIDVALIDITY cannot change while a folder is selected.
+    """
+    selected = getattr(mb, "selected", None) == folder and not getattr(mb, "readonly", True)
+    if selected and known_validity is not None:
+        return known_validity
+    return mb.select(folder).uidvalidity
+
+
 def apply_plans(
     mb: Mailbox,
     state: StateDB,
@@ -193,8 +205,13 @@ def apply_plans(
     plans: Sequence[Plan],
     reporter: Reporter,
     fallback: str = "protect",
+    scanned_validity: Mapping[str, int] | None = None,
 ) -> Outcome:
-    """Journal, then carry out, every plan that acts. One bad batch does not stop the others."""
+    """Journal, then carry out, every plan that acts. One bad batch does not stop the others.
+
+    `scanned_validity` is each folder's UIDVALIDITY when its UIDs were read: if it has changed
+    since, those UIDs name other messages, and nothing in that folder is touched.
+    """
     from ndr_sweeper.state import JournalEntry
 
     outcome = Outcome()
@@ -220,7 +237,15 @@ def apply_plans(
                         f"the server refused to create folder {dest!r} that a rule moves "
                         f"messages to ({exc}); choose another folder name in the rule"
                     ) from None
-            st = mb.select(folder)
+            validity = _select_for_writing(mb, folder, (scanned_validity or {}).get(folder))
+            if scanned_validity and validity != scanned_validity.get(folder):
+                outcome.failed += len(group)
+                outcome.failed_uids[folder].extend(p.uid for p in group)
+                outcome.note(
+                    f"UIDVALIDITY of {folder!r} changed during the sweep: nothing there was "
+                    "touched; the next sweep reads it again"
+                )
+                continue
             dest_validity = (
                 mb.status(dest).uidvalidity if action is not Action.FLAG and dest else None
             )
@@ -228,7 +253,7 @@ def apply_plans(
                 JournalEntry(
                     account=account,
                     folder=folder,
-                    uidvalidity=st.uidvalidity,
+                    uidvalidity=validity,
                     uid=p.uid,
                     bounce_message_id=p.bounce_message_id,
                     original_message_id=p.original_message_id,
@@ -256,7 +281,7 @@ def apply_plans(
                     outcome.done += len(batch)
                 else:
                     assert dest is not None
-                    guard = ProtectJournal(state, run_id, account, folder, st.uidvalidity)
+                    guard = ProtectJournal(state, run_id, account, folder, validity)
                     _transfer(mb, state, batch, ids, dest, dest_validity, fallback, outcome, guard)
             except CopiedNotRemovedError as exc:
                 # Left "copied": recovery finishes them; journalling them failed would copy
