@@ -166,6 +166,11 @@ class ImapMailbox:
                 client.shutdown()
             raise
         log.debug("logged in to %s as %s", where, username)
+        if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+            # imapclient sets imaplib's debug level to 5, so imaplib formats every response
+            # line (%r of 100k header blocks) for a log nobody reads: about a tenth of a
+            # first sweep. Only after login, so credentials stay redacted either way.
+            client._imap.debug = 0
         return box
 
     def _starttls(self, context: ssl.SSLContext | None, where: str, ca_file: str | None) -> None:
