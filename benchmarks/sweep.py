@@ -386,6 +386,7 @@ def main() -> int:
     ap.add_argument("--bounce-ratio", type=float, default=0.10)
     ap.add_argument("--matched", type=float, default=0.7, help="bounces naming a Sent message")
     ap.add_argument("--size", type=int, default=3000, help="bytes per message")
+    ap.add_argument("--format", default="maildir", choices=["maildir", "sdbox"], help="mail store")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
     if (why := lab.missing_reason()) is not None:
@@ -398,7 +399,10 @@ def main() -> int:
         versions.append(seconds)
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ndr-bench-") as tmp, lab.DovecotLab() as srv:
+    with (
+        tempfile.TemporaryDirectory(prefix="ndr-bench-") as tmp,
+        lab.DovecotLab(mail_format=a.format) as srv,
+    ):
         for n in sizes:
             rows.append(one_size(srv, n, a, Path(tmp)))
         report(rows, a.new, versions)  # before the (slow) removal of the lab's mailboxes

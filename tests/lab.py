@@ -210,6 +210,7 @@ class DovecotLab:
     # (introspection_mode = post; the answer must be {"active": true, "username": USER}).
     oauth2_introspection_url: str | None = None
     oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer")
+    mail_format: str = "maildir"  # or "sdbox" (benchmarks: server cost without Maildir's)
     keep: bool = field(default_factory=lambda: bool(os.environ.get("NDR_KEEP_LAB")))
 
     dir: Path = field(init=False)
@@ -442,7 +443,7 @@ class DovecotLab:
               driver = passwd-file
               args = username_format=%u {d}/etc/users.d/%u
             }}
-            mail_location = maildir:~/Maildir
+            mail_location = {"sdbox:~/sdbox" if self.mail_format == "sdbox" else "maildir:~/Maildir"}
             mail_fsync = never
             namespace inbox {{
               inbox = yes
