@@ -1,7 +1,6 @@
 """The ``login`` / ``logout`` commands: passwords in the keyring, OAuth2 through the CLI.
 
-The CLI tests run ``ndr_sweeper.cli.main`` in a subprocess with the ``login``/``logout``
-parsers added by ``_SHIM`` (the lines proposed for cli.py), so they also check those lines.
+The CLI tests run ``python -m ndr_sweeper`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -31,56 +30,6 @@ import lab
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
-_SHIM = """
-import argparse, sys
-from ndr_sweeper import cli
-
-_build = cli.build_parser
-
-
-def _login(args):
-    from ndr_sweeper.login import cmd_login
-    return cmd_login(args)
-
-
-def _logout(args):
-    from ndr_sweeper.login import cmd_logout
-    return cmd_logout(args)
-
-
-def build_parser():
-    p = _build()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if "login" in sub.choices:
-        return p
-    # --- proposed for cli.build_parser ---
-    sp = sub.add_parser("login", help="store an account's password, or sign in with OAuth2")
-    sp.add_argument("--config", metavar="PATH", help="config file")
-    sp.add_argument("account", metavar="ACCOUNT")
-    sp.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin's first line"
-    )
-    sp.add_argument(
-        "--device", action="store_true", help="OAuth2: sign in with a code on another device"
-    )
-    sp.add_argument(
-        "--no-browser", action="store_true", help="OAuth2: print the sign-in URL, open no browser"
-    )
-    sp.add_argument("--no-verify", action="store_true", help="do not log in to check")
-    sp.set_defaults(func=_login)
-
-    sp = sub.add_parser("logout", help="forget an account's stored password and OAuth2 token")
-    sp.add_argument("--config", metavar="PATH", help="config file")
-    sp.add_argument("account", metavar="ACCOUNT")
-    sp.set_defaults(func=_logout)
-    # ---
-    return p
-
-
-cli.build_parser = build_parser
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
@@ -98,7 +47,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(tmp_path: Path, *args: str, stdin: str = "", **extra: str):
     return subprocess.run(
-        [sys.executable, "-c", _SHIM, *args],
+        [sys.executable, "-m", "ndr_sweeper", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -298,7 +247,16 @@ def test_cli_oauth2_login_then_sweep(
         **token_server.config(),
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SHIM, "login", "hosted", "--config", str(cfg), "--no-browser"],
+        [
+            sys.executable,
+            "-m",
+            "ndr_sweeper",
+            "login",
+            "hosted",
+            "--config",
+            str(cfg),
+            "--no-browser",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -6,7 +6,6 @@ lab mailboxes while it runs, and checks the mailboxes, the log and the exit stat
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -29,40 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("INBOX", "Junk", "Sent", "Trash", "Drafts")
 SUMMARY = ": scanned "
 
-# Until cli.py has the `run` and `status` subcommands, the tests add them the way the service's
-# report asks cli.py to (so the same parser code is exercised either way).
-_SHIM = """
-import argparse, sys
-from ndr_sweeper import cli, service
-_build = cli.build_parser
-def build_parser():
-    p = _build()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if "run" not in sub.choices:
-        sp = sub.add_parser("run")
-        sp.add_argument("--config", metavar="PATH")
-        sp.set_defaults(func=service.cmd_run)
-        sp = sub.add_parser("status")
-        sp.add_argument("--config", metavar="PATH")
-        sp.add_argument("--json", action="store_true")
-        sp.set_defaults(func=service.cmd_status)
-    return p
-cli.build_parser = build_parser
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
-
-def cli_has_run() -> bool:
-    from ndr_sweeper import cli
-
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return "run" in sub.choices and "status" in sub.choices
-
 
 def command(*args: str) -> list[str]:
-    if cli_has_run():
-        return [sys.executable, "-m", "ndr_sweeper", *args]
-    return [sys.executable, "-c", _SHIM, *args]
+    return [sys.executable, "-m", "ndr_sweeper", *args]
 
 
 # ---------------------------------------------------------------- messages
