@@ -238,7 +238,9 @@ class ImapMailbox:
 
     # ---------------------------------------------------------------- errors
     @contextlib.contextmanager
-    def _op(self, operation: str, folder: str | None = None) -> Iterator[None]:
+    def _op(
+        self, operation: str, folder: str | None = None, *, may_be_missing: bool = True
+    ) -> Iterator[None]:
         """Map imapclient/imaplib/socket errors of one operation onto our error tree."""
         where = f" on folder {folder!r}" if folder else ""
         try:
@@ -252,7 +254,7 @@ class ImapMailbox:
             ) from None
         except imaplib.IMAP4.error as exc:
             text = str(exc)
-            if folder is not None and self._missing(folder, text):
+            if folder is not None and may_be_missing and self._missing(folder, text):
                 raise MailboxError(missing_folder_message(folder)) from None
             raise MailboxError(f"{operation}{where} refused by the server: {text}") from None
 
@@ -491,9 +493,9 @@ class ImapMailbox:
             untagged.pop(key, None)
 
     def create_folder(self, name: str) -> None:
-        # No folder= here: a refused CREATE is about a folder that does not exist yet, and
-        # must not be reported as "folder does not exist".
-        with self._op(f"CREATE {name!r}"):
+        # A refused CREATE is about a folder that does not exist yet: never report it as
+        # "folder does not exist".
+        with self._op("CREATE", name, may_be_missing=False):
             self.client.create_folder(name)
 
     def folder_exists(self, name: str) -> bool:
