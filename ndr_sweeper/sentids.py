@@ -44,3 +44,20 @@ def ids_from_header(header: bytes) -> list[str]:
             if norm and norm not in out:
                 out.append(norm)
     return out
+
+
+_ANY_ID_RE = re.compile(rb"<([!-;=?-~]{1,250}@[!-;=?-~]{1,250})>")
+
+
+def ids_in_message(raw: bytes, limit: int = 500) -> list[str]:
+    """Every `<local@domain>` token in a message, in order, at most `limit` distinct ones.
+
+    The sweep's safety net: an NDR is kept when *any* ID it quotes is in Sent, even if the
+    classifier picked another one as the original.
+    """
+    out: dict[str, None] = {}
+    for m in _ANY_ID_RE.finditer(raw):
+        out.setdefault(m.group(1).decode("ascii", "replace"), None)
+        if len(out) >= limit:
+            break
+    return list(out)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
-from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
+from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header, ids_in_message
 
 if TYPE_CHECKING:
     from ndr_sweeper.classify import Verdict
@@ -125,6 +125,7 @@ class _Found:
     uid: int
     verdict: Verdict
     internaldate: datetime
+    quoted_ids: tuple[str, ...] = ()  # every <id> in an NDR: the Sent check's safety net
 
 
 # ---------------------------------------------------------------- discovery
@@ -256,7 +257,9 @@ def scan_folder(
         )
         for uid, raw in mb.fetch_messages(sorted(candidates), max_bytes=MAX_REPORT_BYTES):
             reporter.advance()
-            found.append(_Found(folder, uid, classify(raw), candidates[uid]))
+            verdict = classify(raw)
+            quoted = tuple(ids_in_message(raw)) if verdict.is_ndr else ()
+            found.append(_Found(folder, uid, verdict, candidates[uid], quoted))
     return st.uidvalidity, uids, found
 
 
@@ -319,14 +322,23 @@ def sweep_account(
         plans: list[Plan] = []
         for f in found:
             sent_match = reply_in_sent = None
+            quoted_match = None
             if f.verdict.is_ndr:
                 sent_match = state.find_sent(account.name, f.verdict.all_original_ids())
+                if sent_match is None and f.quoted_ids:
+                    # The classifier may have picked the wrong ID: any ID the bounce quotes
+                    # that is in Sent makes it (possibly) the user's own bounce, so it stays.
+                    sent_match = quoted_match = state.find_sent(account.name, f.quoted_ids)
             elif replies and f.verdict.reply_to_ids:
                 reply_in_sent = state.find_sent(account.name, f.verdict.reply_to_ids) is not None
             age = (at - f.internaldate).total_seconds()
             plan = decide(
                 f.folder, f.uid, f.verdict, sent_match, age, policy, rule_hook, reply_in_sent
             )
+            if quoted_match is not None and plan.decision is Decision.OWN and not plan.rule:
+                plan = dataclasses.replace(
+                    plan, reason=f"<{quoted_match}>, quoted in the bounce, is in Sent: kept"
+                )
             if plan.action is Action.DELETE and plan.dest is None:
                 # A rule said delete: that means Trash, found the same way as for action = "delete".
                 trash = trash or find_folder(

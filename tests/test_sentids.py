@@ -28,3 +28,20 @@ def test_normalise_keeps_case_and_strips_brackets():
     assert normalise_id(" <AbC@Example.COM> ") == "AbC@Example.COM"
     assert normalise_id("no brackets@x") is None
     assert normalise_id("bare@x") == "bare@x"
+
+
+def test_ids_in_message_finds_every_quoted_id_once():
+    from ndr_sweeper.sentids import ids_in_message
+
+    raw = (
+        b"Message-ID: <bounce@mx.example>\r\n\r\nYour message <orig@laptop.example> to\r\n"
+        b"<user@example.net> failed.\r\nReferences: <orig@laptop.example> <older@laptop.example>\r\n"
+        b"not an id: <no-at-sign> <a b@c>\r\n"
+    )
+    assert ids_in_message(raw) == [
+        "bounce@mx.example",
+        "orig@laptop.example",
+        "user@example.net",
+        "older@laptop.example",
+    ]
+    assert len(ids_in_message(b"".join(b"<%d@x>" % i for i in range(1000)), limit=10)) == 10

@@ -167,3 +167,21 @@ def test_uidvalidity_change_between_scan_and_act_touches_nothing(state) -> None:
     assert any("UIDVALIDITY" in n for n in r.notes)
     assert ids(mb, "Junk") == []
     assert len(mb.contents("INBOX")) == 3
+
+
+def test_bounce_quoting_a_sent_id_anywhere_is_kept(state) -> None:
+    """The safety net under the classifier: if the original it picked is not in Sent but the
+    bounce quotes another ID that is, the message may be the user's own bounce: it stays."""
+    mb = MemoryMailbox()
+    sent_id = bounces.new_id()
+    mb.add_message("Sent", bounces.original(sent_id), internaldate=OLD)
+    raw = bounces.dsn(bounces.new_id("other"), bounce_id="maybe-own@x")
+    raw = raw.replace(
+        b"be delivered to one or more recipients.",
+        b"be delivered (your ref <" + sent_id.encode() + b">).",
+    )
+    mb.add_message("INBOX", raw, internaldate=OLD)
+    r = sweep(mb, state)
+    assert (r.own, r.backscatter, r.acted) == (1, 0, 0)
+    assert "quoted in the bounce" in r.decisions[0].reason
+    assert ids(mb, "Junk") == []
