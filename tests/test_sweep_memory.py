@@ -185,3 +185,18 @@ def test_bounce_quoting_a_sent_id_anywhere_is_kept(state) -> None:
     assert (r.own, r.backscatter, r.acted) == (1, 0, 0)
     assert "quoted in the bounce" in r.decisions[0].reason
     assert ids(mb, "Junk") == []
+
+
+def test_undo_without_uidplus_keeps_the_users_deleted_flag_in_junk(state) -> None:
+    mb = MemoryMailbox(capabilities=DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"})
+    theirs = mb.add_message("Junk", bounces.ordinary(), flags=["\\Deleted"], internaldate=OLD)
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    r = sweep(mb, state)
+    assert r.acted == 1
+    mb.logged_out = False
+    result = undo_entries(mb, state, state.run_entries(r.run_id))
+    assert result.restored == 1
+    assert ids(mb, "INBOX") == ["bs@x"]
+    assert list(mb.contents("Junk")) == [theirs]
+    assert "\\Deleted" in mb.contents("Junk")[theirs].flags
+    assert state.pending_entries("t") == []  # the lifted flag was journalled and put back

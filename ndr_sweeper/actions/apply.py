@@ -570,8 +570,11 @@ def undo_entries(
             continue
         back = {uid: eid for eid, uid in where.items()}
         outcome = Outcome()
+        # The user's \\Deleted flags in `dest` that a no-UIDPLUS EXPUNGE lifts are journalled
+        # under the run being undone, so the next sweep's recovery puts them back after a crash.
+        guard = ProtectJournal(state, mrows[0].run_id, mrows[0].account, dest, dest_validity)
         for batch in _chunks(sorted(back)):
-            _transfer(mb, None, batch, back, origin, origin_validity, fallback, outcome)
+            _transfer(mb, None, batch, back, origin, origin_validity, fallback, outcome, guard)
         state.journal_update(sorted(where), "undone")
         result.restored += outcome.done
         result.notes.extend(n for n in outcome.notes if n not in result.notes)
