@@ -413,6 +413,12 @@ def sweep_account(
     except NdrSweeperError as exc:
         result.error = str(exc)
         log.debug("%s: sweep failed", account.name, exc_info=True)
+    except Exception as exc:  # a bug of ours: one line, the other accounts still run
+        result.error = (
+            f"unexpected {type(exc).__name__}: {exc}; the journal is intact and the next sweep "
+            "continues; run with --log-level debug for the details, and please report it"
+        )
+        log.debug("%s: unexpected error", account.name, exc_info=True)
     finally:
         if mb is not None:
             try:

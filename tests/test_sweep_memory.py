@@ -200,3 +200,14 @@ def test_undo_without_uidplus_keeps_the_users_deleted_flag_in_junk(state) -> Non
     assert list(mb.contents("Junk")) == [theirs]
     assert "\\Deleted" in mb.contents("Junk")[theirs].flags
     assert state.pending_entries("t") == []  # the lifted flag was journalled and put back
+
+
+def test_an_unexpected_error_is_one_line_and_recorded(state) -> None:
+    mb = MemoryMailbox()
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    mb.fail_next("fetch_messages", RuntimeError("boom"))
+    r = sweep(mb, state)
+    assert r.error is not None and r.error.startswith("unexpected RuntimeError: boom")
+    assert state.run(r.run_id).status == "failed"
+    assert ids(mb, "Junk") == []
+    assert sweep(mb, state).acted == 1  # the cursor did not move: the next sweep does the work
