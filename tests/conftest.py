@@ -193,3 +193,17 @@ def dovecot_oauth2(token_server: lab.TokenServer) -> Iterator[lab.DovecotLab]:
     server.add_user(token_server.user, "pw-" + os.urandom(6).hex())
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def memory():  # type: ignore[no-untyped-def]
+    """An in-memory keyring for the test, the previous one restored afterwards."""
+    import keyring
+
+    from keyrings import MemoryKeyring
+
+    old = keyring.get_keyring()
+    kr = MemoryKeyring()
+    keyring.set_keyring(kr)
+    yield kr
+    keyring.set_keyring(old)

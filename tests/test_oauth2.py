@@ -16,9 +16,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-import keyring
-import keyring.backend
-import keyring.errors
 import pytest
 
 from ndr_sweeper import credentials, oauth2
@@ -26,6 +23,7 @@ from ndr_sweeper.config import Account
 from ndr_sweeper.errors import AuthenticationError, ConnectError, CredentialError
 
 import lab
+from keyrings import MemoryKeyring
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,33 +31,6 @@ class DeviceAccount(Account):
     """An Account with the (proposed) oauth2_device_url key of a custom provider."""
 
     oauth2_device_url: str | None = None
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.store.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError("not found")
-
-
-@pytest.fixture
-def memory() -> Iterator[MemoryKeyring]:
-    old = keyring.get_keyring()
-    kr = MemoryKeyring()
-    keyring.set_keyring(kr)
-    yield kr
-    keyring.set_keyring(old)
 
 
 @pytest.fixture(autouse=True)
