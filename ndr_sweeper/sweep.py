@@ -316,7 +316,11 @@ def sweep_account(
             update_sent_index(mb, state, account.name, sent_folders, reporter)
 
         policy = Policy(
-            action=account.action, junk_folder=junk, trash_folder=trash, min_age=account.min_age
+            action=account.action,
+            junk_folder=junk,
+            trash_folder=trash,
+            min_age=account.min_age,
+            my_addresses=account.my_addresses,
         )
         at = now()
         plans: list[Plan] = []

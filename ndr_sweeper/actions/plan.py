@@ -79,6 +79,21 @@ class Policy:
     trash_folder: str | None = None
     min_age: float = 900.0
     flag_keyword: str = JUNK_KEYWORD
+    # The user's addresses ("me@example.org") and domains ("@example.org"). When set, an NDR of
+    # a message sent from another address is not called backscatter: the Sent check cannot
+    # know about mail that someone else sent, so it is kept as undetermined.
+    my_addresses: tuple[str, ...] = ()
+
+
+def is_mine(header: str, mine: tuple[str, ...]) -> bool | None:
+    """Whether an address header names one of `mine`; None when it holds no address."""
+    from email.utils import getaddresses
+
+    addresses = [a.lower() for _name, a in getaddresses([header]) if "@" in a]
+    if not addresses:
+        return None
+    wanted = {m.lower() for m in mine}
+    return any(a in wanted or "@" + a.rsplit("@", 1)[1] in wanted for a in addresses)
 
 
 def decide(
@@ -121,6 +136,16 @@ def decide(
         )
     elif not ids:
         plan = plan_(Decision.UNDETERMINED, Action.KEEP, "NDR carries no original Message-ID: kept")
+    elif (
+        policy.my_addresses
+        and verdict.original.from_
+        and is_mine(verdict.original.from_, policy.my_addresses) is False
+    ):
+        plan = plan_(
+            Decision.UNDETERMINED,
+            Action.KEEP,
+            f"original was sent from {verdict.original.from_!r}, not one of my_addresses: kept",
+        )
     else:
         action, dest = _backscatter_action(policy)
         plan = plan_(
