@@ -343,7 +343,8 @@ _ACCOUNT_KEYS: Final = tuple(_ACCOUNT_CHECKS)
 _SECRETISH_COMMAND_RE: Final = re.compile(r"^\s*(echo|printf)\s")
 
 
-def _unknown_key(key: str, known: Sequence[str]) -> str:
+def unknown_key(key: str, known: Sequence[str]) -> str:
+    """The problem text for a key that is not in `known`, with the closest one if any."""
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
     if close:
         return f"unknown key (did you mean {close[0]!r}?)"
@@ -372,7 +373,7 @@ class _Loader:
                 fix = _SECRET_KEYS[key].format(name=name or "NAME")
                 raise self.fail(keypath, f"secrets are never kept in the config file: {fix}")
             if key not in known:
-                raise self.fail(keypath, _unknown_key(key, known))
+                raise self.fail(keypath, unknown_key(key, known))
 
     def load(self, data: dict[str, Any], source: str, env: Mapping[str, str]) -> Config:
         self.check_keys(data, "", _TOP_KEYS)

@@ -25,7 +25,6 @@ when the rule has one), or ``FILE: line L, column C: invalid TOML: ...``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import operator
 import re
@@ -38,7 +37,7 @@ from typing import Final, cast
 
 from ndr_sweeper.actions.plan import Action, Context, Decision, Plan, RuleHook
 from ndr_sweeper.classify.verdict import Kind, Verdict
-from ndr_sweeper.config import toml_message, type_name
+from ndr_sweeper.config import toml_message, type_name, unknown_key
 from ndr_sweeper.errors import ConfigError
 
 __all__ = [
@@ -520,13 +519,6 @@ _ACTION_OF: Final = {
 }
 
 
-def _unknown_key(key: str) -> str:
-    close = difflib.get_close_matches(key, _ALL_KEYS, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key; did you mean {close[0]!r}?"
-    return f"unknown key; remove it (known keys: {', '.join(_ALL_KEYS)})"
-
-
 class _FileLoader:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -608,7 +600,7 @@ class _FileLoader:
             name = raw_name.strip()
         for key in table:
             if key not in _ALL_KEYS:
-                raise self.fail(number, name, key, _unknown_key(key))
+                raise self.fail(number, name, key, unknown_key(key, _ALL_KEYS))
         description = table.get("description")
         if description is not None and not isinstance(description, str):
             raise self.fail(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,11 @@ class Mailbox(Protocol):
         ...
 
     def expunge_flagged_deleted(self) -> None:
-        """Plain EXPUNGE is never sent: always raises CapabilityError (see expunge_uids)."""
+        """Plain EXPUNGE of the selected folder: removes every \\Deleted message there.
+
+        Only `actions.apply.remove_from_selected` calls it, on servers without UIDPLUS, after
+        lifting the \\Deleted flag of every message that is not ours.
+        """
         ...
 
     def create_folder(self, name: str) -> None: ...
@@ -137,9 +141,26 @@ SYSTEM_FLAG_SEARCH = {
     "\\draft": "DRAFT",
 }
 
+
 def missing_folder_message(folder: str) -> str:
     """The one message both implementations use for a folder that is not there."""
     return (
         f"folder {folder!r} does not exist on the server; "
         "check folders/sent_folders/junk_folder in the config"
     )
+
+
+class LogoutOnExit:
+    """`close()` and the context manager for a mailbox: both log out."""
+
+    def logout(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.logout()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logout()

@@ -38,6 +38,7 @@ from ndr_sweeper.mailbox.base import (
     FolderInfo,
     FolderStatus,
     HeaderItem,
+    LogoutOnExit,
     missing_folder_message,
 )
 
@@ -77,7 +78,7 @@ def _parse_copyuid(entries: Sequence[bytes]) -> dict[int, int]:
     return mapping
 
 
-class ImapMailbox:
+class ImapMailbox(LogoutOnExit):
     """A logged-in IMAP connection.  Create it with ``ImapMailbox.connect(...)``.
 
     ``client`` is the underlying ``imapclient.IMAPClient`` (for later low-level speedups).
@@ -532,15 +533,6 @@ class ImapMailbox:
             with contextlib.suppress(Exception):
                 self.client.shutdown()
         self.selected = None
-
-    def close(self) -> None:
-        self.logout()
-
-    def __enter__(self) -> ImapMailbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logout()
 
 
 def connect(

@@ -20,6 +20,7 @@ from ndr_sweeper.mailbox.base import (
     FolderInfo,
     FolderStatus,
     HeaderItem,
+    LogoutOnExit,
     missing_folder_message,
 )
 
@@ -94,7 +95,7 @@ def _header_values(data: bytes, field_name: str) -> list[str]:
     return [ln.split(":", 1)[1].strip() for ln in unfolded.splitlines() if ":" in ln]
 
 
-class MemoryMailbox:
+class MemoryMailbox(LogoutOnExit):
     """In-memory implementation of ``base.Mailbox``."""
 
     def __init__(
@@ -301,15 +302,6 @@ class MemoryMailbox:
             self.calls.append(("logout",))
         self.logged_out = True
         self.selected = None
-
-    def close(self) -> None:
-        self.logout()
-
-    def __enter__(self) -> MemoryMailbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logout()
 
     # ---------------------------------------------------------------- internals
     def _enter(self, op: str, *args: object) -> None:
