@@ -315,6 +315,19 @@ class DovecotLab:
         proc.wait(5)
         self._reap_group(proc.pid, 5)
         self._proc = None
+        self._remove_dead_dotlocks()
+
+    def _remove_dead_dotlocks(self) -> None:
+        """Delete the dotlocks (``dovecot-uidlist.lock`` and the like) the killed processes left.
+
+        A process killed between creating a dotlock and writing its PID into it leaves an empty
+        lock file, and Dovecot waits out its 2-minute stale timeout before overriding one
+        without a PID. A real server comes back after a crash minutes later; the lab comes back
+        in milliseconds, so it clears them itself (every process that could hold one is dead).
+        """
+        for lock in (self.dir / "mail").rglob("*.lock"):
+            with contextlib.suppress(OSError):
+                lock.unlink()
 
     def restart(self) -> DovecotLab:
         self.stop()
