@@ -223,18 +223,18 @@ def test_refused_login_backs_off_and_is_reported_once(tmp_path: Path, make_servi
     time.sleep(2.0)
     # Every 0.1 s for 2 s would be ~20 logins; backing off 0.4, 0.8, 0.8 ... leaves a handful.
     assert 2 <= fake.calls["bad"] <= 5
-    assert fake.calls["good"] >= 10  # one failing account never stops the others
+    assert fake.calls["good"] >= 5  # one failing account never stops the others (~20 if idle)
     bad = [r for r in caplog.records if r.getMessage().startswith("bad:")]
     assert [r.levelname for r in bad].count("ERROR") == 1
     assert any(r.levelname == "DEBUG" and "refused again" in r.getMessage() for r in bad)
     assert not [r for r in bad if r.levelname == "INFO" and "scanned" in r.getMessage()]
     fake.refuse.clear()  # the user fixed the password
-    assert wait_until(lambda: "bad: login works again" in caplog.text, timeout=3)
+    assert wait_until(lambda: "bad: login works again" in caplog.text, timeout=10)
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("bad:")].count(
         "ERROR"
     ) == 1
     with open_state(cfg.state_dir) as state:
-        assert wait_until(lambda: state.account_status("bad")[0].error is None, timeout=2)
+        assert wait_until(lambda: state.account_status("bad")[0].error is None, timeout=10)
 
 
 def test_other_errors_are_reported_once_then_recovery(tmp_path: Path, make_service, caplog) -> None:
@@ -315,7 +315,7 @@ def test_requested_sweep_runs_before_the_schedule(tmp_path: Path, make_service) 
     assert wait_until(lambda: fake.calls["a"] == 1)
     t0 = time.monotonic()
     s.mail_arrived("a")
-    assert wait_until(lambda: fake.calls["a"] == 2, timeout=2)
+    assert wait_until(lambda: fake.calls["a"] == 2, timeout=10)
     assert time.monotonic() - t0 < 1.5
 
 
@@ -325,7 +325,7 @@ def test_requested_sweep_waits_for_min_age(tmp_path: Path, make_service) -> None
     assert wait_until(lambda: fake.calls["a"] == 1)
     t0 = time.monotonic()
     s.mail_arrived("a")  # arrival + min_age (+ settle 1 s)
-    assert wait_until(lambda: fake.calls["a"] == 2, timeout=4)
+    assert wait_until(lambda: fake.calls["a"] == 2, timeout=10)
     assert fake.times["a"][1] - t0 >= 0.8 + svc.WATCH_SETTLE - 0.05
 
 
@@ -334,7 +334,7 @@ def test_request_during_a_run_is_not_lost(tmp_path: Path, make_service) -> None:
     s = make_service(config(tmp_path, account("a", every=3600.0)), fake, watch_settle=0.0)
     assert wait_until(lambda: fake.active == 1)
     s.request_sweep("a", datetime.now(UTC) + timedelta(seconds=0.7))  # after this run ends
-    assert wait_until(lambda: fake.calls["a"] == 2, timeout=3)
+    assert wait_until(lambda: fake.calls["a"] == 2, timeout=10)
     assert s._scheduler.get_job("sweep:a").next_run_time > datetime.now(UTC) + timedelta(
         minutes=50
     )  # and the schedule goes on as before
@@ -388,8 +388,8 @@ def test_watcher_reports_new_mail_and_reconnects(tmp_path: Path, make_service, c
     cfg = config(tmp_path, account("a", every=3600.0, watch=True))
     s = make_service(cfg, fake, watch_settle=0.0, reconnect_backoff=(0.1, 0.2))
     # EXPUNGE took EXISTS to 1, so "2 EXISTS" is one new message: a sweep follows.
-    assert wait_until(lambda: fake.calls["a"] >= 2, timeout=3)
-    assert wait_until(lambda: len(clients) >= 3, timeout=3)  # dropped: reconnects, backing off
+    assert wait_until(lambda: fake.calls["a"] >= 2, timeout=10)
+    assert wait_until(lambda: len(clients) >= 3, timeout=10)  # dropped: reconnects, backing off
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "reconnecting" in r.msg]
     assert len(warnings) == 1  # later drops in a row go to DEBUG
     t0 = time.monotonic()
@@ -407,7 +407,7 @@ def test_watcher_stops_promptly_and_renews_idle(tmp_path: Path, make_service) ->
     s = make_service(
         config(tmp_path, account("a", every=3600.0, watch=True)), Watching(), idle_renew=0.2
     )
-    assert wait_until(lambda: client.idles >= 3, timeout=3)  # IDLE re-issued
+    assert wait_until(lambda: client.idles >= 3, timeout=10)  # IDLE re-issued
     t0 = time.monotonic()
     s.stop()
     assert time.monotonic() - t0 < 2.5
