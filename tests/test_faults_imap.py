@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -382,6 +384,36 @@ def test_silent_server_times_out_and_other_accounts_are_swept(
     assert "\n" not in by_name["silent"]["error"]
     assert by_name["lab"]["error"] is None and by_name["lab"]["acted"] == len(mail.backscatter)
     lb.check()
+
+
+def test_server_stuck_on_its_own_lock_is_a_one_line_timeout(dovecot, new_imap_user, tmp_path):
+    """Dovecot waiting on a stale lock (an empty dotlock a crashed process left: it trusts one
+    for two minutes) answers nothing: the sweep says which command went unanswered and for how
+    long, touches nothing, and the next sweep, once the lock is gone, does the work."""
+    env = new_imap_user(dovecot)
+    mail = make_mail()
+    fill(env, mail)
+    lb = Lab(dovecot, env, tmp_path, mail)
+    lb.config.write_text(lb.config.read_text() + 'timeout = "1s"\n')
+    maildir = dovecot.dir / "mail" / env.user / "Maildir"
+    lock = maildir / "dovecot-uidlist.lock"
+    lock.write_bytes(b"")  # created, killed before the PID was written
+    delivered = maildir / "new" / "1700000000.lab.stale"  # so that STATUS must sync
+    delivered.write_bytes(bounces.ordinary())
+    for path in (lock, delivered):
+        os.chown(path, dovecot._muid, dovecot._mgid)
+    out = lb.cli("sweep", "--json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    error = json.loads(out.stdout)["accounts"][0]["error"]
+    assert re.search(r"did not answer (STATUS|SELECT) on folder 'INBOX' within 1 s", error), error
+    assert "\n" not in error and "lost" not in error
+    assert read(env, "Junk") == []
+    lock.unlink()
+    mail.inbox.append((bounces.ordinary(), ()))  # the delivered file, kept like any other
+    mail.keep.add("stale")
+    done = lb.cli("sweep", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["accounts"][0]["acted"] == len(mail.backscatter)
 
 
 # ---------------------------------------------------------------- the state database

@@ -248,6 +248,13 @@ class ImapMailbox(LogoutOnExit):
             yield
         except imapexc.CapabilityError as exc:
             raise CapabilityError(f"{operation}{where}: {exc}") from None
+        except TimeoutError:
+            # The server went quiet (busy, or waiting on a lock of its own): say so, and how
+            # long we waited, rather than calling it a lost connection.
+            raise ConnectError(
+                f"{self.host}:{self.port} did not answer {operation}{where}{self._waited()}; "
+                "try again later (or raise `timeout` in the config)"
+            ) from None
         except (imaplib.IMAP4.abort, OSError) as exc:
             raise ConnectError(
                 f"connection to {self.host}:{self.port} lost during {operation}{where}: "
@@ -258,6 +265,15 @@ class ImapMailbox(LogoutOnExit):
             if folder is not None and may_be_missing and self._missing(folder, text):
                 raise MailboxError(missing_folder_message(folder)) from None
             raise MailboxError(f"{operation}{where} refused by the server: {text}") from None
+
+    def _waited(self) -> str:
+        """' within N s': the read timeout of the connection, when it has one."""
+        sock = getattr(getattr(self.client, "_imap", None), "sock", None)
+        try:
+            seconds = sock.gettimeout() if sock is not None else None
+        except OSError:
+            seconds = None
+        return f" within {seconds:g} s" if seconds else ""
 
     def _missing(self, folder: str, error_text: str) -> bool:
         """Did a command fail because *folder* does not exist?  The response code says so
