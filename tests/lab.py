@@ -211,6 +211,8 @@ class DovecotLab:
     oauth2_introspection_url: str | None = None
     oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer")
     mail_format: str = "maildir"  # or "sdbox" (benchmarks: server cost without Maildir's)
+    # Dovecot's quota plugin (count backend) with this many messages per user; None: no quota.
+    quota_messages: int | None = None
     keep: bool = field(default_factory=lambda: bool(os.environ.get("NDR_KEEP_LAB")))
 
     dir: Path = field(init=False)
@@ -490,6 +492,17 @@ class DovecotLab:
         if self._cap_override:
             conf += f"protocol imap {{\n  imap_capability = {self._cap_override}\n}}\n"
         conf += self._oauth2_passdb()
+        if self.quota_messages is not None:
+            conf += textwrap.dedent(
+                f"""\
+                mail_plugins = $mail_plugins quota
+                plugin {{
+                  quota = count:User quota
+                  quota_vsizes = yes
+                  quota_rule = *:messages={self.quota_messages}
+                }}
+                """
+            )
         return conf
 
     def _oauth2_mechs(self) -> str:

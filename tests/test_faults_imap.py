@@ -250,6 +250,37 @@ def _journal_rows(db: Path) -> int:
 # ---------------------------------------------------------------- NO / BAD from a real server
 
 
+@pytest.mark.parametrize("shape", list(SERVERS))
+def test_mailbox_at_its_quota(dovecot_factory, new_imap_user, tmp_path, shape) -> None:
+    """A user exactly at a message quota (Dovecot's quota plugin). Dovecot lets MOVE through
+    (nothing is added), so that server sweeps as usual; COPY is refused with [OVERQUOTA], so
+    on a server without MOVE nothing moves, nothing is lost, and the messages are tried again
+    once the quota is raised."""
+    mail = make_mail()
+    raw = tagged(hostile_bounce(), "hostile")
+    mail.inbox.insert(3, (raw, ()))
+    mail.backscatter.add("hostile")
+    server = dovecot_factory(**SERVERS[shape], quota_messages=len(mail.inbox) + len(mail.sent))
+    env = new_imap_user(server)
+    fill(env, mail)
+    lb = Lab(server, env, tmp_path, mail)
+    out = lb.cli("sweep", "--json")
+    acc = json.loads(out.stdout)["accounts"][0]
+    if shape == "move":
+        assert out.returncode == 0 and acc["acted"] == len(mail.backscatter), out.stdout
+        lb.check()
+        return
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert acc["acted"] == 0 and acc["errors"] == len(mail.backscatter), out.stdout
+    assert any("over its quota" in n and "make room" in n for n in acc["notes"]), acc["notes"]
+    assert read(env, "Junk") == [] and len(read(env, "INBOX")) == len(mail.inbox)
+    with open_state(lb.state_dir) as state:
+        assert state.pending_entries("lab") == []  # refused, not half done
+    server.quota_messages = 10_000  # the user makes room
+    server.restart()
+    resume(lb)
+
+
 def test_folder_that_cannot_be_created(dovecot, new_imap_user, tmp_path) -> None:
     """A rule names a folder Dovecot refuses ('~' at the start): an error naming it, nothing
     moved, and the messages are tried again next time."""

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 Security = Literal["tls", "starttls", "plain"]
 _CODE_RE = re.compile(rb"\[([A-Z-]+)(?: ([^\]]*))?\]")
 _MISSING_CODES = {b"NONEXISTENT", b"TRYCREATE"}
+_QUOTA_CODES = {b"OVERQUOTA"}  # RFC 5530
 
 
 def _text(data: object) -> str:
@@ -264,6 +265,11 @@ class ImapMailbox(LogoutOnExit):
             text = str(exc)
             if folder is not None and may_be_missing and self._missing(folder, text):
                 raise MailboxError(missing_folder_message(folder)) from None
+            if _codes(text) & _QUOTA_CODES:
+                raise MailboxError(
+                    f"{operation}{where} refused: the mailbox is over its quota ({text}); "
+                    "make room (empty Trash or Junk) and sweep again"
+                ) from None
             raise MailboxError(f"{operation}{where} refused by the server: {text}") from None
 
     def _waited(self) -> str:
@@ -438,7 +444,7 @@ class ImapMailbox(LogoutOnExit):
         for b in uidset.batches(uids, max_count=self.store_batch, max_bytes=self.max_set_bytes):
             untagged.pop("COPYUID", None)
             log.debug("UID %s %s -> %r (%d UIDs)", command, folder, dest, len(b.uids))
-            with self._op(f"{command} to {dest!r} from", folder):
+            with self._op(f"{command} to {dest!r}", folder):
                 try:
                     if command == "MOVE":
                         self.client.move(b.set, dest)
