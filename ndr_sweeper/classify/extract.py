@@ -93,9 +93,12 @@ def normalise_id(value: str | None) -> str | None:
     return ident if ident and _usable(ident) else None
 
 
+_UNUSABLE = re.compile("[\x00-\x1f\x7f\ufffd]")
+
+
 def _usable(ident: str) -> bool:
     """An ID made of bytes that could not be decoded, or of control characters, names nothing."""
-    return "\ufffd" not in ident and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in ident)
+    return _UNUSABLE.search(ident) is None
 
 
 def _looks_like_report(h: Headers) -> bool:
