@@ -32,7 +32,7 @@ from .errors import LockedError, StateError
 log = logging.getLogger(__name__)
 
 DB_NAME: Final = "state.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT: Final = 30.0  # seconds to wait for another process's write transaction
 
 ENTRY_STATES: Final = ("planned", "copied", "done", "failed", "undone")
@@ -108,8 +108,13 @@ CREATE TABLE account_status (
 );
 """
 
+# v2: Sent IDs are also looked up ignoring case (find_sent), through an index of their own.
+_SCHEMA_V2: Final = """
+CREATE INDEX sent_ids_nocase ON sent_ids (account, message_id COLLATE NOCASE);
+"""
+
 # Index = the user_version a script upgrades from.
-_MIGRATIONS: Final = (_SCHEMA_V1,)
+_MIGRATIONS: Final = (_SCHEMA_V1, _SCHEMA_V2)
 
 
 # --------------------------------------------------------------------------- rows
@@ -408,7 +413,8 @@ class StateDB:
         return [r[0] for r in rows]
 
     def find_sent(self, account: str, ids: Iterable[str]) -> str | None:
-        """The first of ``ids`` (normalised, in the order given) that is in the Sent index."""
+        """The first of ``ids`` (normalised, in the order given) that is in the Sent index, as
+        the index spells it; failing an exact match, the first that matches ignoring case."""
         wanted = list(
             dict.fromkeys(n for raw in ids if (n := normalise_message_id(raw)) is not None)
         )
@@ -417,7 +423,21 @@ class StateDB:
             account,
             wanted,
         )
-        return next((w for w in wanted if w in found), None)
+        hit = next((w for w in wanted if w in found), None)
+        if hit is not None or not wanted:
+            return hit
+        # The same ID in another case (a relay that changed it on the way) is still the user's
+        # message: keeping its bounce is the safe side. Only misses pay for this (no index).
+        folded = {
+            f.lower(): f
+            for f in self._present(
+                "SELECT DISTINCT message_id FROM sent_ids INDEXED BY sent_ids_nocase "
+                "WHERE account = ? AND message_id COLLATE NOCASE",
+                account,
+                wanted,
+            )
+        }
+        return next((folded[w.lower()] for w in wanted if w.lower() in folded), None)
 
     def undone_ids(self, account: str, bounce_ids: Iterable[str]) -> set[str]:
         """Those of ``bounce_ids`` whose message an earlier undo put back: the user keeps them."""

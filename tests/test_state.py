@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ndr_sweeper import state as state_mod
 from ndr_sweeper.errors import LockedError, StateError
 from ndr_sweeper.state import (
     SCHEMA_VERSION,
@@ -85,6 +86,26 @@ def test_wal_and_schema_version(tmp_path: Path) -> None:
     conn.close()
     with open_state(tmp_path) as sdb:  # reopening keeps it
         assert sdb.check() == []
+
+
+def test_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A state file written by schema 1 keeps its Sent index, cursors and runs, and gains the
+    index that case-insensitive Sent lookups use."""
+    tmp_path.chmod(0o700)
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.executescript(state_mod._SCHEMA_V1 + "PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO sent_ids VALUES ('work', 'Kept@Example.com', 'Sent', 7)")
+    conn.commit()
+    conn.close()
+    (tmp_path / "state.db").chmod(0o600)
+    with open_state(tmp_path) as sdb:
+        assert sdb.find_sent("work", ["kept@example.com"]) == "Kept@Example.com"
+        assert sdb.check() == []
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "sent_ids_nocase" in names
+    conn.close()
 
 
 def test_corrupt_file(tmp_path: Path) -> None:
@@ -174,9 +195,13 @@ def test_sent_index(db: StateDB) -> None:
     assert n == 3
     assert db.sent_cursor("work", "Sent") == (42, 3)
     assert db.sent_count("work") == 3
-    # case is kept: the local part of a Message-ID is case-sensitive
-    assert db.find_sent("work", ["one@example.com"]) is None
     assert db.find_sent("work", ["<One@example.com>"]) == "One@example.com"
+    # another case is the same message (a relay changed it): found, as Sent spells it
+    assert db.find_sent("work", ["ONE@EXAMPLE.COM"]) == "One@example.com"
+    assert db.find_sent("work", ["nope", "one@example.com"]) == "One@example.com"
+    # an exact match wins over an earlier one that matches only ignoring case
+    assert db.find_sent("work", ["TWO@example.com", "x-ms-orig@outlook"]) == "x-ms-orig@outlook"
+    assert db.find_sent("work", ["one@example.co"]) is None
     # the first of the given ids that is indexed, in the order given
     assert (
         db.find_sent("work", ["nope", "x-ms-orig@outlook", "two@example.com"])
