@@ -133,7 +133,7 @@ class _Found:
 
 def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | None, str | None]:
     """Sent folders, and the destination folders the account's action needs."""
-    from ndr_sweeper.mailbox.discovery import find_folder
+    from ndr_sweeper.mailbox.discovery import find_all, find_folder
 
     folders = mb.list_folders()
     prefix = mb.personal_prefix()
@@ -153,7 +153,11 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
             )
         sent = list(account.sent_folders)
     else:
-        sent = [find_folder("sent", folders, None, prefix=prefix)]
+        # Every Sent folder, not only the best: a bounce of mail that another client saved in
+        # "Sent Items" beside "Sent" must still be found (or it would be junked).
+        sent = find_all("sent", folders, prefix=prefix) or [
+            find_folder("sent", folders, None, prefix=prefix)  # raises, saying what to set
+        ]
     junk = trash = None
     if account.action == "move":
         junk = find_folder("junk", folders, account.junk_folder, prefix=prefix)

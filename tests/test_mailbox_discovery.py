@@ -13,6 +13,7 @@ from ndr_sweeper.mailbox.discovery import (
     SENT_NAMES,
     TRASH_NAMES,
     decode_mutf7,
+    find_all,
     find_folder,
     find_junk,
     find_sent,
@@ -32,6 +33,15 @@ def test_special_use_beats_names():
     assert find_sent(fs) == "Gesendet"
     assert find_junk(fs) == "Werbung"
     assert find_trash(fs) == "Bin"
+
+
+def test_find_all_sent_folders_flagged_first_then_names():
+    fs = folders("INBOX", "Sent Messages", "INBOX.Sent", "Notes", Sent="\\Sent")
+    assert find_all("sent", fs) == ["Sent", "INBOX.Sent", "Sent Messages"]
+    assert find_sent(fs) == "Sent"  # one folder where one is needed: the flagged one
+    assert find_all("sent", folders("INBOX", "Drafts")) == []
+    unselectable = [FolderInfo("Sent Items", frozenset({"\\Noselect"}), "/")]
+    assert find_all("sent", folders("Sent") + unselectable) == ["Sent"]
 
 
 def test_flag_match_is_case_insensitive():

@@ -238,6 +238,36 @@ def test_missing_junk_folder_is_a_clear_error_and_moves_nothing(dovecot, new_ima
     client.logout()
 
 
+def test_bounce_of_mail_in_a_second_sent_folder_is_kept(dovecot, new_imap_user, tmp_path):
+    """Apple Mail saved a message in "Sent Messages" beside the server's \\Sent folder: its
+    bounce is the user's own and stays; a forged one still goes to Junk."""
+    env = new_imap_user(dovecot)
+    mine, forged = bounces.new_id(), bounces.new_id("forged")
+    own, back = bounces.new_id("own"), bounces.new_id("bs")
+    client = env.connect()
+    try:
+        client.create_folder("Sent Messages")
+        lab.append_messages(client, "Sent Messages", [bounces.original(mine)])
+        lab.append_messages(
+            client, "INBOX", [bounces.dsn(mine, bounce_id=own), bounces.dsn(forged, bounce_id=back)]
+        )
+    finally:
+        client.logout()
+    xdg = xdg_dirs(tmp_path)
+    result = run_cli(
+        xdg, "sweep", "--json", "--config", str(write_config(tmp_path / "c.toml", env))
+    )
+    assert result.returncode == 0, result.stderr
+    acc = json.loads(result.stdout)["accounts"][0]
+    assert (acc["own"], acc["backscatter"], acc["acted"]) == (1, 1, 1)
+    client = env.connect()
+    try:
+        assert [m.message_id for m in lab.read_folder(client, "INBOX")] == [own]
+        assert [m.message_id for m in lab.read_folder(client, "Junk")] == [back]
+    finally:
+        client.logout()
+
+
 def test_tls_with_the_lab_ca(dovecot, new_imap_user, tmp_path) -> None:
     env = new_imap_user(dovecot)
     backscatter, _, _ = fill(env)

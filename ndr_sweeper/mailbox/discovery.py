@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 from ndr_sweeper.errors import MailboxError
@@ -99,27 +99,48 @@ def find_folder(
             f"{key} is set to {override!r}, but the server has no such folder; "
             f"fix {key} in the config"
         )
-    flag = SPECIAL_USE[role].lower()
-    flagged = [f for f in usable if flag in {x.lower() for x in f.flags}]
-    if flagged:
-        return flagged[0].name
-    prefixes = [p for p in (prefix, "INBOX.", "INBOX/") if p]
-    by_name: dict[str, FolderInfo] = {}
-    by_stripped: dict[str, FolderInfo] = {}
-    for f in usable:
-        by_name.setdefault(_norm(f.name), f)
-        stripped = _strip_prefix(f.name, prefixes)
-        if stripped is not None:
-            by_stripped.setdefault(_norm(stripped), f)
-    for candidate in NAMES[role]:
-        c = _norm(candidate)
-        hit = by_name.get(c) or by_stripped.get(c)
-        if hit is not None:
-            return hit.name
+    name = next(_candidates(role, usable, prefix), None)
+    if name is not None:
+        return name
     raise MailboxError(
         f"no {role} folder found (no {SPECIAL_USE[role]} flag, no known name); "
         f"set {key} in the config"
     )
+
+
+def find_all(role: Role, folders: Sequence[FolderInfo], *, prefix: str = "") -> list[str]:
+    """Every folder that plays *role*, best first: the SPECIAL-USE-flagged ones, then those with
+    a well-known name.  Mailboxes used by several clients over the years often have two Sent
+    folders ("Sent" and "Sent Items"); the Sent check reads them all.  [] when there is none."""
+    usable = [f for f in folders if f.selectable]
+    return list(dict.fromkeys(_candidates(role, usable, prefix, every=True)))
+
+
+def _candidates(
+    role: Role, usable: Sequence[FolderInfo], prefix: str, *, every: bool = False
+) -> Iterator[str]:
+    """Folder names for *role* in order of preference; without *every*, the flagged folders
+    end the search (a server that flags one has said which it is)."""
+    flag = SPECIAL_USE[role].lower()
+    flagged = [f for f in usable if flag in {x.lower() for x in f.flags}]
+    yield from (f.name for f in flagged)
+    if flagged and not every:
+        return
+    prefixes = [p for p in (prefix, "INBOX.", "INBOX/") if p]
+    by_name: dict[str, list[FolderInfo]] = {}
+    by_stripped: dict[str, list[FolderInfo]] = {}
+    for f in usable:
+        by_name.setdefault(_norm(f.name), []).append(f)
+        stripped = _strip_prefix(f.name, prefixes)
+        if stripped is not None:
+            by_stripped.setdefault(_norm(stripped), []).append(f)
+    for candidate in NAMES[role]:
+        c = _norm(candidate)
+        named, stripped_hits = by_name.get(c, []), by_stripped.get(c, [])
+        for hit in named + stripped_hits if every else (named or stripped_hits)[:1]:
+            yield hit.name
+            if not every:
+                return
 
 
 def find_sent(
