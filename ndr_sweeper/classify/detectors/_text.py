@@ -10,6 +10,7 @@ In-Reply-To from an ordinary address), so ordinary mail quoting the words is not
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .._rx import Phrases, fast
@@ -51,6 +52,48 @@ def report_headers(msg: ParsedMessage) -> bool:
     return bool(cached)
 
 
+_LISTED = re.compile(
+    r"recipients?\b[^\n:]{0,200}:[ \t]*\n?[ \t]*<?([\w.+-]+(?:@[\w.-]+)?)>?[ \t]*$", re.M
+)
+# The look-behind keeps this linear: a match can only start where a run of address
+# characters starts (without it, 64 KB of one letter costs seconds).
+_ANY_ADDR = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_STATUS_CODE = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b|\b[45]\d\d[ -]")
+_QUOTED_HEADER = re.compile(r"^[ \t>]*(?:message-id|subject|received|from|to|date)[ \t]*:", re.M)
+_OWN_FIELDS = ("to", "cc", "delivered-to", "x-original-to", "from", "sender", "return-path")
+
+
+def names_what_failed(msg: ParsedMessage) -> bool:
+    """Does the message name what failed: a report structure (multipart/report,
+    X-Failed-Recipients), an SMTP status, an embedded or quoted original, or an address
+    other than its own sender's and recipients'?
+
+    A real bounce names the failed recipient, the server's reply or the returned message. A
+    notice that names none of them ("4 messages could not be delivered, release them here",
+    "delivery will be postponed on Saturday") is phishing or an announcement.
+    """
+    if msg.ctype.startswith("multipart/report") or "x-failed-recipients" in msg.headers:
+        return True
+    cached = msg.memo.get("names_what_failed")
+    if cached is None:
+        cached = msg.memo["names_what_failed"] = _names_what_failed(msg, msg.lower_text(65536))
+    return bool(cached)
+
+
+def _names_what_failed(msg: ParsedMessage, text: str) -> bool:
+    if _STATUS_CODE.search(text) or _QUOTED_HEADER.search(text):
+        return True
+    if any(p.embedded or p.ctype in ("message/rfc822", "text/rfc822-headers") for p in msg.parts):
+        return True
+    own = {
+        a.lower() for f in _OWN_FIELDS for v in msg.headers.get_all(f) for a in _ANY_ADDR.findall(v)
+    }
+    if any(a.lower() not in own for a in _ANY_ADDR.findall(text)):
+        return True
+    # a recipient named without a domain, on the line after "...recipients:" (AOL)
+    return any(m.group(1).lower() not in own for m in _LISTED.finditer(text))
+
+
 def sender_blob(msg: ParsedMessage) -> str:
     h = msg.headers
     parts = [
@@ -71,7 +114,7 @@ def detect_format(msg: ParsedMessage, fmt: TextFormat) -> Verdict | None:
         return None
     text = msg.lower_text(SCAN)
     m = fmt.markers.search(text)
-    if m is None:
+    if m is None or not names_what_failed(msg):
         return None
     rtext = report_text(msg)
     delayed = True if fmt.delay is not None and fmt.delay.search(text) else is_delay(msg, rtext)

@@ -3,7 +3,9 @@
 Needs both: structural evidence of a mail system with no sign of a person or
 list (:func:`._text.report_headers`) and wording that says a message could not be
 delivered, or an SMTP error reply for a named address under a clearly bounce-like
-subject.
+subject.  Without a report structure it must also name what failed (a status code,
+the original, or an address that is not its own): phishing dressed as a bounce and a
+postmaster's announcement name none.
 
 One narrow exception for mail gateways that send their notice from an ordinary
 address (a corporate gateway's "RE: <subject> : non remis (delivery failed)"): a
@@ -20,7 +22,7 @@ import re
 from ..message import ParsedMessage
 from ..verdict import Verdict
 from ._base import STRONG_SUBJECT, ndr, report_text, sender_is_daemon, shorten
-from ._text import report_headers, rx
+from ._text import names_what_failed, report_headers, rx
 
 NAME = "generic"
 
@@ -53,7 +55,7 @@ PHRASES = rx(
     r"\b5\.\d\.\d{1,3}\b|\b55\d[ -]",
 )
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -](?:\d\.\d{1,3}\.\d{1,3}\s)?[^\n]{3,}", re.M)
-_ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_ADDR = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")  # linear: see _text._ANY_ADDR
 
 
 _GATEWAY = re.compile(
@@ -90,6 +92,8 @@ def detect(msg: ParsedMessage) -> Verdict | None:
             ],
         )
     text = msg.lower_text(65536)
+    if not names_what_failed(msg):
+        return None
     rtext = report_text(msg)
     m = PHRASES.search(msg.lowered(rtext)) or PHRASES.search(msg.subject.lower())
     daemon = sender_is_daemon(msg)
