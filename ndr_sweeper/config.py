@@ -67,7 +67,7 @@ class Account:
     my_addresses: tuple[str, ...] = ()
     allow_plaintext: bool = False
     tls_ca_file: Path | None = None
-    timeout: float = 30.0
+    timeout: float = 60.0
     every: float | None = None
     cron: str | None = None
     watch: bool = False
@@ -496,7 +496,7 @@ class _Loader:
             )
         if "folders" in values and not values["folders"]:
             raise self.fail(keyname("folders"), 'must name at least one folder, e.g. ["INBOX"]')
-        if values.get("timeout", 30.0) <= 0:
+        if values.get("timeout", 60.0) <= 0:
             raise self.fail(keyname("timeout"), "must be more than 0s")
         if "every" in values and values["every"] <= 0:
             raise self.fail(keyname("every"), 'must be more than 0s, e.g. "15m"')

@@ -82,7 +82,7 @@ def test_minimal_defaults(tmp_path: Path) -> None:
     (acc,) = cfg.accounts
     assert acc == Account(name="work", host="imap.example.com", username="me@example.com")
     assert acc.port == 993 and acc.security == "tls" and acc.folders == ("INBOX",)
-    assert acc.min_age == 900 and acc.timeout == 30 and acc.action == "move"
+    assert acc.min_age == 900 and acc.timeout == 60 and acc.action == "move"
     assert acc.junk_folder is None and acc.sent_folders == ()
     assert cfg.max_parallel == 4 and cfg.log_level == "info"
     assert cfg.state_dir == tmp_path / ".local/state/ndr-sweeper"

@@ -117,7 +117,7 @@ class ImapMailbox(LogoutOnExit):
         *,
         oauth2_token: str | None = None,
         ca_file: str | None = None,
-        timeout: float = 30.0,
+        timeout: float = 60.0,
         account: str | None = None,
         max_set_bytes: int = uidset.DEFAULT_MAX_BYTES,
     ) -> ImapMailbox:
@@ -125,8 +125,9 @@ class ImapMailbox(LogoutOnExit):
 
         *security*: "tls" (implicit TLS, port 993), "starttls" (port 143, then STARTTLS) or
         "plain" (no encryption: loopback tests only).  Certificates are verified against the
-        system CAs, or *ca_file* (the config's tls_ca_file).  *timeout* applies to the connect
-        and to every read.  *account* only names the account in error messages.
+        system CAs, or *ca_file* (the config's tls_ca_file).  *timeout* applies to every read,
+        and (at most 30 s of it) to the connect.  *account* only names the account in error
+        messages.
         """
         if security not in ("tls", "starttls", "plain"):
             raise ValueError(f"security must be tls, starttls or plain, not {security!r}")
@@ -142,8 +143,11 @@ class ImapMailbox(LogoutOnExit):
         context = ssl.create_default_context(cafile=ca_file) if security != "plain" else None
         log.debug("connecting to %s (%s)", where, security)
         try:
+            # Reaching the server gets at most 30 s; each read gets the whole *timeout* (a
+            # server waiting on a lock of its own says so only every 30 s).
+            limits = imapclient.SocketTimeout(connect=min(timeout, 30.0), read=timeout)
             client = imapclient.IMAPClient(
-                host, port, ssl=security == "tls", ssl_context=context, timeout=timeout
+                host, port, ssl=security == "tls", ssl_context=context, timeout=limits
             )
         except ssl.SSLCertVerificationError as exc:
             raise _cert_error(where, exc, ca_file) from None
