@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -704,6 +705,33 @@ def test_phrase_anchors_are_a_necessary_condition() -> None:
     assert p.anchors == ("unsent message follows", " trying")
     for text in ("--- unsent message follows ---", "well, i'm still trying", "nothing", ""):
         assert (p.search(text) is None) == (p.regex.search(text) is None)
+
+
+def test_prefilter_fast_patterns_agree_with_the_plain_ones() -> None:
+    """The prefilter's anchored copies answer exactly as the patterns they copy, on every
+    From, Sender, Return-Path and Subject of our fixtures and on near misses."""
+    import re
+
+    from ndr_sweeper.classify import prefilter as pf
+    from ndr_sweeper.classify.detectors._base import BOUNCE_SUBJECT, DAEMON_FROM
+
+    texts = {"", " read: hello", "read: x", "not read: x", "mailer_daemon", "post_master@x"}
+    for f in (Path(__file__).parent / "fixtures" / "messages").glob("*.eml"):
+        head = f.read_bytes().decode("latin-1").lower()
+        texts.update(re.findall(r"(?m)^(?:from|sender|return-path|subject)[ \t]*:([^\r\n]*)", head))
+    pairs = [
+        (DAEMON_FROM, pf._DAEMON_FROM_FAST),
+        (BOUNCE_SUBJECT, pf._BOUNCE_SUBJECT_FAST),
+        (pf._LOOKALIKE_SUBJECT, pf._LOOKALIKE_SUBJECT_FAST),
+        (pf._CR_VENDOR, pf._CR_VENDOR_FAST),
+    ]
+    hits = 0
+    for plain, quick in pairs:
+        assert quick.anchors, plain.pattern[:40]  # else there is nothing to gain
+        for text in texts | {t.strip() for t in texts}:
+            assert bool(plain.search(text)) == bool(quick.search(text)), (plain.pattern, text)
+            hits += bool(plain.search(text))
+    assert hits > 50  # the texts do exercise the patterns
 
 
 def test_every_mta_family_wording_has_anchors() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from ._rx import fast
 from .detectors._base import BOUNCE_SUBJECT, DAEMON_FROM, addr_of
 from .message import Headers, normalise, parse_header_block
 
@@ -35,20 +36,27 @@ _LOOKALIKE_SUBJECT = re.compile(
 
 _CR_VENDOR = re.compile(r"boxbe|bluebottle|spamarrest|mailblocks|choicemail|sendio")
 
+# The same patterns with literal anchors in front (see _rx): every message of a sweep goes
+# through here, most of them ordinary, and an anchor test rejects those ~3x faster.
+_DAEMON_FROM_FAST = fast(DAEMON_FROM.pattern)
+_BOUNCE_SUBJECT_FAST = fast(BOUNCE_SUBJECT.pattern)
+_LOOKALIKE_SUBJECT_FAST = fast(_LOOKALIKE_SUBJECT.pattern)
+_CR_VENDOR_FAST = fast(_CR_VENDOR.pattern)
+
 
 def headers_may_be_report(h: Headers) -> bool:
     """The decision itself, on already parsed header fields."""
     for name in ("from", "sender"):
         v = h.get(name)
-        if v is not None and (DAEMON_FROM.search(h.text(name).lower()) or addr_of(v) == ""):
+        if v is not None and (_DAEMON_FROM_FAST.search(h.text(name).lower()) or addr_of(v) == ""):
             return True
     rp = (h.get("return-path") or "x").strip().lower()
     if rp in ("<>", "", "<mailer-daemon>", "mailer-daemon"):
         return True
     subject = h.text("subject").lower()
-    if BOUNCE_SUBJECT.search(subject) or _LOOKALIKE_SUBJECT.search(subject):
+    if _BOUNCE_SUBJECT_FAST.search(subject) or _LOOKALIKE_SUBJECT_FAST.search(subject):
         return True
-    if _CR_VENDOR.search(((h.get("from") or "") + " " + (h.get("return-path") or "")).lower()):
+    if _CR_VENDOR_FAST.search(((h.get("from") or "") + " " + (h.get("return-path") or "")).lower()):
         return True
     ct = (h.get("content-type") or "").lower()
     if "report" in ct or "message/" in ct or "ms-tnef" in ct:
