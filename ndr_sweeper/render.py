@@ -216,6 +216,10 @@ def sweep_summary(
             out.print(f"{r.account}: note: {n}", markup=False)
         if r.error:
             error(f"{r.account}: {r.error}")
+        if (verbose or r.dry_run) and r.sent_folders:
+            out.print(
+                f"{r.account}: Sent folders checked: {', '.join(r.sent_folders)}", markup=False
+            )
         if verbose or r.dry_run:
             for p in r.decisions:
                 if verbose or p.acts:

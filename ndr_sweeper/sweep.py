@@ -74,6 +74,7 @@ class AccountResult:
     notes: list[str] = field(default_factory=list)
     decisions: list[Plan] = field(default_factory=list)
     seconds: float = 0.0
+    sent_folders: list[str] = field(default_factory=list)  # where the Sent check looked
 
     @property
     def ok(self) -> bool:
@@ -100,6 +101,7 @@ class AccountResult:
             "error": self.error,
             **self.counts(),
             "seconds": round(self.seconds, 3),
+            "sent_folders": self.sent_folders,
             "notes": self.notes,
             "decisions": [
                 {
@@ -297,6 +299,7 @@ def sweep_account(
         mb = mailbox_factory(account)
         early = _early_status(mb, account.folders)
         sent_folders, junk, trash = resolve_folders(mb, account)
+        result.sent_folders = list(sent_folders)
         if not dry_run:
             result.notes.extend(
                 recover_pending(

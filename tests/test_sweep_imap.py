@@ -196,6 +196,7 @@ def test_dry_run_changes_nothing_and_shows_the_plan(box: Box) -> None:
     assert box.folders() == before
     for bounce_id in box.backscatter:
         assert bounce_id in result.stdout
+    assert ": Sent folders checked: Sent\n" in result.stdout
     # a real run afterwards still sees everything (the dry run moved no cursor)
     assert box.run("sweep").returncode == 0
     assert_swept(box)
@@ -260,6 +261,7 @@ def test_bounce_of_mail_in_a_second_sent_folder_is_kept(dovecot, new_imap_user, 
     assert result.returncode == 0, result.stderr
     acc = json.loads(result.stdout)["accounts"][0]
     assert (acc["own"], acc["backscatter"], acc["acted"]) == (1, 1, 1)
+    assert acc["sent_folders"] == ["Sent", "Sent Messages"]  # the flagged one first
     client = env.connect()
     try:
         assert [m.message_id for m in lab.read_folder(client, "INBOX")] == [own]
