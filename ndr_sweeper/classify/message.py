@@ -211,36 +211,30 @@ class Headers:
     # The index keys are lower-case and the callers ask with lower-case names, so
     # the name is tried as given first (no lower() for each of ~30 look-ups).
 
-    def get(self, name: str, default: str | None = None) -> str | None:
+    def _values(self, name: str) -> list[str] | None:
         index = self._index
         if index is None:
             index = self._build()
         vals = index.get(name)
         if vals is None and not name.islower():
             vals = index.get(name.lower())
+        return vals
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        vals = self._values(name)
         if not vals:
             return default
         v = vals[0]
         return " ".join(v.split()) if "\n" in v else v.rstrip()
 
     def get_all(self, name: str) -> list[str]:
-        index = self._index
-        if index is None:
-            index = self._build()
-        vals = index.get(name)
-        if vals is None and not name.islower():
-            vals = index.get(name.lower())
+        vals = self._values(name)
         return [unfold(v) for v in vals] if vals else []
 
     def get_all_raw(self, name: str, limit: int) -> list[str]:
         """The first ``limit`` values still folded (for callers that collapse
         whitespace themselves: unfolding them first would be done twice)."""
-        index = self._index
-        if index is None:
-            index = self._build()
-        vals = index.get(name)
-        if vals is None and not name.islower():
-            vals = index.get(name.lower())
+        vals = self._values(name)
         return vals[:limit] if vals else []
 
     def __contains__(self, name: str) -> bool:

@@ -57,7 +57,7 @@ _LISTED = re.compile(
 )
 # The look-behind keeps this linear: a match can only start where a run of address
 # characters starts (without it, 64 KB of one letter costs seconds).
-_ANY_ADDR = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+ADDRESS = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _STATUS_CODE = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b|\b[45]\d\d[ -]")
 _QUOTED_HEADER = re.compile(r"^[ \t>]*(?:message-id|subject|received|from|to|date)[ \t]*:", re.M)
 _OWN_FIELDS = ("to", "cc", "delivered-to", "x-original-to", "from", "sender", "return-path")
@@ -86,9 +86,9 @@ def _names_what_failed(msg: ParsedMessage, text: str) -> bool:
     if any(p.embedded or p.ctype in ("message/rfc822", "text/rfc822-headers") for p in msg.parts):
         return True
     own = {
-        a.lower() for f in _OWN_FIELDS for v in msg.headers.get_all(f) for a in _ANY_ADDR.findall(v)
+        a.lower() for f in _OWN_FIELDS for v in msg.headers.get_all(f) for a in ADDRESS.findall(v)
     }
-    if any(a.lower() not in own for a in _ANY_ADDR.findall(text)):
+    if any(a.lower() not in own for a in ADDRESS.findall(text)):
         return True
     # a recipient named without a domain, on the line after "...recipients:" (AOL)
     return any(m.group(1).lower() not in own for m in _LISTED.finditer(text))

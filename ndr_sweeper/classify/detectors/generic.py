@@ -22,7 +22,7 @@ import re
 from ..message import ParsedMessage
 from ..verdict import Verdict
 from ._base import STRONG_SUBJECT, ndr, report_text, sender_is_daemon, shorten
-from ._text import names_what_failed, report_headers, rx
+from ._text import ADDRESS, names_what_failed, report_headers, rx
 
 NAME = "generic"
 
@@ -55,7 +55,6 @@ PHRASES = rx(
     r"\b5\.\d\.\d{1,3}\b|\b55\d[ -]",
 )
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -](?:\d\.\d{1,3}\.\d{1,3}\s)?[^\n]{3,}", re.M)
-_ADDR = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")  # linear: see _text._ANY_ADDR
 
 
 _GATEWAY = re.compile(
@@ -100,7 +99,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     strong_subject = STRONG_SUBJECT.search(msg.subject.lower())
     if m and (daemon or strong_subject or "x-failed-recipients" in msg.headers):
         return ndr(msg, NAME, [f"bounce wording: '{shorten(m.group(0), 60)}'"], text=rtext)
-    if (daemon or strong_subject) and _SMTP_REPLY.search(text) and _ADDR.search(text):
+    if (daemon or strong_subject) and _SMTP_REPLY.search(text) and ADDRESS.search(text):
         return ndr(msg, NAME, ["SMTP error reply in a report"], text=rtext)
     if daemon and strong_subject:
         return ndr(msg, NAME, [f"Subject: '{shorten(msg.subject, 60)}'"], text=rtext)
