@@ -6,6 +6,7 @@ sweep relies on is pinned here, so the memory mailbox cannot drift from the real
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -48,10 +49,24 @@ class TestMailboxContract:
         after = mailbox.status("INBOX")
         assert after.uidvalidity == before.uidvalidity
         assert (after.messages, after.uidnext) == (3, before.uidnext + 3)
-        assert mailbox.select("INBOX") == after
-        assert mailbox.select("inbox", readonly=True).messages == 3
+        selected = mailbox.select("INBOX")
+        assert dataclasses.replace(selected, permanent_flags=None) == after
+        # Read-write: the flags that stay; Dovecot and the memory twin allow any keyword.
+        assert selected.permanent_flags and "\\Deleted" in selected.permanent_flags
+        assert selected.keeps_keyword("$NdrKept")
+        examined = mailbox.select("inbox", readonly=True)
+        assert examined.messages == 3 and examined.permanent_flags is None
         if mailbox.has("CONDSTORE"):
             assert after.highestmodseq is not None
+
+    def test_search_uid_set_answers_only_what_still_exists(self, mailbox):
+        uids = fill(mailbox, "INBOX", 4)
+        mailbox.select("INBOX")
+        mailbox.add_flags(uids[1:3], ["\\Deleted"])
+        mailbox.expunge_uids(uids[1:2])
+        gone_long_ago = uids[-1] + 1000
+        assert mailbox.search_uid_set([*uids, gone_long_ago]) == [uids[0], *uids[2:]]
+        assert mailbox.search_uid_set([]) == []
 
     def test_missing_folder(self, mailbox):
         assert not mailbox.folder_exists("Nope")

@@ -33,6 +33,17 @@ class FolderStatus:
     uidnext: int
     messages: int
     highestmodseq: int | None = None  # only when the server has CONDSTORE
+    # PERMANENTFLAGS of a folder selected read-write (None: not known, e.g. from STATUS).
+    # "\\*" among them means any keyword may be set.
+    permanent_flags: frozenset[str] | None = None
+
+    def keeps_keyword(self, keyword: str) -> bool:
+        """Will a keyword set on a message in this folder stay (RFC 3501 PERMANENTFLAGS)?
+        Unknown (no PERMANENTFLAGS sent) counts as yes: most servers keep keywords."""
+        if self.permanent_flags is None:
+            return True
+        lowered = {f.lower() for f in self.permanent_flags}
+        return "\\*" in lowered or keyword.lower() in lowered
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,10 @@ class Mailbox(Protocol):
 
     def search_uids(self, min_uid: int = 1) -> list[int]:
         """UIDs >= min_uid in the selected folder, ascending."""
+        ...
+
+    def search_uid_set(self, uids: Sequence[int]) -> list[int]:
+        """Those of *uids* that still exist in the selected folder (UID SEARCH UID set)."""
         ...
 
     def search_header(self, field: str, value: str) -> list[int]:

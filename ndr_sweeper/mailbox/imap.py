@@ -357,11 +357,17 @@ class ImapMailbox(LogoutOnExit):
             uids = self.search_uids()
             uidnext = (uids[-1] + 1) if uids else 1
         modseq = resp.get(b"HIGHESTMODSEQ")
+        permanent = resp.get(b"PERMANENTFLAGS")
         return FolderStatus(
             uidvalidity=int(resp.get(b"UIDVALIDITY", 0)),
             uidnext=int(uidnext),
             messages=exists,
             highestmodseq=int(modseq) if modseq is not None else None,
+            permanent_flags=(
+                frozenset(_text(f) for f in permanent)
+                if permanent is not None and not readonly
+                else None
+            ),
         )
 
     def search_uids(self, min_uid: int = 1) -> list[int]:
@@ -371,6 +377,16 @@ class ImapMailbox(LogoutOnExit):
             uids = self.client.search(criteria)
         # "UID N:*" also matches the last message when its UID is below N (RFC 3501 6.4.8)
         return sorted(u for u in uids if u >= min_uid)
+
+    def search_uid_set(self, uids: Sequence[int]) -> list[int]:
+        folder = self._sel("SEARCH")
+        found: set[int] = set()
+        for b in uidset.batches(uids, max_count=self.store_batch, max_bytes=self.max_set_bytes):
+            with self._op("SEARCH", folder):
+                answer = self.client.search(["UID", b.set])
+            wanted = set(b.uids)
+            found.update(u for u in answer if u in wanted)  # never a UID we did not ask about
+        return sorted(found)
 
     def search_header(self, field: str, value: str) -> list[int]:
         folder = self._sel("SEARCH")

@@ -2,17 +2,24 @@
 
 Folders have UIDVALIDITY/UIDNEXT; MOVE, COPY (+COPYUID), STORE and UID EXPUNGE behave as on
 an IMAP server with UIDPLUS; capabilities are configurable so the no-MOVE and no-UIDPLUS paths
-can be unit-tested.  Every command is recorded in ``calls`` for assertions, and
-``fail_next(op, exc)`` makes the next call of *op* raise (fault tests).
+can be unit-tested.  Every command is recorded in ``calls`` for assertions.
+
+Fault tests script a server that fails or lies, counted per IMAP command (a batched method sends
+one command per ``store_batch`` UIDs, as the IMAP implementation does):
+``fail_next(op, exc)`` makes the next command of *op* raise before it changes anything, and
+``misbehave(op, how, nth=...)`` makes the *nth* one carry out and then fail (NO, or the answer
+lost), answer OK without doing anything, or carry out and answer something else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from ndr_sweeper.errors import CapabilityError, ConnectError, MailboxError
 from ndr_sweeper.mailbox import uidset
@@ -35,6 +42,21 @@ DEFAULT_FOLDERS: dict[str, str | None] = {
     "Trash": "\\Trash",
 }
 _uidvalidity_seq = itertools.count(1_700_000_000)
+
+
+@dataclass
+class Misbehaviour:
+    """One scripted lie: see ``MemoryMailbox.misbehave``."""
+
+    op: str
+    how: str  # "fail_before" | "perform_then_fail" | "ok_without_performing" | "rewrite"
+    nth: int = 1
+    error: BaseException | None = None
+    rewrite: Callable[[object], object] | None = None
+    seen: int = 0
+
+
+_HOWS = ("fail_before", "perform_then_fail", "ok_without_performing", "rewrite")
 
 
 @dataclass
@@ -105,6 +127,7 @@ class MemoryMailbox(LogoutOnExit):
         *,
         delimiter: str = "/",
         prefix: str = "",
+        store_batch: int = 5000,
     ) -> None:
         self.capabilities = frozenset(c.upper() for c in capabilities)
         self.delimiter = delimiter
@@ -116,13 +139,46 @@ class MemoryMailbox(LogoutOnExit):
         self.selected: str | None = None
         self.readonly = False
         self.logged_out = False
+        self.store_batch = store_batch  # UIDs per MOVE/COPY/STORE/EXPUNGE command
+        self.permanent_flags: frozenset[str] | None = frozenset(
+            {"\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*"}
+        )
         self.calls: list[tuple[object, ...]] = []
         self._failures: dict[str, list[BaseException]] = {}
+        self._script: list[Misbehaviour] = []
 
     # ---------------------------------------------------------------- test helpers
     def fail_next(self, op: str, exc: BaseException) -> None:
         """Make the next call of method *op* raise *exc* (before it changes anything)."""
         self._failures.setdefault(op, []).append(exc)
+
+    def misbehave(
+        self,
+        op: str,
+        how: str,
+        *,
+        nth: int = 1,
+        error: BaseException | None = None,
+        rewrite: Callable[[object], object] | None = None,
+    ) -> Misbehaviour:
+        """Script the *nth* command of method *op* (counted from now) to lie, once.
+
+        - ``fail_before``: raise *error*, changing nothing.
+        - ``perform_then_fail``: carry the command out, then raise *error* (a NO after doing it,
+          or a lost answer when *error* is a ConnectError: the connection is then dead).
+        - ``ok_without_performing``: change nothing and answer OK (no COPYUID).
+        - ``rewrite``: carry it out and return ``rewrite(result)`` instead of the result
+          (a wrong COPYUID, a SEARCH that hides a message, ...).
+        """
+        if how not in _HOWS:
+            raise ValueError(f"how must be one of {', '.join(_HOWS)}, not {how!r}")
+        if how in ("fail_before", "perform_then_fail") and error is None:
+            raise ValueError(f"{how} needs an error")
+        if how == "rewrite" and rewrite is None:
+            raise ValueError("rewrite needs a function")
+        entry = Misbehaviour(op, how, nth, error, rewrite)
+        self._script.append(entry)
+        return entry
 
     def add_message(
         self,
@@ -169,29 +225,45 @@ class MemoryMailbox(LogoutOnExit):
         self._enter("select", folder, readonly)
         f = self._folder(folder)
         self.selected, self.readonly = f.name, readonly
-        return self._status(f)
+        return dataclasses.replace(
+            self._status(f), permanent_flags=None if readonly else self.permanent_flags
+        )
 
     def search_uids(self, min_uid: int = 1) -> list[int]:
-        self._enter("search_uids", min_uid)
-        return [u for u in sorted(self._sel().messages) if u >= min_uid]
+        lie = self._command("search_uids", min_uid)
+        return self._answer(lie, [u for u in sorted(self._sel().messages) if u >= min_uid])
+
+    def search_uid_set(self, uids: Sequence[int]) -> list[int]:
+        out: list[int] = []
+        for b in uidset.batches(uids, max_count=self.store_batch):
+            lie = self._command("search_uid_set", b.set)
+            f = self._sel()
+            out.extend(self._answer(lie, [u for u in b.uids if u in f.messages]))
+        return sorted(out)
 
     def search_header(self, field: str, value: str) -> list[int]:
-        self._enter("search_header", field, value)
+        lie = self._command("search_header", field, value)
         needle = value.casefold()
-        return [
-            uid
-            for uid, m in sorted(self._sel().messages.items())
-            if any(needle in v.casefold() for v in _header_values(m.data, field))
-        ]
+        return self._answer(
+            lie,
+            [
+                uid
+                for uid, m in sorted(self._sel().messages.items())
+                if any(needle in v.casefold() for v in _header_values(m.data, field))
+            ],
+        )
 
     def search_flag(self, flag: str) -> list[int]:
-        self._enter("search_flag", flag)
+        lie = self._command("search_flag", flag)
         want = flag.lower()
-        return [
-            uid
-            for uid, m in sorted(self._sel().messages.items())
-            if want in {f.lower() for f in m.flags}
-        ]
+        return self._answer(
+            lie,
+            [
+                uid
+                for uid, m in sorted(self._sel().messages.items())
+                if want in {f.lower() for f in m.flags}
+            ],
+        )
 
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
@@ -223,26 +295,32 @@ class MemoryMailbox(LogoutOnExit):
                 "the server does not support MOVE; use copy + \\Deleted + expunge_uids"
             )
         mapping: dict[int, int] = {}
-        for b in uidset.batches(uids):
-            self._enter("move", b.set, dest)
+        for b in uidset.batches(uids, max_count=self.store_batch):
+            lie = self._command("move", b.set, dest)
             src, dst = self._writable(), self._folder(dest)
-            for uid in b.uids:
-                m = src.messages.pop(uid, None)
-                if m is not None:
-                    mapping[uid] = dst.add(StoredMessage(m.data, set(m.flags), m.internaldate))
-            src.highestmodseq += 1
-        return mapping if self.has("UIDPLUS") else {}
+            done: dict[int, int] = {}
+            if not _skips(lie):
+                for uid in b.uids:
+                    m = src.messages.pop(uid, None)
+                    if m is not None:
+                        done[uid] = dst.add(StoredMessage(m.data, set(m.flags), m.internaldate))
+                src.highestmodseq += 1
+            mapping.update(self._answer(lie, done if self.has("UIDPLUS") else {}))
+        return mapping
 
     def copy(self, uids: Sequence[int], dest: str) -> dict[int, int]:
         mapping: dict[int, int] = {}
-        for b in uidset.batches(uids):
-            self._enter("copy", b.set, dest)
+        for b in uidset.batches(uids, max_count=self.store_batch):
+            lie = self._command("copy", b.set, dest)
             src, dst = self._sel(), self._folder(dest)
-            for uid in b.uids:
-                m = src.messages.get(uid)
-                if m is not None:
-                    mapping[uid] = dst.add(StoredMessage(m.data, set(m.flags), m.internaldate))
-        return mapping if self.has("UIDPLUS") else {}
+            done: dict[int, int] = {}
+            if not _skips(lie):
+                for uid in b.uids:
+                    m = src.messages.get(uid)
+                    if m is not None:
+                        done[uid] = dst.add(StoredMessage(m.data, set(m.flags), m.internaldate))
+            mapping.update(self._answer(lie, done if self.has("UIDPLUS") else {}))
+        return mapping
 
     def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
         self._store(uids, flags, add=True)
@@ -256,22 +334,26 @@ class MemoryMailbox(LogoutOnExit):
                 "the server does not support UIDPLUS, so messages cannot be expunged by UID "
                 "without also expunging other \\Deleted messages"
             )
-        for b in uidset.batches(uids):
-            self._enter("expunge_uids", b.set)
+        for b in uidset.batches(uids, max_count=self.store_batch):
+            lie = self._command("expunge_uids", b.set)
             f = self._writable()
-            for uid in b.uids:
-                m = f.messages.get(uid)
-                if m is not None and "\\Deleted" in m.flags:
-                    del f.messages[uid]
-            f.highestmodseq += 1
+            if not _skips(lie):
+                for uid in b.uids:
+                    m = f.messages.get(uid)
+                    if m is not None and "\\Deleted" in m.flags:
+                        del f.messages[uid]
+                f.highestmodseq += 1
+            self._answer(lie, None)
 
     def expunge_flagged_deleted(self) -> None:
         """Plain EXPUNGE: every \\Deleted message of the selected folder goes."""
-        self._enter("expunge_flagged_deleted", "")
+        lie = self._command("expunge_flagged_deleted", "")
         f = self._writable()
-        for uid in [u for u, m in f.messages.items() if "\\Deleted" in m.flags]:
-            del f.messages[uid]
-        f.highestmodseq += 1
+        if not _skips(lie):
+            for uid in [u for u, m in f.messages.items() if "\\Deleted" in m.flags]:
+                del f.messages[uid]
+            f.highestmodseq += 1
+        self._answer(lie, None)
 
     def create_folder(self, name: str) -> None:
         self._enter("create_folder", name)
@@ -312,6 +394,36 @@ class MemoryMailbox(LogoutOnExit):
             raise pending.pop(0)
         self.calls.append((op, *args))
 
+    def _command(self, op: str, *args: object) -> Misbehaviour | None:
+        """Enter one IMAP command of *op*; the scripted lie for it, if any."""
+        self._enter(op, *args)
+        lie = None
+        for entry in list(self._script):
+            if entry.op != op:
+                continue
+            entry.seen += 1
+            if entry.seen == entry.nth and lie is None:
+                self._script.remove(entry)
+                lie = entry
+        if lie is not None and lie.how == "fail_before":
+            self._raise(lie)
+        return lie
+
+    def _answer(self, lie: Misbehaviour | None, result: _T) -> _T:
+        """What the server answers after carrying out (or not) a command."""
+        if lie is None or lie.how == "ok_without_performing":
+            return result
+        if lie.how == "perform_then_fail":
+            self._raise(lie)
+        assert lie.rewrite is not None
+        return lie.rewrite(result)  # type: ignore[return-value]
+
+    def _raise(self, lie: Misbehaviour) -> None:
+        assert lie.error is not None
+        if isinstance(lie.error, ConnectError):
+            self.logged_out = True  # the answer was lost with the connection
+        raise lie.error
+
     def _lookup(self, name: str) -> MemoryFolder | None:
         if name.upper() == "INBOX":
             return self.folders.get("INBOX")
@@ -340,15 +452,24 @@ class MemoryMailbox(LogoutOnExit):
 
     def _store(self, uids: Sequence[int], flags: Sequence[str], *, add: bool) -> None:
         op = "add_flags" if add else "remove_flags"
-        for b in uidset.batches(uids):
-            self._enter(op, b.set, tuple(flags))
+        for b in uidset.batches(uids, max_count=self.store_batch):
+            lie = self._command(op, b.set, tuple(flags))
             f = self._writable()
-            for uid in b.uids:
-                m = f.messages.get(uid)
-                if m is None:
-                    continue
-                if add:
-                    m.flags |= set(flags)
-                else:
-                    m.flags -= set(flags)
-            f.highestmodseq += 1
+            if not _skips(lie):
+                for uid in b.uids:
+                    m = f.messages.get(uid)
+                    if m is None:
+                        continue
+                    if add:
+                        m.flags |= set(flags)
+                    else:
+                        m.flags -= set(flags)
+                f.highestmodseq += 1
+            self._answer(lie, None)
+
+
+_T = TypeVar("_T")
+
+
+def _skips(lie: Misbehaviour | None) -> bool:
+    return lie is not None and lie.how == "ok_without_performing"
