@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from ndr_sweeper.msgid import normalise_message_id
+
 SENT_FIELDS: tuple[str, ...] = (
     "Message-ID",
     "X-Microsoft-Original-Message-ID",
@@ -20,16 +22,7 @@ _FIELD_RE = re.compile(
     rb"((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)",
     re.IGNORECASE | re.MULTILINE,
 )
-_ANGLE_RE = re.compile(r"<([^<>\s]+)>")
-
-
-def normalise_id(value: str) -> str | None:
-    """`<abc@example.com>` -> `abc@example.com`; None when nothing usable is left."""
-    m = _ANGLE_RE.search(value)
-    text = m.group(1) if m else value.strip().strip("<>").strip()
-    if not text or any(c.isspace() for c in text):
-        return None
-    return text
+_SPAN_RE = re.compile(r"<[^<>]*>")
 
 
 def ids_from_header(header: bytes) -> list[str]:
@@ -38,9 +31,8 @@ def ids_from_header(header: bytes) -> list[str]:
     for m in _FIELD_RE.finditer(header):
         value = m.group(2).decode("ascii", "replace")
         value = re.sub(r"\r?\n[ \t]", " ", value)
-        found = _ANGLE_RE.findall(value) or [value]
-        for candidate in found:
-            norm = normalise_id(candidate)
+        for candidate in _SPAN_RE.findall(value) or [value]:
+            norm = normalise_message_id(candidate)
             if norm and norm not in out:
                 out.append(norm)
     return out

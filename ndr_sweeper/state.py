@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from .errors import LockedError, StateError
+from .msgid import normalise_message_id
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +188,6 @@ class AccountStatus:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def normalise_message_id(value: str) -> str | None:
-    """A Message-ID without angle brackets or whitespace; case kept. None when empty."""
-    s = "".join(value.split())
-    if s.startswith("<"):
-        s = s[1:]
-    if s.endswith(">"):
-        s = s[:-1]
-    return s or None
 
 
 def _now() -> datetime:

@@ -1,4 +1,4 @@
-from ndr_sweeper.sentids import ids_from_header, normalise_id
+from ndr_sweeper.sentids import ids_from_header
 
 
 def test_all_provider_ids_are_collected_in_order():
@@ -24,10 +24,10 @@ def test_duplicates_and_junk_are_dropped():
     assert ids_from_header(header) == ["a@b"]
 
 
-def test_normalise_keeps_case_and_strips_brackets():
-    assert normalise_id(" <AbC@Example.COM> ") == "AbC@Example.COM"
-    assert normalise_id("no brackets@x") is None
-    assert normalise_id("bare@x") == "bare@x"
+def test_a_comment_or_a_fold_inside_the_brackets():
+    header = b"Message-ID: <lunch.42@example.org (sent from my phone)>\r\n"
+    assert ids_from_header(header) == ["lunch.42@example.org"]
+    assert ids_from_header(b"Message-ID: <a\r\n @b>\r\n") == ["a@b"]
 
 
 def test_ids_in_message_finds_every_quoted_id_once():

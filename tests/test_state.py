@@ -15,12 +15,12 @@ import pytest
 
 from ndr_sweeper import state as state_mod
 from ndr_sweeper.errors import LockedError, StateError
+from ndr_sweeper.msgid import normalise_message_id
 from ndr_sweeper.state import (
     SCHEMA_VERSION,
     JournalEntry,
     StateDB,
     account_lock,
-    normalise_message_id,
     open_state,
 )
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from ..msgid import BARE_ID as _BARE_ID
+from ..msgid import normalise_message_id as normalise_id
 from ._rx import FOLD_EXCEPTIONS, Caseless
 from .detectors._base import dsn_records
 from .message import (
@@ -32,9 +34,6 @@ from .message import (
     parse_header_block,
 )
 from .verdict import Original
-
-_ANGLE_ID = re.compile(r"<\s*([^<>\s]{1,900}?)\s*>")
-_BARE_ID = re.compile(r"([^<>\s\"',;()\[\]]{1,900}@[^<>\s\"',;()\[\]]{1,300})")
 
 _ORIG_ID_FIELD = re.compile(
     r"^[ \t>|]*(?:X-)?Original-Message-ID[ \t]*:[ \t]*(\S[^\n]{0,1000})",
@@ -59,46 +58,6 @@ REPORT_SUBJECT = Caseless(
     r"delivery has failed|warning: |delayed|nondeliverable|mail system error|"
     r"rejected|unzustellbar|bounce",
 )
-
-
-def normalise_id(value: str | None) -> str | None:
-    """``<abc@x>`` -> ``abc@x``; whitespace removed; None when there is no ID."""
-    if not value:
-        return None
-    value = value.strip()
-    if value[:1] == "<" and value[-1:] == ">":
-        # the usual "<id>": the same answer as the search below, without it
-        ident = value[1:-1]
-        if (
-            0 < len(ident) <= 900
-            and "<" not in ident
-            and ">" not in ident
-            and len(ident.split()) == 1
-            and ident.split()[0] == ident
-            and _usable(ident)
-        ):
-            return ident
-    m = _ANGLE_ID.search(value)
-    if m:
-        ident = m.group(1)
-    else:
-        m2 = _BARE_ID.search(value)
-        if m2:
-            ident = m2.group(1)
-        else:
-            ident = value.split()[0] if value.split() else ""
-            if not ident or len(ident) > 900 or ident.lower() in ("none", "unknown"):
-                return None
-    ident = "".join(ident.split()).strip("<>")
-    return ident if ident and _usable(ident) else None
-
-
-_UNUSABLE = re.compile("[\x00-\x1f\x7f\ufffd]")
-
-
-def _usable(ident: str) -> bool:
-    """An ID made of bytes that could not be decoded, or of control characters, names nothing."""
-    return _UNUSABLE.search(ident) is None
 
 
 def _looks_like_report(h: Headers) -> bool:
