@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import re
 
+from ..msgid import normalise_message_id as normalise_id
 from .detectors import ORDER
-from .extract import extract_original, normalise_id
+from .extract import extract_original
 from .message import ParsedMessage, parse
 from .prefilter import headers_may_be_report
 from .verdict import Kind, Verdict
