@@ -105,6 +105,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = _load(args)
     accounts = config.select(args.account)
     results: list[AccountResult] = []
+    invocation: str | None = None  # the first account's run id: undo --last takes them all
     with (
         open_state(config.state_dir) as state,
         render.Progress(not (args.json or args.quiet)) as progress,
@@ -125,7 +126,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         full=args.full,
                         reporter=progress,
                         rule_hook=hook,
+                        invocation=invocation,
                     )
+                    invocation = invocation or result.run_id
             except LockedError as exc:
                 result = AccountResult(acc.name, dry_run=args.dry_run, error=str(exc))
             results.append(result)
@@ -144,60 +147,118 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_undo(args: argparse.Namespace) -> int:
     from ndr_sweeper import render
-    from ndr_sweeper.actions.apply import undo_entries
-    from ndr_sweeper.connect import open_mailbox
     from ndr_sweeper.errors import ConfigError
-    from ndr_sweeper.state import account_lock, open_state
+    from ndr_sweeper.state import open_state
 
     config = _load(args)
     with open_state(config.state_dir) as state:
-        run_id = args.run_id
         if args.last:
-            # The newest run that changed something: a no-op re-run has nothing to undo.
-            run_id = next(
-                (
-                    r.id
-                    for r in state.runs(limit=1000)
-                    if not r.dry_run and any(e.state == "done" for e in state.run_entries(r.id))
-                ),
-                None,
-            )
-        if not run_id:
-            raise ConfigError("no run to undo: `ndr-sweeper history` lists the runs")
-        run = state.run(run_id)
-        if run is None:
-            raise ConfigError(f"no run {run_id!r}: `ndr-sweeper history` lists the runs")
-        rows = state.run_entries(run_id)
-        account = config.account(run.account)
-        with account_lock(config.state_dir, account.name):
-            mb = open_mailbox(account)
-            try:
-                result = undo_entries(mb, state, rows, account.expunge_fallback)
-            finally:
-                mb.logout()
-    if args.json:
-        render.json_doc(
-            {
-                "run_id": run_id,
-                "account": account.name,
-                "restored": result.restored,
-                "missing": result.missing,
-                "notes": result.notes,
-            }
-        )
-    else:
-        out = render.console()
-        out.print(
-            f"run {run_id} ({account.name}): {result.restored} message(s) put back", markup=False
-        )
-        if result.missing:
-            out.print(
-                f"{result.missing} message(s) were no longer where the run put them (moved or deleted since)",
+            runs = state.last_undoable_invocation()
+            if not runs:
+                raise ConfigError(
+                    "nothing to undo: no sweep moved or flagged anything that is still there; "
+                    "`ndr-sweeper history` lists the runs"
+                )
+        else:
+            run = state.run(args.run_id)
+            if run is None:
+                raise ConfigError(f"no run {args.run_id!r}: `ndr-sweeper history` lists the runs")
+            if run.dry_run or run.command != "sweep":
+                what = "a dry run" if run.dry_run else f"an {run.command}"
+                raise ConfigError(f"run {run.id} was {what}: it changed nothing to undo")
+            runs = [run]
+        by_account: dict[str, list[str]] = {}
+        for r in sorted(runs, key=lambda r: (r.account, r.id)):
+            by_account.setdefault(r.account, []).append(r.id)
+        if args.last and not args.json:
+            render.console().print(
+                f"undoing the sweep of {runs[0].started:%Y-%m-%d %H:%M} UTC "
+                f"({', '.join(r.id for r in runs)}) on {', '.join(by_account)}",
                 markup=False,
             )
-        for n in result.notes:
-            out.print(f"note: {n}", markup=False)
-    return 0
+        reports = [
+            _undo_account(config, state, name, run_ids) for name, run_ids in by_account.items()
+        ]
+    if args.json:
+        render.json_doc({"ok": all(r["ok"] for r in reports), "accounts": reports})
+    else:
+        out = render.console()
+        for r in reports:
+            if r["error"]:
+                render.error(f"{r['account']}: {r['error']}")
+                continue
+            out.print(
+                f"run {', '.join(r['run_ids'])} ({r['account']}): "
+                f"{r['restored']} message(s) put back",
+                markup=False,
+            )
+            for n in r["notes"]:
+                out.print(f"note: {n}", markup=False)
+            if r["missing"] or r["failed"]:
+                render.error(
+                    f"{r['account']}: {r['missing'] + r['failed']} message(s) could not be put "
+                    "back (see the notes above)"
+                )
+    return 0 if all(r["ok"] for r in reports) else 1
+
+
+def _undo_account(config, state, name: str, run_ids: list[str]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Undo `run_ids` of one account as a journalled run of its own; never raises (but for
+    Ctrl-C, which is recorded as an interrupted run)."""
+    from ndr_sweeper.actions.apply import UndoResult, undo_runs
+    from ndr_sweeper.connect import open_mailbox
+    from ndr_sweeper.state import account_lock
+
+    result = UndoResult()
+    report: dict[str, object] = {"account": name, "run_ids": run_ids, "undo_run_id": None}
+    error: str | None = None
+    try:
+        account = config.account(name)
+        with account_lock(config.state_dir, name):
+            state.interrupt_stale_runs(name)
+            undo_id = state.start_run(name, dry_run=False, command="undo")
+            report["undo_run_id"] = undo_id
+            status = "failed"
+            try:
+                mb = open_mailbox(account)
+                try:
+                    result = undo_runs(mb, state, name, run_ids, undo_id, account.expunge_fallback)
+                finally:
+                    mb.logout()
+                status = "partial" if result.failed or result.missing else "ok"
+            except KeyboardInterrupt:
+                status, error = "interrupted", "interrupted (Ctrl-C); run the undo again"
+                raise
+            except NdrSweeperError as exc:
+                error = str(exc)
+            except Exception as exc:  # a bug of ours: one line; the journal says what is left
+                error = (
+                    f"unexpected {type(exc).__name__}: {exc}; the journal is intact, run the undo "
+                    "again; run with --log-level debug for the details, and please report it"
+                )
+                log.debug("%s: undo failed", name, exc_info=True)
+            finally:
+                state.finish_run(
+                    undo_id,
+                    status,
+                    {
+                        "restored": result.restored,
+                        "missing": result.missing,
+                        "errors": result.failed,
+                    },
+                    error,
+                )
+    except NdrSweeperError as exc:  # unknown account (renamed), locked, state
+        error = str(exc)
+    report.update(
+        restored=result.restored,
+        missing=result.missing,
+        failed=result.failed,
+        notes=result.notes,
+        error=error,
+        ok=error is None and not result.failed and not result.missing,
+    )
+    return report
 
 
 def cmd_history(args: argparse.Namespace) -> int:

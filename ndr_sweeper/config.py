@@ -81,9 +81,11 @@ class Account:
     oauth2_device_url: str | None = None
     oauth2_scopes: tuple[str, ...] = ()
     enabled: bool = True
-    # Without UIDPLUS: "protect" expunges only our messages (others' \\Deleted flags are lifted
-    # for the moment of the EXPUNGE and put back); "keyword" never expunges and flags ours.
-    expunge_fallback: str = "protect"
+    # Without MOVE and UIDPLUS no command removes only our messages. "deleted": flag the
+    # originals \\Deleted and $NdrBackscatter and leave the expunge to the user's client;
+    # "keyword": flag them $NdrBackscatter only; "protect": expunge, lifting the user's
+    # \\Deleted flags around it (a flag set by another client at that moment is not safe).
+    expunge_fallback: str = "deleted"
 
     @property
     def uses_oauth2(self) -> bool:
@@ -337,7 +339,7 @@ _ACCOUNT_CHECKS: Final[dict[str, Callable[[object], object]]] = {
     "oauth2_device_url": _url,
     "oauth2_scopes": _str_list,
     "enabled": _bool,
-    "expunge_fallback": _choice(("protect", "keyword")),
+    "expunge_fallback": _choice(("deleted", "keyword", "protect")),
 }
 _ACCOUNT_KEYS: Final = tuple(_ACCOUNT_CHECKS)
 _SECRETISH_COMMAND_RE: Final = re.compile(r"^\s*(echo|printf)\s")

@@ -33,11 +33,14 @@ from .msgid import normalise_message_id
 log = logging.getLogger(__name__)
 
 DB_NAME: Final = "state.db"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT: Final = 30.0  # seconds to wait for another process's write transaction
 
-ENTRY_STATES: Final = ("planned", "copied", "done", "failed", "undone")
-PENDING_STATES: Final = ("planned", "copied")
+# planned -> sent -> done | copied -> done | failed; done (or copied) -> undone. "sent": the
+# command is on its way or its answer was lost; only a look at the server tells what happened.
+ENTRY_STATES: Final = ("planned", "sent", "copied", "done", "failed", "undone")
+PENDING_STATES: Final = ("planned", "sent", "copied")
+RUN_STATES: Final = ("running", "ok", "partial", "failed", "interrupted")
 
 _SCHEMA_V1: Final = """
 CREATE TABLE cursors (
@@ -114,8 +117,28 @@ _SCHEMA_V2: Final = """
 CREATE INDEX sent_ids_nocase ON sent_ids (account, message_id COLLATE NOCASE);
 """
 
+# v3: every step proven on the server. A journal entry knows the message by what it is (a
+# fingerprint of its header fields, and its size), the flags it had and the ones we added, and
+# the destination's UIDNEXT before the command (a copy has a UID at or above it). Undo entries
+# point at the entry they undo. Runs of one command invocation share an invocation id.
+_SCHEMA_V3: Final = """
+ALTER TABLE journal ADD COLUMN fingerprint TEXT;
+ALTER TABLE journal ADD COLUMN size INTEGER;
+ALTER TABLE journal ADD COLUMN flags_before TEXT;
+ALTER TABLE journal ADD COLUMN flags_added TEXT;
+ALTER TABLE journal ADD COLUMN dest_uidnext INTEGER;
+ALTER TABLE journal ADD COLUMN undoes INTEGER;
+ALTER TABLE journal ADD COLUMN original_left INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN invocation TEXT;
+CREATE INDEX journal_by_fingerprint ON journal (account, fingerprint);
+CREATE INDEX journal_by_message ON journal (account, folder, uidvalidity, uid);
+CREATE INDEX journal_by_undoes ON journal (undoes);
+CREATE INDEX runs_by_invocation ON runs (invocation);
+CREATE INDEX runs_by_started ON runs (started);
+"""
+
 # Index = the user_version a script upgrades from.
-_MIGRATIONS: Final = (_SCHEMA_V1, _SCHEMA_V2)
+_MIGRATIONS: Final = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 
 
 # --------------------------------------------------------------------------- rows
@@ -134,9 +157,14 @@ class JournalEntry:
     kind: str
     decision: str
     reason: str
-    action: str  # move / delete / flag / none
+    action: str  # move / delete / flag; undo: restore / drop / unflag; protect
     dest_folder: str | None
     state: str = "planned"
+    fingerprint: str | None = None  # actions.identity: the message's header fields, hashed
+    size: int | None = None  # RFC822.SIZE
+    flags_before: tuple[str, ...] | None = None  # its flags when it was planned
+    flags_added: tuple[str, ...] | None = None  # flags a flag/unflag step sets or removes
+    undoes: int | None = None  # undo entries: the entry they undo
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +189,13 @@ class JournalRow:
     dest_uid: int | None
     error: str | None
     updated: datetime
+    fingerprint: str | None = None
+    size: int | None = None
+    flags_before: tuple[str, ...] | None = None
+    flags_added: tuple[str, ...] | None = None
+    dest_uidnext: int | None = None
+    undoes: int | None = None
+    original_left: bool = False  # the copy path left the original in place, flagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +209,7 @@ class RunRow:
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     command: str = ""
+    invocation: str | None = None  # shared by the runs of one command (several accounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,8 +493,14 @@ class StateDB:
 
     # --- runs and journal
 
-    def start_run(self, account: str, *, dry_run: bool, command: str) -> str:
-        """Record a new run; its id sorts by start time, e.g. ``20261127-172600-ab12`` (UTC)."""
+    def start_run(
+        self, account: str, *, dry_run: bool, command: str, invocation: str | None = None
+    ) -> str:
+        """Record a new run; its id sorts by start time, e.g. ``20261127-172600-ab12`` (UTC).
+
+        ``invocation`` groups the runs of one command (a sweep of several accounts); by default
+        a run is an invocation of its own.
+        """
         now = _now()
         with self._write() as c:
             while True:
@@ -466,11 +508,25 @@ class StateDB:
                 if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                     break
             c.execute(
-                "INSERT INTO runs (id, account, started, dry_run, command, status) "
-                "VALUES (?, ?, ?, ?, ?, 'running')",
-                (run_id, account, _ts(now), int(dry_run), command),
+                "INSERT INTO runs (id, account, started, dry_run, command, status, invocation) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                (run_id, account, _ts(now), int(dry_run), command, invocation or run_id),
             )
         return run_id
+
+    def interrupt_stale_runs(self, account: str) -> list[str]:
+        """Mark the account's runs still "running" as interrupted: a process killed mid-run
+        leaves them so. Call it holding the account lock (then none of them can be running)."""
+        with self._write() as c:
+            rows = c.execute(
+                "SELECT id FROM runs WHERE account = ? AND status = 'running'", (account,)
+            ).fetchall()
+            c.execute(
+                "UPDATE runs SET status = 'interrupted', error = COALESCE(error, ?) "
+                "WHERE account = ? AND status = 'running'",
+                ("the process stopped before the run finished", account),
+            )
+        return [r[0] for r in rows]
 
     def journal_add(self, run_id: str, entries: Sequence[JournalEntry]) -> list[int]:
         """Write entries (one transaction) and return their ids, in the order given."""
@@ -496,6 +552,11 @@ class StateDB:
                 e.dest_folder,
                 e.state,
                 now,
+                e.fingerprint,
+                e.size,
+                _flags_out(e.flags_before),
+                _flags_out(e.flags_added),
+                e.undoes,
             )
             for e in entries
         ]
@@ -506,7 +567,8 @@ class StateDB:
             c.executemany(
                 "INSERT INTO journal (run_id, account, folder, uidvalidity, uid, "
                 "bounce_message_id, original_message_id, kind, decision, reason, action, "
-                "dest_folder, state, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "dest_folder, state, updated, fingerprint, size, flags_before, flags_added, "
+                "undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
             # The write lock is held, so the new rows are exactly those after `before`.
@@ -526,29 +588,51 @@ class StateDB:
         state: str,
         *,
         dest_uidvalidity: int | None = None,
+        dest_uidnext: int | None = None,
         dest_uids: Mapping[int, int] | None = None,
         error: str | None = None,
+        original_left: bool | None = None,
+        flags_added: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
-        """Move entries to ``state`` (planned -> copied -> done | failed; done -> undone).
+        """Move entries to ``state`` (planned -> sent -> copied -> done | failed; done -> undone).
 
-        ``dest_uids`` maps entry id -> UID in the destination folder; ``dest_uidvalidity``,
-        ``dest_uids`` and ``error`` are only written when given. One transaction.
+        ``dest_uids`` maps entry id -> UID in the destination folder, ``flags_added`` entry id ->
+        the flags a step added; the other keywords are written to every entry. Each is written
+        only when given. One transaction.
         """
         if state not in ENTRY_STATES:
             raise ValueError(f"unknown journal state {state!r}: one of {', '.join(ENTRY_STATES)}")
         ids = list(dict.fromkeys(entry_ids))
         dest_uids = dict(dest_uids or {})
+        added = {i: _flags_out(f) for i, f in (flags_added or {}).items()}
         if not ids and not dest_uids:
             return
         extra = [i for i in dest_uids if i not in ids]
         ids.extend(extra)
         now = _ts(_now())
+        left = None if original_left is None else int(original_left)
         with self._write() as c:
             cur = c.executemany(
                 "UPDATE journal SET state = ?, updated = ?, "
                 "dest_uidvalidity = COALESCE(?, dest_uidvalidity), "
-                "dest_uid = COALESCE(?, dest_uid), error = COALESCE(?, error) WHERE id = ?",
-                [(state, now, dest_uidvalidity, dest_uids.get(i), error, i) for i in ids],
+                "dest_uidnext = COALESCE(?, dest_uidnext), "
+                "dest_uid = COALESCE(?, dest_uid), error = COALESCE(?, error), "
+                "original_left = COALESCE(?, original_left), "
+                "flags_added = COALESCE(?, flags_added) WHERE id = ?",
+                [
+                    (
+                        state,
+                        now,
+                        dest_uidvalidity,
+                        dest_uidnext,
+                        dest_uids.get(i),
+                        error,
+                        left,
+                        added.get(i),
+                        i,
+                    )
+                    for i in ids
+                ],
             )
             if cur.rowcount != len(ids):
                 raise ValueError(
@@ -565,6 +649,65 @@ class StateDB:
             (account, *PENDING_STATES, exclude_run or ""),
         )
         return [_journal_row(r) for r in rows]
+
+    def entries_for_messages(
+        self, account: str, folder: str, uidvalidity: int, uids: Sequence[int]
+    ) -> dict[int, list[JournalRow]]:
+        """Journal entries (of real runs) about these messages, by UID: what was done to them."""
+        out: dict[int, list[JournalRow]] = {}
+        for start in range(0, len(uids), 500):
+            chunk = list(uids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._read(
+                "SELECT j.* FROM journal j JOIN runs r ON r.id = j.run_id "
+                "WHERE j.account = ? AND j.folder = ? AND j.uidvalidity = ? AND r.dry_run = 0 "
+                f"AND j.uid IN ({marks}) ORDER BY j.id",
+                (account, folder, uidvalidity, *chunk),
+            )
+            for r in rows:
+                out.setdefault(r["uid"], []).append(_journal_row(r))
+        return out
+
+    def undone_fingerprints(self, account: str, fingerprints: Iterable[str]) -> set[str]:
+        """Those of ``fingerprints`` whose message an undo put back: the user keeps it."""
+        return self._present(
+            "SELECT DISTINCT fingerprint FROM journal "
+            "WHERE account = ? AND state = 'undone' AND fingerprint",
+            account,
+            list(dict.fromkeys(f for f in fingerprints if f)),
+        )
+
+    def undo_entries_of(self, entry_ids: Iterable[int]) -> dict[int, list[JournalRow]]:
+        """Undo entries by the entry they undo."""
+        ids = list(dict.fromkeys(entry_ids))
+        out: dict[int, list[JournalRow]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for r in self._read(
+                f"SELECT * FROM journal WHERE undoes IN ({marks}) ORDER BY id", chunk
+            ):
+                out.setdefault(r["undoes"], []).append(_journal_row(r))
+        return out
+
+    def last_undoable_invocation(self) -> list[RunRow]:
+        """The runs of the most recent sweep invocation that left something to undo (every
+        account it acted on), newest first; [] when there is none. Quiet runs cost an index
+        lookup each, however many there are."""
+        rows = self._read(
+            "SELECT r.* FROM runs r WHERE r.dry_run = 0 AND r.command = 'sweep' AND EXISTS ("
+            "SELECT 1 FROM journal j WHERE j.run_id = r.id AND j.state IN ('done', 'copied') "
+            "AND j.action IN ('move', 'delete', 'flag')) ORDER BY r.started DESC, r.rowid DESC "
+            "LIMIT 1"
+        )
+        if not rows:
+            return []
+        invocation = rows[0]["invocation"] or rows[0]["id"]
+        runs = self._read(
+            "SELECT * FROM runs WHERE invocation = ? OR id = ? ORDER BY id DESC",
+            (invocation, invocation),
+        )
+        return [_run_row(r) for r in runs]
 
     def finish_run(
         self, run_id: str, status: str, counts: Mapping[str, int], error: str | None = None
@@ -590,6 +733,17 @@ class StateDB:
     def run(self, run_id: str) -> RunRow | None:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
         return _run_row(rows[0]) if rows else None
+
+    def entries(self, entry_ids: Iterable[int]) -> list[JournalRow]:
+        """Journal entries by id, in the order given (unknown ids are left out)."""
+        ids = list(dict.fromkeys(entry_ids))
+        by_id: dict[int, JournalRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for r in self._read(f"SELECT * FROM journal WHERE id IN ({marks})", chunk):
+                by_id[r["id"]] = _journal_row(r)
+        return [by_id[i] for i in ids if i in by_id]
 
     def run_entries(self, run_id: str) -> list[JournalRow]:
         rows = self._read("SELECT * FROM journal WHERE run_id = ? ORDER BY id", (run_id,))
@@ -655,6 +809,13 @@ class StateDB:
 
 def _journal_row(r: sqlite3.Row) -> JournalRow:
     return JournalRow(
+        fingerprint=r["fingerprint"],
+        size=r["size"],
+        flags_before=_flags_in(r["flags_before"]),
+        flags_added=_flags_in(r["flags_added"]),
+        dest_uidnext=r["dest_uidnext"],
+        undoes=r["undoes"],
+        original_left=bool(r["original_left"]),
         id=r["id"],
         run_id=r["run_id"],
         account=r["account"],
@@ -687,7 +848,17 @@ def _run_row(r: sqlite3.Row) -> RunRow:
         counts=json.loads(r["counts"]),
         error=r["error"],
         command=r["command"],
+        invocation=r["invocation"],
     )
+
+
+def _flags_out(flags: Sequence[str] | None) -> str | None:
+    """Flags as stored: space-separated (IMAP flags never contain a space)."""
+    return None if flags is None else " ".join(flags)
+
+
+def _flags_in(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(text.split())
 
 
 # --------------------------------------------------------------------------- opening

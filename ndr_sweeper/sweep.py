@@ -227,9 +227,11 @@ def scan_folder(
     result: AccountResult,
     st: FolderStatus | None = None,
     dry_run: bool = True,
+    selected: dict[str, FolderStatus] | None = None,
 ) -> tuple[int, list[int], list[_Found]]:
     """Classify what is new in one folder: (uidvalidity, new uids, report verdicts).
-    *st*: the folder's STATUS when the caller already has it."""
+    *st*: the folder's STATUS when the caller already has it; *selected* receives what the
+    SELECT of the folder said (acting then needs no second SELECT)."""
     st = st or mb.status(folder)
     cursor = None if full else state.get_cursor(account, folder)
     if cursor is not None and cursor[0] != st.uidvalidity:
@@ -241,6 +243,8 @@ def scan_folder(
     # Read-write unless this is a dry run: the acting step then needs no second SELECT.
     # BODY.PEEK never sets \\Seen, so reading changes nothing either way.
     sel = mb.select(folder, readonly=dry_run)
+    if selected is not None:
+        selected[folder] = sel
     if sel.uidvalidity != st.uidvalidity:
         raise MailboxError(f"UIDVALIDITY of {folder!r} changed while it was opened: sweep again")
     uids = mb.search_uids(last + 1)
@@ -282,16 +286,23 @@ def sweep_account(
     reporter: Reporter | None = None,
     rule_hook: RuleHook | None = None,
     now: Callable[[], datetime] | None = None,
+    invocation: str | None = None,
 ) -> AccountResult:
-    """Sweep one account. Errors are caught into the result; the caller holds the lock."""
-    from ndr_sweeper.actions.apply import apply_plans, recover_pending
+    """Sweep one account. Errors are caught into the result; the caller holds the lock.
+
+    *invocation* groups the runs of one command over several accounts (``undo --last``).
+    """
+    from ndr_sweeper.actions.apply import apply_plans, prepare, recover_pending
     from ndr_sweeper.mailbox.discovery import find_folder
 
     reporter = reporter or NullReporter()
     now = now or (lambda: datetime.now(UTC))
     started = time.monotonic()
     result = AccountResult(account.name, dry_run=dry_run)
-    result.run_id = state.start_run(account.name, dry_run=dry_run, command="sweep")
+    state.interrupt_stale_runs(account.name)  # the lock is ours: none of them is running
+    result.run_id = state.start_run(
+        account.name, dry_run=dry_run, command="sweep", invocation=invocation
+    )
     mb: Mailbox | None = None
     status: str | None = None
     try:
@@ -309,9 +320,19 @@ def sweep_account(
 
         found: list[_Found] = []
         cursors: dict[str, tuple[int, list[int]]] = {}
+        selected: dict[str, FolderStatus] = {}
         for folder in account.folders:
             uidvalidity, uids, f = scan_folder(
-                mb, state, account.name, folder, full, reporter, result, early.get(folder), dry_run
+                mb,
+                state,
+                account.name,
+                folder,
+                full,
+                reporter,
+                result,
+                early.get(folder),
+                dry_run,
+                selected,
             )
             cursors[folder] = (uidvalidity, uids)
             found.extend(f)
@@ -357,17 +378,11 @@ def sweep_account(
                 )
                 plan = dataclasses.replace(plan, dest=trash)
             plans.append(plan)
-        # A message that `undo` put back is the user's call: never act on it again.
-        undone = state.undone_ids(account.name, [p.bounce_message_id for p in plans if p.acts])
-        if undone:
-            plans = [
-                dataclasses.replace(
-                    p, action=Action.KEEP, dest=None, reason="put back by an earlier undo: kept"
-                )
-                if p.acts and p.bounce_message_id in undone
-                else p
-                for p in plans
-            ]
+        # What each acting plan's message is; those put back by an undo, acted on already or
+        # waiting for an earlier action to finish are kept (the dry run shows the same).
+        prepared = prepare(mb, state, account.name, plans, write=not dry_run, known=selected)
+        plans = prepared.plans
+        result.notes.extend(prepared.notes)
         for p in plans:
             if p.decision is Decision.OWN:
                 result.own += 1
@@ -380,15 +395,12 @@ def sweep_account(
         result.decisions = [p for p in plans if p.decision is not Decision.NOT_NDR or p.rule]
 
         retry: dict[str, list[int]] = defaultdict(list)
-        # Copied earlier but not yet removed (recovery could not finish them): acting again
-        # would copy them a second time; the next sweep's recovery finishes them.
-        half_done = {(r.folder, r.uid) for r in state.pending_entries(account.name)}
-        if half_done and not dry_run:
-            for p in plans:
-                if p.acts and (p.folder, p.uid) in half_done:
-                    retry[p.folder].append(p.uid)
-                    result.errors += 1
-            plans = [p for p in plans if not (p.acts and (p.folder, p.uid) in half_done)]
+        # An earlier action on these is not finished (recovery could not remove the original
+        # of a copy): acting again would copy them twice; they wait and count as errors.
+        if not dry_run:
+            for folder, waiting in prepared.waiting.items():
+                retry[folder].extend(waiting)
+                result.errors += len(waiting)
         acting = [p for p in plans if p.acts]
         if acting and not dry_run:
             reporter.stage(account.name, "acting", len(acting))
@@ -400,12 +412,14 @@ def sweep_account(
                 acting,
                 reporter,
                 account.expunge_fallback,
-                {folder: validity for folder, (validity, _uids) in cursors.items()},
+                {f: st for f, st in selected.items() if f in cursors},
+                prepared.identities,
+                prepared.opened,
             )
             result.acted = outcome.done
             result.errors += outcome.failed
-            result.notes.extend(outcome.notes)
-            for folder, failed in outcome.failed_uids.items():
+            result.notes.extend(n for n in outcome.notes if n not in result.notes)
+            for folder, failed in outcome.retry.items():
                 retry[folder].extend(failed)
 
         if not dry_run:
@@ -421,6 +435,10 @@ def sweep_account(
     except Interrupted as exc:
         result.error = str(exc)
         status = "interrupted"
+    except KeyboardInterrupt:
+        result.error = "interrupted (Ctrl-C); the next sweep continues from here"
+        status = "interrupted"
+        raise
     except NdrSweeperError as exc:
         result.error = str(exc)
         log.debug("%s: sweep failed", account.name, exc_info=True)

@@ -38,8 +38,10 @@ pytestmark = pytest.mark.imap
 SERVERS = {
     "move": {},
     "copy-uidplus": {"no_move": True, "uidplus": True},
-    "copy-plain": {"no_move": True},
+    "copy-plain": {"no_move": True},  # the default leaves moved originals flagged \Deleted
+    "copy-protect": {"no_move": True},  # expunge_fallback = "protect": EXPUNGE, shielded
 }
+CONFIG = {"copy-protect": {"expunge_fallback": "protect"}}
 
 # A bounce whose own Message-ID is made to break an IMAP command if it reached one raw:
 # a literal marker, quotes, a backslash and parentheses.
@@ -109,6 +111,7 @@ def fill(env: lab.LabEnv, mail: Mail) -> None:
 
 
 def make_lab(dovecot_factory, new_imap_user, tmp_path, shape: str, n: int = 8, **cfg) -> Lab:
+    cfg = {**CONFIG.get(shape, {}), **cfg}
     server = dovecot_factory(**SERVERS[shape])
     env = new_imap_user(server)
     mail = make_mail(n_backscatter=n)
@@ -140,9 +143,11 @@ KILL_POINTS = [
     ("copy-uidplus", "copy", "after"),  # between the COPY and the STORE \Deleted
     ("copy-uidplus", "add_flags", "after"),  # between the STORE and the UID EXPUNGE
     ("copy-uidplus", "expunge_uids", "before"),
-    ("copy-plain", "copy", "after"),  # found again only by Message-ID (or whole header)
-    ("copy-plain", "remove_flags", "after"),  # the user's \Deleted lifted, then the crash
-    ("copy-plain", "expunge_flagged_deleted", "before"),
+    ("copy-plain", "copy", "after"),  # found again by identity above the UIDNEXT before it
+    ("copy-plain", "add_flags", "after"),  # the original flagged, then the crash
+    ("copy-protect", "copy", "after"),
+    ("copy-protect", "remove_flags", "after"),  # the user's \Deleted lifted, then the crash
+    ("copy-protect", "expunge_flagged_deleted", "before"),
 ]
 
 
@@ -215,7 +220,7 @@ def test_large_sweep_killed_by_signal_and_resumed(
         mail.inbox.insert(3 * i + 2, (tagged(bounces.ordinary(), f"ord{i}"), ()))
         mail.keep.add(f"ord{i}")
     fill(env, mail)
-    lb = Lab(server, env, tmp_path, mail)
+    lb = Lab(server, env, tmp_path, mail, **CONFIG.get(shape, {}))
     db = lb.state_dir / "state.db"
     env_vars = {**__import__("os").environ, **lb.xdg, "NO_COLOR": "1"}
     proc = subprocess.Popen(
@@ -263,7 +268,7 @@ def test_mailbox_at_its_quota(dovecot_factory, new_imap_user, tmp_path, shape) -
     server = dovecot_factory(**SERVERS[shape], quota_messages=len(mail.inbox) + len(mail.sent))
     env = new_imap_user(server)
     fill(env, mail)
-    lb = Lab(server, env, tmp_path, mail)
+    lb = Lab(server, env, tmp_path, mail, **CONFIG.get(shape, {}))
     out = lb.cli("sweep", "--json")
     acc = json.loads(out.stdout)["accounts"][0]
     if shape == "move":
@@ -309,7 +314,7 @@ def test_small_line_limit_sweep_still_exact(dovecot_factory, new_imap_user, tmp_
         mail.inbox.insert(2 * i + 1, (tagged(bounces.ordinary(), f"ord{i}"), ()))
         mail.keep.add(f"ord{i}")
     fill(env, mail)
-    lb = Lab(server, env, tmp_path, mail)
+    lb = Lab(server, env, tmp_path, mail, **CONFIG["copy-protect"])
     out = lb.cli("sweep")
     assert out.returncode == 0, out.stderr
     lb.check()
@@ -339,7 +344,7 @@ def test_two_sweeps_started_together(dovecot_factory, new_imap_user, tmp_path, s
     env = new_imap_user(server)
     mail = make_mail(n_backscatter=200)
     fill(env, mail)
-    lb = Lab(server, env, tmp_path, mail)
+    lb = Lab(server, env, tmp_path, mail, **CONFIG.get(shape, {}))
     env_vars = {**__import__("os").environ, **lb.xdg, "NO_COLOR": "1"}
     cmd = [sys.executable, "-m", "ndr_sweeper", "sweep", "--json", "--config", str(lb.config)]
     procs = [

@@ -26,11 +26,14 @@ import bounces
 SHAPES = {
     "move": DEFAULT_CAPABILITIES,
     "copy-uidplus": DEFAULT_CAPABILITIES - {"MOVE"},
-    "copy-plain": DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"},
+    "copy-plain": DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"},  # default: originals flagged
+    "copy-protect": DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"},  # expunge_fallback = "protect"
 }
 
 
-def account(**kw: Any) -> Account:
+def account(shape: str = "move", **kw: Any) -> Account:
+    if shape == "copy-protect":
+        kw.setdefault("expunge_fallback", "protect")
     return Account(name="acc", host="imap.example.org", username="me", min_age=0.0, **kw)
 
 
@@ -78,7 +81,8 @@ def state(tmp_path: Path):
 FAULTS = [
     ("move", ["move"]),
     ("copy-uidplus", ["copy", "add_flags", "expunge_uids"]),
-    ("copy-plain", ["copy", "add_flags", "remove_flags", "expunge_flagged_deleted"]),
+    ("copy-plain", ["copy", "add_flags"]),
+    ("copy-protect", ["copy", "add_flags", "remove_flags", "expunge_flagged_deleted"]),
 ]
 
 
@@ -90,13 +94,13 @@ def test_cut_at_every_write_then_next_sweep_finishes(state, shape, op, when) -> 
     mail = make_mail()
     mb = server(shape, mail)
     faulty = FaultyMailbox(mb, op, when)
-    first = sweep_account(account(), state, lambda _a: faulty)
+    first = sweep_account(account(shape), state, lambda _a: faulty)
     assert faulty.fired, f"{op} was never called on {shape}"
     assert first.error and "connection lost" in first.error
-    second = sweep_account(account(), state, session(mb))
+    second = sweep_account(account(shape), state, session(mb))
     assert second.error is None and second.errors == 0, second
     check(mb, mail, state)
-    third = sweep_account(account(), state, session(mb))
+    third = sweep_account(account(shape), state, session(mb))
     assert third.acted == 0 and third.scanned == 0
     check(mb, mail, state)
 
@@ -107,11 +111,11 @@ def test_cut_while_fetching_acts_on_nothing_then_finishes(state, shape, op) -> N
     mail = make_mail()
     mb = server(shape, mail)
     faulty = FaultyMailbox(mb, op, nth=3)
-    first = sweep_account(account(), state, lambda _a: faulty)
+    first = sweep_account(account(shape), state, lambda _a: faulty)
     assert first.error and faulty.fired
     assert mb.contents("Junk") == {}, "nothing may be moved after a failed scan"
     assert state.get_cursor("acc", "INBOX") is None, "the cursor stays where it was"
-    assert sweep_account(account(), state, session(mb)).error is None
+    assert sweep_account(account(shape), state, session(mb)).error is None
     check(mb, mail, state)
 
 
@@ -120,14 +124,13 @@ def test_second_batch_cut_after_first_went_through(state, shape, monkeypatch) ->
     """Several batches: the first is done, the cut comes in the second."""
     from ndr_sweeper.actions import apply
 
-    chunks = apply._chunks
-    monkeypatch.setattr(apply, "_chunks", lambda items, n=3: chunks(items, 3))
+    monkeypatch.setattr(apply, "BATCH", 3)
     mail = make_mail(n_backscatter=10)
     mb = server(shape, mail)
     op = "move" if shape == "move" else "copy"
     faulty = FaultyMailbox(mb, op, "after", nth=2)
-    assert sweep_account(account(), state, lambda _a: faulty).error
-    assert sweep_account(account(), state, session(mb)).error is None
+    assert sweep_account(account(shape), state, lambda _a: faulty).error
+    assert sweep_account(account(shape), state, session(mb)).error is None
     check(mb, mail, state)
 
 
@@ -144,7 +147,7 @@ def test_server_says_no_then_next_sweep_retries(state, shape, op) -> None:
     mail = make_mail()
     mb = server(shape, mail)
     mb.fail_next(op, MailboxError(f"{op} refused by the server: NO [OVERQUOTA] Quota exceeded"))
-    first = sweep_account(account(), state, session(mb))
+    first = sweep_account(account(shape), state, session(mb))
     assert first.error is None
     refused = first.errors > 0
     if refused:
@@ -154,7 +157,7 @@ def test_server_says_no_then_next_sweep_retries(state, shape, op) -> None:
         # "copied" for recovery, so that nothing is copied twice
         want = "failed" if op in ("move", "copy") else "copied"
         assert rows and all(r.state == want for r in rows), [r.state for r in rows]
-    assert sweep_account(account(), state, session(mb)).error is None
+    assert sweep_account(account(shape), state, session(mb)).error is None
     check(mb, mail, state)
 
 
@@ -164,17 +167,20 @@ def test_read_only_folder_is_reported_and_nothing_is_lost(state, shape) -> None:
     copies nothing twice; once it is writable again, the sweep finishes."""
     mail = make_mail()
     mb = server(shape, mail)
-    # no right to expunge (IMAP ACL without "e"): COPY works, removing the original does not
-    op = {"move": "move", "copy-uidplus": "expunge_uids"}.get(shape, "expunge_flagged_deleted")
+    # no right to expunge (IMAP ACL without "e"): COPY works, removing the original does not;
+    # without UIDPLUS by default we only flag it (no right to flag: STORE refused)
+    op = {"move": "move", "copy-uidplus": "expunge_uids", "copy-plain": "add_flags"}.get(
+        shape, "expunge_flagged_deleted"
+    )
     for _ in range(2):
         for _ in range(5):
             mb.fail_next(op, MailboxError(f"{op} refused by the server: NO [READ-ONLY] no"))
-        result = sweep_account(account(), state, session(mb))
+        result = sweep_account(account(shape), state, session(mb))
         assert result.errors and any("READ-ONLY" in n for n in result.notes), result
         assert len(mb.contents("INBOX")) == len(mail.inbox)
         assert len(mb.contents("Junk")) in (0, len(mail.backscatter))
         mb._failures.clear()
-    assert sweep_account(account(), state, session(mb)).error is None
+    assert sweep_account(account(shape), state, session(mb)).error is None
     check(mb, mail, state)
 
 
@@ -249,13 +255,13 @@ def test_user_changes_messages_during_the_sweep(state, shape, what) -> None:
             inbox.messages[uid].flags.add("\\Deleted")
 
     op = "move" if shape == "move" else "copy"
-    result = sweep_account(account(), state, lambda _a: Meddler(mb, op, meddle))
+    result = sweep_account(account(shape), state, lambda _a: Meddler(mb, op, meddle))
     assert result.error is None
     if what != "flag":
         mail.backscatter.discard(gone)
     else:
         mail.user_deleted.add("keep0")
-    check_after = sweep_account(account(), state, session(mb))
+    check_after = sweep_account(account(shape), state, session(mb))
     assert check_after.error is None
     junk = [m.data for m in mb.contents("Junk").values()]
     inbox = [(m.data, m.flags) for m in mb.contents("INBOX").values()]
@@ -286,12 +292,12 @@ def test_uidvalidity_change_after_an_interrupted_run(state, shape) -> None:
     mb = server(shape, mail)
     op = "move" if shape == "move" else "copy"
     faulty = FaultyMailbox(mb, op, "before")
-    assert sweep_account(account(), state, lambda _a: faulty).error
+    assert sweep_account(account(shape), state, lambda _a: faulty).error
     # The server renumbers INBOX and puts the messages in a different order.
     inbox = mb.folders["INBOX"]
     inbox.messages = dict(reversed(list(inbox.messages.items())))
     mb.reset_uidvalidity("INBOX")
-    result = sweep_account(account(), state, session(mb))
+    result = sweep_account(account(shape), state, session(mb))
     assert result.error is None
     check(mb, mail, state)
     stale = [
@@ -339,12 +345,13 @@ def test_journal_update_fails_after_move_then_recovery_completes(state, monkeypa
     mail = make_mail()
     mb = server("move", mail)
     real = state.journal_update
-    calls = {"n": 0}
+    calls = {"done": 0}
 
     def flaky(ids, st, **kw):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if st == "done" and calls["n"] == 1:
-            raise StateError("cannot write to state database: the disk is full")
+        if st == "done":
+            calls["done"] += 1
+            if calls["done"] == 1:
+                raise StateError("cannot write to state database: the disk is full")
         return real(ids, st, **kw)
 
     monkeypatch.setattr(state, "journal_update", flaky)

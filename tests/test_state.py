@@ -95,16 +95,34 @@ def test_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "state.db")
     conn.executescript(state_mod._SCHEMA_V1 + "PRAGMA user_version = 1;")
     conn.execute("INSERT INTO sent_ids VALUES ('work', 'Kept@Example.com', 'Sent', 7)")
+    conn.execute(
+        "INSERT INTO runs (id, account, started, dry_run, command, status) "
+        "VALUES ('20260101-000000-aaaa', 'work', '2026-01-01T00:00:00+00:00', 0, 'sweep', 'ok')"
+    )
+    conn.execute(
+        "INSERT INTO journal (run_id, account, folder, uidvalidity, uid, kind, decision, "
+        "reason, action, dest_folder, state, dest_uidvalidity, dest_uid, updated) VALUES "
+        "('20260101-000000-aaaa', 'work', 'INBOX', 1, 5, 'failed', 'backscatter', 'r', 'move',"
+        " 'Junk', 'done', 9, 44, '2026-01-01T00:00:00+00:00')"
+    )
     conn.commit()
     conn.close()
     (tmp_path / "state.db").chmod(0o600)
     with open_state(tmp_path) as sdb:
         assert sdb.find_sent("work", ["kept@example.com"]) == "Kept@Example.com"
         assert sdb.check() == []
+        (row,) = sdb.run_entries("20260101-000000-aaaa")
+        assert (row.state, row.dest_uid, row.fingerprint, row.original_left) == (
+            "done",
+            44,
+            None,
+            False,
+        )
+        assert sdb.run("20260101-000000-aaaa").invocation is None
     conn = sqlite3.connect(tmp_path / "state.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "sent_ids_nocase" in names
+    assert {"sent_ids_nocase", "journal_by_fingerprint", "runs_by_invocation"} <= names
     conn.close()
 
 

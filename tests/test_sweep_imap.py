@@ -137,8 +137,18 @@ def box(request, new_imap_user, tmp_path) -> Box:
     return Box(env, config, xdg, backscatter, keep, deleted)
 
 
+def moved_away(e: lab.FolderEntry) -> bool:
+    """Without MOVE and UIDPLUS nothing is expunged: a moved original stays in INBOX flagged
+    \\Deleted and $NdrBackscatter, and after an undo our copy stays in Junk flagged \\Deleted,
+    until the user's client expunges them. (The user's own \\Deleted message has neither.)"""
+    return r"\Deleted" in e.flags and (
+        "$NdrBackscatter" in e.flags or not (e.message_id or "").startswith("userdel")
+    )
+
+
 def assert_swept(box: Box) -> None:
     folders = box.folders()
+    folders["INBOX"] = [e for e in folders["INBOX"] if not moved_away(e)]
     inbox = {e.message_id for e in folders["INBOX"]}
     junk = [e.message_id for e in folders["Junk"]]
     assert sorted(junk) == sorted(box.backscatter), "Junk must hold exactly the backscatter, once"
@@ -180,13 +190,13 @@ def test_rerun_changes_nothing_and_undo_restores_everything(box: Box) -> None:
     assert undo.returncode == 0, undo.stderr
     assert "6 message(s) put back" in undo.stdout
     restored = box.folders()
-    assert restored["Junk"] == []
+    assert [e for e in restored["Junk"] if not moved_away(e)] == []
     assert sorted(e.message_id for e in restored["INBOX"]) == sorted(
         e.message_id for e in before["INBOX"]
     )
     # and the put-back messages are not junked again by the next sweep
     assert box.run("sweep").returncode == 0
-    assert box.ids("Junk") == []
+    assert [e for e in box.folders()["Junk"] if not moved_away(e)] == []
 
 
 def test_dry_run_changes_nothing_and_shows_the_plan(box: Box) -> None:

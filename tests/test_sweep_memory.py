@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ndr_sweeper.actions.apply import undo_entries
+from ndr_sweeper.actions.apply import undo_runs
 from ndr_sweeper.config import Account
 from ndr_sweeper.errors import MailboxError
 from ndr_sweeper.mailbox.memory import DEFAULT_CAPABILITIES, MemoryMailbox
@@ -58,6 +58,12 @@ def sweep(mb, state, acc=None, **kw):
     return sweep_account(acc or account(), state, reopen(mb), **kw)
 
 
+def undo(mb, state, run_id, fallback="deleted"):
+    mb.logged_out = False
+    undo_id = state.start_run("t", dry_run=False, command="undo")
+    return undo_runs(mb, state, "t", [run_id], undo_id, fallback)
+
+
 def test_own_bounce_kept_backscatter_moved_young_waits(state) -> None:
     mb = MemoryMailbox()
     sent_id = bounces.new_id()
@@ -91,15 +97,32 @@ def test_keyword_fallback_without_uidplus_leaves_originals_flagged(state) -> Non
     assert ids(mb, "Junk") == ["bs@x"]
     (msg,) = mb.contents("INBOX").values()
     assert "$NdrBackscatter" in msg.flags and "\\Deleted" not in msg.flags
-    assert any("cannot expunge selectively" in n for n in r.notes)
+    assert any("cannot remove only our messages" in n for n in r.notes)
     assert not any(c[0] == "expunge_flagged_deleted" for c in mb.calls)
+
+
+def test_deleted_fallback_flags_originals_and_never_expunges(state) -> None:
+    """The default without MOVE and UIDPLUS: the copy is proven, the original flagged
+    \\Deleted and $NdrBackscatter, and no EXPUNGE is ever sent (the user's client expunges)."""
+    mb = MemoryMailbox(capabilities=DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"})
+    theirs = mb.add_message("INBOX", bounces.ordinary(), flags=["\\Deleted"], internaldate=OLD)
+    mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
+    r = sweep(mb, state)
+    assert r.acted == 1 and r.error is None
+    assert ids(mb, "Junk") == ["bs@x"]
+    inbox = mb.contents("INBOX")
+    assert len(inbox) == 2 and "\\Deleted" in inbox[theirs].flags
+    (original,) = (m for u, m in inbox.items() if u != theirs)
+    assert {"\\Deleted", "$NdrBackscatter"} <= original.flags
+    assert any("your mail client removes them" in n for n in r.notes)
+    assert not any(c[0].startswith("expunge") for c in mb.calls)
 
 
 def test_protect_fallback_keeps_the_users_deleted_flag(state) -> None:
     mb = MemoryMailbox(capabilities=DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"})
     mine = mb.add_message("INBOX", bounces.ordinary(), flags=["\\Deleted"], internaldate=OLD)
     mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
-    r = sweep(mb, state)
+    r = sweep(mb, state, account(expunge_fallback="protect"))
     assert r.acted == 1 and r.error is None
     assert ids(mb, "Junk") == ["bs@x"]
     assert list(mb.contents("INBOX")) == [mine]
@@ -132,8 +155,7 @@ def test_undo_puts_moved_messages_back_and_they_stay(state) -> None:
     mb = MemoryMailbox()
     mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
     r = sweep(mb, state)
-    mb.logged_out = False
-    result = undo_entries(mb, state, state.run_entries(r.run_id))
+    result = undo(mb, state, r.run_id)
     assert result.restored == 1 and ids(mb, "Junk") == [] and ids(mb, "INBOX") == ["bs@x"]
     again = sweep(mb, state)
     assert again.acted == 0 and ids(mb, "Junk") == []
@@ -191,10 +213,9 @@ def test_undo_without_uidplus_keeps_the_users_deleted_flag_in_junk(state) -> Non
     mb = MemoryMailbox(capabilities=DEFAULT_CAPABILITIES - {"MOVE", "UIDPLUS"})
     theirs = mb.add_message("Junk", bounces.ordinary(), flags=["\\Deleted"], internaldate=OLD)
     mb.add_message("INBOX", bounces.dsn(bounces.new_id("f"), bounce_id="bs@x"), internaldate=OLD)
-    r = sweep(mb, state)
+    r = sweep(mb, state, account(expunge_fallback="protect"))
     assert r.acted == 1
-    mb.logged_out = False
-    result = undo_entries(mb, state, state.run_entries(r.run_id))
+    result = undo(mb, state, r.run_id, "protect")
     assert result.restored == 1
     assert ids(mb, "INBOX") == ["bs@x"]
     assert list(mb.contents("Junk")) == [theirs]

@@ -1,70 +1,522 @@
-"""Carry out plans through a Mailbox, journalling every step before it happens.
+"""Carry out plans, and undo them, through a Mailbox: every write is a journalled step whose
+outcome is read off the server before the next step is chosen.
 
-Journal states: planned -> (copied ->) done | failed; done -> undone.
-- With MOVE (RFC 6851): one UID MOVE per batch; atomic on the server.
-- Without MOVE, with UIDPLUS: UID COPY, journal "copied" (with COPYUID), STORE \\Deleted on exactly
-  those UIDs, UID EXPUNGE of exactly those UIDs.
-- Without UIDPLUS: a plain EXPUNGE would also remove messages the user flagged \\Deleted and did
-  not expunge. By default (expunge_fallback = "protect") we journal those messages, take their
-  \\Deleted flag off, expunge ours, and put their flag back (recovery restores it after a crash).
-  With expunge_fallback = "keyword" we never send EXPUNGE: the copy stays in the folder too,
-  flagged $NdrBackscatter, and the output says the server cannot expunge selectively.
-An interrupted run leaves entries in planned/copied; `recover_pending` finishes them first on the
-next sweep, so a message copied but not yet expunged is never copied a second time.
+A message's journal entry records what the message is (``actions.identity``: a hash of header
+fields every copy keeps, and its size) and its flags, then goes::
+
+    planned -> sent -> done               MOVE, or COPY and the original removed
+                    -> copied -> done     COPY proven, original not yet removed (or left flagged)
+                    -> failed             not carried out, or the message is gone
+    done | copied -> undone               an undo run put it back
+
+"sent" is written before the command goes out. Whatever the answer (OK, NO, BAD, a timeout, a
+lost connection), the outcome is decided by looking: is the message still in its folder (UID
+SEARCH), and does the destination hold a message with its identity at or above the UIDNEXT the
+destination had before the command (a new copy cannot have a lower UID)? COPYUID is only a
+hint, checked like any other claim. Nothing leaves its folder before its copy is proven. An
+interrupted run leaves entries planned, sent or copied; the next run, sweep or undo, settles
+them the same way before anything else (``recover_pending``).
+
+Undo is a run of its own whose entries point at the entries they undo: "restore" (move the
+message back, the same journalled transfer), "drop" (the original is still where it was: remove
+our copy, lift the flags we added) and "unflag". A restored message carries the keyword
+``$NdrKept`` where the folder keeps keywords, so no later sweep acts on it, even when the state
+database is gone; locally its identity is in the journal.
+
+Without MOVE and UIDPLUS no command removes only our messages (EXPUNGE removes every
+\\Deleted one). ``expunge_fallback`` decides: "deleted" (default) flags the original \\Deleted
+and $NdrBackscatter and leaves the expunge to the user's own client; "keyword" flags it
+$NdrBackscatter only; "protect" expunges, lifting the user's \\Deleted flags around it (see
+``_protected_expunge`` for the window that remains).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ndr_sweeper.actions.identity import FIELDS, Identity, identity, match
 from ndr_sweeper.actions.plan import FLAG_KEYWORDS, JUNK_KEYWORD, Action, Plan
 from ndr_sweeper.errors import MailboxError
+from ndr_sweeper.mailbox import uidset
 
 if TYPE_CHECKING:
-    from ndr_sweeper.mailbox.base import HeaderItem, Mailbox
-    from ndr_sweeper.state import JournalRow, StateDB
+    from ndr_sweeper.mailbox.base import FolderStatus, Mailbox
+    from ndr_sweeper.state import JournalEntry, JournalRow, StateDB
     from ndr_sweeper.sweep import Reporter
 
 log = logging.getLogger(__name__)
 
 DELETED = "\\Deleted"
+KEPT_KEYWORD = "$NdrKept"  # on a message undo put back: no sweep acts on it again
 PROTECT = "protect"  # journal action: a user's \\Deleted flag lifted around an EXPUNGE
-BATCH = 5000  # UIDs per MOVE/COPY command; the mailbox also caps the command length
-MAX_CANDIDATES = 200  # messages checked when finding a copy without a Message-ID
-NO_SELECTIVE_EXPUNGE = (
-    "the server has neither MOVE nor UIDPLUS, so it cannot expunge selectively: copies were put "
-    f"in the destination and the originals were left in place, flagged {JUNK_KEYWORD}"
-)
+ACTING = ("move", "delete", "flag")  # what a sweep does; undo acts on these
+TRANSFERS = ("move", "delete", "restore")
+BATCH = 5000  # UIDs per MOVE/COPY command (the set string is capped too)
+FALLBACKS = ("deleted", "keyword", "protect")
+LEFT_FLAGGED = {
+    "deleted": (
+        "the server has neither MOVE nor UIDPLUS, so it cannot remove only our messages: the "
+        "copies are in the destination and the originals were flagged \\Deleted (your mail "
+        "client removes them when it expunges)"
+    ),
+    "keyword": (
+        "the server has neither MOVE nor UIDPLUS, so it cannot remove only our messages: the "
+        f"copies are in the destination and the originals were left in place, flagged "
+        f"{JUNK_KEYWORD}"
+    ),
+}
 
 
 @dataclass
 class Outcome:
     done: int = 0
     failed: int = 0
+    vanished: int = 0
     notes: list[str] = field(default_factory=list)
-    failed_uids: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    retry: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
 
 
-def _chunks(items: Sequence[int], n: int = BATCH) -> Iterable[list[int]]:
-    for i in range(0, len(items), n):
-        yield list(items[i : i + n])
+def _lower(flags: Iterable[str]) -> set[str]:
+    return {f.lower() for f in flags}
 
 
-# ---------------------------------------------------------------- removing from a folder
+def _has(flags: Iterable[str], flag: str) -> bool:
+    return flag.lower() in _lower(flags)
 
 
-class CopiedNotRemovedError(MailboxError):
-    """The COPY went through, removing the original did not: the entries stay "copied" and the
-    next sweep's recovery removes the original (never copying it a second time)."""
+class _Box:
+    """The mailbox and what the last SELECT of it said, so that a folder already open for
+    writing (the sweep's scan leaves it so) is not selected again."""
+
+    def __init__(self, mb: Mailbox, known: Mapping[str, FolderStatus] | None = None) -> None:
+        self.mb = mb
+        self.known = dict(known or {})
+
+    def open(self, folder: str, *, write: bool = True) -> FolderStatus:
+        mb = self.mb
+        already = getattr(mb, "selected", None) == folder
+        if already and (not write or not getattr(mb, "readonly", True)) and folder in self.known:
+            return self.known[folder]
+        st = mb.select(folder, readonly=not write)
+        self.known[folder] = st
+        return st
+
+
+def _identities(mb: Mailbox, uids: Sequence[int]) -> dict[int, tuple[Identity, frozenset[str]]]:
+    """Identity and flags of those of `uids` that exist in the selected folder."""
+    if not uids:
+        return {}
+    return {h.uid: (identity(h.header, h.size), h.flags) for h in mb.fetch_headers(uids, FIELDS)}
+
+
+def _flags_now(mb: Mailbox, uids: Sequence[int]) -> dict[int, frozenset[str]]:
+    if not uids:
+        return {}
+    return {h.uid: h.flags for h in mb.fetch_headers(uids, ["Message-ID"])}
+
+
+def _wanted(rows: Iterable[JournalRow]) -> dict[int, Identity]:
+    return {
+        r.id: Identity(r.fingerprint, r.size)
+        for r in rows
+        if r.fingerprint is not None and r.size is not None
+    }
+
+
+# ---------------------------------------------------------------- before acting
+
+
+@dataclass
+class Prepared:
+    """Plans checked against the server and the journal just before acting (or previewing)."""
+
+    plans: list[Plan]
+    identities: dict[tuple[str, int], tuple[Identity, frozenset[str]]] = field(default_factory=dict)
+    opened: dict[str, FolderStatus] = field(default_factory=dict)  # what SELECT said last
+    waiting: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    notes: list[str] = field(default_factory=list)
+
+
+def _keep(p: Plan, reason: str) -> Plan:
+    from dataclasses import replace
+
+    return replace(p, action=Action.KEEP, dest=None, reason=reason)
+
+
+def prepare(
+    mb: Mailbox,
+    state: StateDB,
+    account: str,
+    plans: Sequence[Plan],
+    *,
+    write: bool,
+    known: Mapping[str, FolderStatus] | None = None,
+) -> Prepared:
+    """Read what each acting plan's message is, and turn into "keep" the plans that must not act:
+
+    - the message carries $NdrKept, or its identity or Message-ID was put back by an undo;
+    - it was acted on already (the journal has a done entry for this very message: the copy
+      path can leave the original in place, flagged), or it carries $NdrBackscatter;
+    - an earlier action on it is not finished (recovery could not settle it): it waits;
+    - it is no longer in the folder;
+    - its folder was renumbered (UIDVALIDITY) since the scan: its UID names another message.
+
+    The dry run calls this too, so its preview is what a real sweep would do. `known` is what
+    the scan's SELECT of each folder said.
+    """
+    box = _Box(mb, known)
+    scanned = {f: st.uidvalidity for f, st in (known or {}).items()}
+    out = Prepared(list(plans), opened=box.known)
+    by_folder: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(out.plans):
+        if p.acts:
+            by_folder[p.folder].append(i)
+    for folder, indexes in by_folder.items():
+        st = box.open(folder, write=write)
+        uids = [out.plans[i].uid for i in indexes]
+        if folder in scanned and st.uidvalidity != scanned[folder]:
+            for i in indexes:
+                out.plans[i] = _keep(
+                    out.plans[i], "its folder was renumbered: read again next time"
+                )
+            out.waiting[folder].extend(uids)
+            out.notes.append(
+                f"UIDVALIDITY of {folder!r} changed during the sweep: nothing there was "
+                "touched; the next sweep reads it again"
+            )
+            continue
+        found = _identities(mb, uids)
+        history = state.entries_for_messages(account, folder, st.uidvalidity, uids)
+        undone_fps = state.undone_fingerprints(account, [v[0].fingerprint for v in found.values()])
+        undone_ids = state.undone_ids(
+            account, [out.plans[i].bounce_message_id or "" for i in indexes]
+        )
+        gone = 0
+        for i in indexes:
+            p = out.plans[i]
+            if p.uid not in found:
+                gone += 1
+                out.plans[i] = _keep(p, "no longer in the folder when acted on")
+                continue
+            ident, flags = found[p.uid]
+            out.identities[(folder, p.uid)] = (ident, flags)
+            states = {r.state for r in history.get(p.uid, ()) if r.action in ACTING}
+            if (
+                _has(flags, KEPT_KEYWORD)
+                or ident.fingerprint in undone_fps
+                or (p.bounce_message_id and p.bounce_message_id in undone_ids)
+                or "undone" in states
+            ):
+                out.plans[i] = _keep(p, "put back by an earlier undo: kept")
+            elif states & {"planned", "sent", "copied"}:
+                out.plans[i] = _keep(p, "an earlier action on it is not finished: waiting")
+                out.waiting[folder].append(p.uid)
+            elif "done" in states or _has(flags, JUNK_KEYWORD):
+                out.plans[i] = _keep(p, f"acted on by an earlier sweep ({JUNK_KEYWORD})")
+        if gone:
+            out.notes.append(
+                f"{gone} message(s) in {folder!r} were gone before they were acted on "
+                "(moved or deleted by another client)"
+            )
+    return out
+
+
+# ---------------------------------------------------------------- finding copies
+
+
+def _find_copies(box: _Box, dest: str, rows: Sequence[JournalRow]) -> dict[int, int]:
+    """Journal entry id -> UID of the very message in `dest`, for the rows found there.
+
+    Proof is the identity: at the UID the journal has (COPYUID) when it is the right message;
+    else among the messages at or above the UIDNEXT `dest` had before the command (a copy made
+    by it cannot sit lower, so an older message with the same identity is never taken for it);
+    only when `dest` was renumbered (UIDVALIDITY) or nothing was recorded, anywhere in `dest`.
+    Entries written before identities were journalled are found by their Message-ID.
+    """
+    from ndr_sweeper.sentids import ids_from_header
+
+    mb = box.mb
+    st = box.open(dest, write=False)
+    wanted = _wanted(rows)
+    found: dict[int, int] = {}
+    same = [r for r in rows if r.dest_uidvalidity == st.uidvalidity]
+    hints = {r.id: r.dest_uid for r in same if r.dest_uid}
+    if hints:
+        seen = _identities(mb, sorted(set(hints.values())))
+        found.update(
+            match(
+                {k: wanted[k] for k in hints if k in wanted},
+                ((u, v[0]) for u, v in seen.items()),
+                hints,
+            )
+        )
+    rest = [r for r in same if r.id in wanted and r.id not in found and r.dest_uidnext]
+    if rest:
+        since = min(r.dest_uidnext or 0 for r in rest)
+        seen = _identities(mb, mb.search_uids(since))
+        taken = set(found.values())
+        found.update(
+            match(
+                {r.id: wanted[r.id] for r in rest},
+                ((u, v[0]) for u, v in seen.items() if u not in taken),
+            )
+        )
+    anywhere = [
+        r
+        for r in rows
+        if r.id not in found
+        and (r.id not in wanted or r.dest_uidvalidity != st.uidvalidity or not r.dest_uidnext)
+    ]
+    if anywhere:
+        # Sizes (and Message-IDs) of the whole folder first, identities only where they can match.
+        heads = list(mb.fetch_headers(mb.search_uids(), ["Message-ID"]))
+        taken = set(found.values())
+        sizes = {wanted[r.id].size for r in anywhere if r.id in wanted}
+        maybe = [h.uid for h in heads if h.size in sizes and h.uid not in taken]
+        seen = _identities(mb, maybe)
+        found.update(
+            match(
+                {r.id: wanted[r.id] for r in anywhere if r.id in wanted},
+                ((u, v[0]) for u, v in seen.items()),
+            )
+        )
+        taken = set(found.values())
+        by_id: dict[str, list[int]] = defaultdict(list)
+        for h in heads:
+            if h.uid not in taken:
+                for mid in ids_from_header(h.header):
+                    by_id[mid].append(h.uid)
+        for r in anywhere:
+            if r.id in found or r.id in wanted or not r.bounce_message_id:
+                continue
+            free = [u for u in by_id.get(r.bounce_message_id, []) if u not in taken]
+            if free:
+                found[r.id] = free[0]
+                taken.add(free[0])
+    return found
+
+
+# ---------------------------------------------------------------- moving
+
+
+def _transfer(
+    box: _Box,
+    state: StateDB,
+    rows: Sequence[JournalRow],
+    src: str,
+    dest: str,
+    fallback: str,
+    outcome: Outcome,
+    guard: ProtectJournal | None,
+) -> list[JournalRow]:
+    """Move `rows` (planned, in `src`) to `dest`; returns the rows now done."""
+    mb = box.mb
+    ids = [r.id for r in rows]
+    box.open(src)
+    dst = mb.status(dest)
+    state.journal_update(ids, "sent", dest_uidvalidity=dst.uidvalidity, dest_uidnext=dst.uidnext)
+    rows = state.entries(ids)
+    command = "MOVE" if mb.has("MOVE") else "COPY"
+    hints: dict[int, int] = {}
+    refused: MailboxError | None = None
+    max_bytes = getattr(mb, "max_set_bytes", uidset.DEFAULT_MAX_BYTES)
+    for b in uidset.batches([r.uid for r in rows], max_count=BATCH, max_bytes=max_bytes):
+        try:
+            if command == "MOVE":
+                hints.update(mb.move(list(b.uids), dest))
+            else:
+                hints.update(mb.copy(list(b.uids), dest))
+        except MailboxError as exc:  # NO or BAD: carried out or not, only a look tells
+            refused = exc
+            break
+    by_uid = {r.uid: r.id for r in rows}
+    hinted = {by_uid[s]: d for s, d in hints.items() if s in by_uid}
+    if hinted:
+        state.journal_update([], "sent", dest_uids=hinted)  # a claim, checked in _settle
+        rows = state.entries(ids)
+    return _settle(box, state, rows, src, dest, fallback, outcome, guard, command, refused)
+
+
+def _settle(
+    box: _Box,
+    state: StateDB,
+    rows: Sequence[JournalRow],
+    src: str,
+    dest: str,
+    fallback: str,
+    outcome: Outcome,
+    guard: ProtectJournal | None,
+    command: str,
+    refused: MailboxError | None,
+) -> list[JournalRow]:
+    """Decide what a MOVE/COPY (answered or not) did to `rows`, by looking; finish copies."""
+    mb = box.mb
+    box.open(src)
+    present = set(mb.search_uid_set([r.uid for r in rows]))
+    copies = _find_copies(box, dest, rows)
+    done = [r for r in rows if r.uid not in present and r.id in copies]
+    copied = [r for r in rows if r.uid in present and r.id in copies]
+    untouched = [r for r in rows if r.uid in present and r.id not in copies]
+    vanished = [r for r in rows if r.uid not in present and r.id not in copies]
+    if done:
+        state.journal_update(
+            [r.id for r in done], "done", dest_uids={r.id: copies[r.id] for r in done}
+        )
+    if copied:
+        state.journal_update(
+            [r.id for r in copied], "copied", dest_uids={r.id: copies[r.id] for r in copied}
+        )
+    if untouched:
+        why = (
+            str(refused)
+            if refused is not None
+            else f"the server answered OK to {command} but did not carry it out"
+        )
+        state.journal_update([r.id for r in untouched], "failed", error=why)
+        outcome.failed += len(untouched)
+        outcome.retry[src].extend(r.uid for r in untouched)
+        outcome.note(
+            why
+            if refused is not None
+            else f"{len(untouched)} message(s) in {src!r}: {why}; the next sweep tries again"
+        )
+    elif refused is not None:
+        outcome.note(f"the server answered {command} with an error ({refused}) but had done it")
+    if vanished:
+        state.journal_update(
+            [r.id for r in vanished],
+            "failed",
+            error=f"no longer in {src!r} and not found in {dest!r}: moved or deleted meanwhile",
+        )
+        outcome.vanished += len(vanished)
+        outcome.note(
+            f"{len(vanished)} message(s) left {src!r} but were not found in {dest!r} "
+            "(moved or deleted by another client meanwhile)"
+        )
+    outcome.done += len(done)
+    finished = list(done)
+    if copied:
+        box.open(src)
+        finished += _remove_originals(
+            box, state, state.entries([r.id for r in copied]), src, dest, fallback, outcome, guard
+        )
+    return finished
+
+
+def _remove_originals(
+    box: _Box,
+    state: StateDB,
+    rows: Sequence[JournalRow],
+    src: str,
+    dest: str,
+    fallback: str,
+    outcome: Outcome,
+    guard: ProtectJournal | None,
+) -> list[JournalRow]:
+    """Remove (or, without UIDPLUS, mark) the originals of proven copies; returns rows done."""
+    mb = box.mb
+    uids = [r.uid for r in rows]
+    error: MailboxError | None = None
+    if mb.has("UIDPLUS") or fallback == PROTECT:
+        try:
+            mb.add_flags(uids, [DELETED])
+            if mb.has("UIDPLUS"):
+                mb.expunge_uids(uids)
+            else:
+                _protected_expunge(mb, uids, guard)
+        except MailboxError as exc:
+            error = exc
+        left = set(mb.search_uid_set(uids))
+        done = [r for r in rows if r.uid not in left]
+        if done:
+            state.journal_update([r.id for r in done], "done")
+    else:
+        keywords = [DELETED, JUNK_KEYWORD] if fallback == "deleted" else [JUNK_KEYWORD]
+        try:
+            mb.add_flags(uids, keywords)
+        except MailboxError as exc:
+            error = exc
+        now = _flags_now(mb, uids)
+        need = DELETED if fallback == "deleted" else JUNK_KEYWORD
+        done = [r for r in rows if r.uid in now and _has(now[r.uid], need)]
+        gone = [r for r in rows if r.uid not in now]
+        if done:
+            state.journal_update(
+                [r.id for r in done],
+                "done",
+                original_left=True,
+                flags_added={
+                    r.id: [
+                        k
+                        for k in keywords
+                        if _has(now[r.uid], k) and not _has(r.flags_before or (), k)
+                    ]
+                    for r in done
+                },
+            )
+            outcome.note(LEFT_FLAGGED[fallback])
+        if gone:  # removed by someone else once copied: what we wanted
+            state.journal_update([r.id for r in gone], "done")
+            done += gone
+    outcome.done += len(done)
+    stuck = [r for r in rows if r not in done]
+    if stuck:
+        why = f"{error}" if error is not None else "the server did not remove them"
+        outcome.failed += len(stuck)
+        outcome.retry[src].extend(r.uid for r in stuck)
+        outcome.note(
+            f"{len(stuck)} message(s) were copied to {dest!r} but are still in {src!r} ({why}); "
+            "the next sweep removes them (never copying them again)"
+        )
+    return done
+
+
+def _protected_expunge(mb: Mailbox, ours: Sequence[int], guard: ProtectJournal | None) -> None:
+    """EXPUNGE on a server without UIDPLUS, keeping the \\Deleted messages that are not ours.
+
+    Their flag is lifted (journalled first, so recovery puts it back after a crash), ours is
+    set, and right before the EXPUNGE every message's flags are read again (FETCH, not only
+    SEARCH DELETED, which a server may answer wrongly), lifting any flag set meanwhile. What
+    remains: a flag another client sets between that last look and the EXPUNGE (one round
+    trip) is expunged. The protocol offers no way to close it; README, Safety.
+    """
+    mine = set(ours)
+
+    def flagged() -> set[int]:
+        everything = mb.search_uids()
+        by_fetch = {u for u, f in _flags_now(mb, everything).items() if _has(f, DELETED)}
+        return (by_fetch | set(mb.search_flag(DELETED))) - mine
+
+    lifted: set[int] = set()
+    lifted_ids: list[int] = []
+    try:
+        for _ in range(3):
+            theirs = flagged() - lifted
+            if not theirs:
+                break
+            log.info("protecting %d message(s) flagged \\Deleted from our EXPUNGE", len(theirs))
+            lifted_ids += guard.lifted(sorted(theirs)) if guard is not None else []
+            mb.remove_flags(sorted(theirs), [DELETED])
+            lifted |= theirs
+            mb.add_flags(sorted(mine), [DELETED])
+        else:
+            raise MailboxError(
+                "another client keeps flagging messages \\Deleted; nothing was expunged"
+            )
+        mb.expunge_flagged_deleted()
+    finally:
+        if lifted:
+            mb.add_flags(sorted(lifted), [DELETED])
+            if guard is not None:
+                guard.restored(lifted_ids)
 
 
 @dataclass
@@ -105,96 +557,83 @@ class ProtectJournal:
         self.state.journal_update(entry_ids, "done")
 
 
-def remove_from_selected(
-    mb: Mailbox,
-    uids: Sequence[int],
-    fallback: str = "protect",
-    guard: ProtectJournal | None = None,
-) -> bool:
-    """Expunge exactly `uids` from the selected folder. False when the server cannot do that."""
-    if not uids:
-        return True
-    if mb.has("UIDPLUS"):
-        mb.add_flags(uids, [DELETED])
-        mb.expunge_uids(uids)
-        return True
-    if fallback != "protect":
-        mb.add_flags(uids, [JUNK_KEYWORD])
-        return False
-    ours = set(uids)
-    theirs = [u for u in mb.search_flag(DELETED) if u not in ours]
-    lifted: list[int] = []
-    if theirs:
-        log.info("protecting %d message(s) the user flagged \\Deleted during EXPUNGE", len(theirs))
-        # Journal first: if the connection dies before the flags are back, recovery restores them.
-        lifted = guard.lifted(theirs) if guard is not None else []
-        mb.remove_flags(theirs, [DELETED])
-    try:
-        mb.add_flags(uids, [DELETED])
-        mb.expunge_flagged_deleted()
-    finally:
-        if theirs:
-            mb.add_flags(theirs, [DELETED])
-            if guard is not None:
-                guard.restored(lifted)
-    return True
+# ---------------------------------------------------------------- flags
 
 
-def _transfer(
-    mb: Mailbox,
-    state: StateDB | None,
-    uids: list[int],
-    ids: dict[int, int],
-    dest: str,
-    dest_validity: int | None,
-    fallback: str,
+def _set_flags(
+    box: _Box,
+    state: StateDB,
+    rows: Sequence[JournalRow],
+    folder: str,
+    keywords: Sequence[str],
     outcome: Outcome,
-    guard: ProtectJournal | None = None,
-) -> None:
-    """Move `uids` (of the selected folder) to `dest`, journalling each step when `state` is given."""
-    entry_ids = [ids[u] for u in uids]
-
-    def journal(step: str, mapping: dict[int, int] | None = None) -> None:
-        if state is None:
-            return
-        state.journal_update(
-            entry_ids,
-            step,
-            dest_uidvalidity=dest_validity if mapping is not None else None,
-            dest_uids={ids[s]: d for s, d in mapping.items() if s in ids} if mapping else None,
+) -> list[JournalRow]:
+    """STORE +FLAGS, then read the flags back: done where every keyword stuck."""
+    mb = box.mb
+    st = box.open(folder)
+    ids = [r.id for r in rows]
+    uids = [r.uid for r in rows]
+    lost = [k for k in keywords if not k.startswith("\\") and not st.keeps_keyword(k)]
+    if lost:
+        state.journal_update(ids, "failed", error=f"the server keeps no keyword {lost[0]}")
+        outcome.failed += len(rows)
+        outcome.note(
+            f"{folder!r} does not keep the keyword {lost[0]} (PERMANENTFLAGS): nothing was "
+            'flagged; use action = "move" on this server'
         )
-
-    if mb.has("MOVE"):
-        journal("done", mb.move(uids, dest))
-        outcome.done += len(uids)
-        return
-    journal("copied", mb.copy(uids, dest))
+        return []
+    state.journal_update(ids, "sent")
+    refused: MailboxError | None = None
     try:
-        removed = remove_from_selected(mb, uids, fallback, guard)
+        mb.add_flags(uids, list(keywords))
     except MailboxError as exc:
-        raise CopiedNotRemovedError(
-            f"{len(uids)} message(s) were copied to {dest!r} but not removed from the folder "
-            f"({exc}); the next sweep removes them"
-        ) from None
-    if not removed:
-        outcome.note(NO_SELECTIVE_EXPUNGE)
-    journal("done")
-    outcome.done += len(uids)
+        refused = exc
+    now = _flags_now(mb, uids)
+    done = [r for r in rows if r.uid in now and all(_has(now[r.uid], k) for k in keywords)]
+    if done:
+        state.journal_update(
+            [r.id for r in done],
+            "done",
+            flags_added={
+                r.id: [k for k in keywords if not _has(r.flags_before or (), k)] for r in done
+            },
+        )
+    failed = [r for r in rows if r not in done]
+    if failed:
+        why = str(refused) if refused else "the server did not keep the keywords"
+        state.journal_update([r.id for r in failed], "failed", error=why)
+        outcome.failed += len(failed)
+        outcome.retry[folder].extend(r.uid for r in failed if r.uid in now)
+        outcome.note(why)
+    outcome.done += len(done)
+    return done
+
+
+def _lift_flags(
+    box: _Box,
+    rows: Sequence[JournalRow],
+    folder: str,
+    flags_of: Callable[[JournalRow], Sequence[str]],
+) -> tuple[list[JournalRow], MailboxError | None]:
+    """STORE -FLAGS per distinct flag set, then read back: rows whose flags are all gone."""
+    mb = box.mb
+    box.open(folder)
+    groups: dict[tuple[str, ...], list[JournalRow]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(sorted(flags_of(r)))].append(r)
+    refused = None
+    for flags, grows in groups.items():
+        if flags:
+            try:
+                mb.remove_flags([r.uid for r in grows], list(flags))
+            except MailboxError as exc:
+                refused = exc
+    now = _flags_now(mb, [r.uid for r in rows])
+    ok = [r for r in rows if r.uid in now and not any(_has(now[r.uid], f) for f in flags_of(r))]
+    return ok, refused
 
 
 # ---------------------------------------------------------------- applying plans
-
-
-def _select_for_writing(mb: Mailbox, folder: str, known_validity: int | None) -> int:
-    """SELECT `folder` read-write unless it already is, and return its UIDVALIDITY.
-
-    A folder stays selected read-write from the scan on (saving a SELECT, which costs 0.1-0.3 s
-    on a 100k-message Maildir); UIDVALIDITY cannot change while a folder is selected.
-    """
-    selected = getattr(mb, "selected", None) == folder and not getattr(mb, "readonly", True)
-    if selected and known_validity is not None:
-        return known_validity
-    return mb.select(folder).uidvalidity
 
 
 def apply_plans(
@@ -204,17 +643,23 @@ def apply_plans(
     account: str,
     plans: Sequence[Plan],
     reporter: Reporter,
-    fallback: str = "protect",
-    scanned_validity: Mapping[str, int] | None = None,
+    fallback: str = "deleted",
+    scanned: Mapping[str, FolderStatus] | None = None,
+    identities: Mapping[tuple[str, int], tuple[Identity, frozenset[str]]] | None = None,
+    opened: Mapping[str, FolderStatus] | None = None,
 ) -> Outcome:
-    """Journal, then carry out, every plan that acts. One bad batch does not stop the others.
+    """Journal, then carry out and check, every plan that acts. One refused group does not
+    stop the others; a lost connection does (the journal says what is left to settle).
 
-    `scanned_validity` is each folder's UIDVALIDITY when its UIDs were read: if it has changed
-    since, those UIDs name other messages, and nothing in that folder is touched.
+    `scanned` is each folder's status when its UIDs were read: if its UIDVALIDITY has changed
+    since, those UIDs name other messages, and nothing in that folder is touched. `identities`
+    and `opened` (what the last SELECT of each folder said) come from :func:`prepare`.
     """
     from ndr_sweeper.state import JournalEntry
 
+    box = _Box(mb, opened if opened is not None else scanned)
     outcome = Outcome()
+    identities = identities or {}
     groups: dict[tuple[str, Action, str | None], list[Plan]] = defaultdict(list)
     for p in plans:
         if p.acts:
@@ -231,167 +676,62 @@ def apply_plans(
                 try:
                     mb.create_folder(dest)
                 except MailboxError as exc:
-                    # The IMAP layer may word a refused CREATE as "does not exist": say what
-                    # actually went wrong, with the server's words.
                     raise MailboxError(
                         f"the server refused to create folder {dest!r} that a rule moves "
                         f"messages to ({exc}); choose another folder name in the rule"
                     ) from None
-            validity = _select_for_writing(mb, folder, (scanned_validity or {}).get(folder))
-            if scanned_validity and validity != scanned_validity.get(folder):
+            validity = box.open(folder).uidvalidity
+            if scanned and folder in scanned and validity != scanned[folder].uidvalidity:
                 outcome.failed += len(group)
-                outcome.failed_uids[folder].extend(p.uid for p in group)
+                outcome.retry[folder].extend(p.uid for p in group)
                 outcome.note(
                     f"UIDVALIDITY of {folder!r} changed during the sweep: nothing there was "
                     "touched; the next sweep reads it again"
                 )
                 continue
-            dest_validity = (
-                mb.status(dest).uidvalidity if action is not Action.FLAG and dest else None
-            )
-            entries = [
-                JournalEntry(
-                    account=account,
-                    folder=folder,
-                    uidvalidity=validity,
-                    uid=p.uid,
-                    bounce_message_id=p.bounce_message_id,
-                    original_message_id=p.original_message_id,
-                    kind=p.kind,
-                    decision=str(p.decision),
-                    reason=p.reason,
-                    action=str(action),
-                    dest_folder=dest,
-                    state="planned",
+            entries: list[JournalEntry] = []
+            for p in group:
+                ident, flags = identities.get((folder, p.uid), (None, None))
+                entries.append(
+                    JournalEntry(
+                        account=account,
+                        folder=folder,
+                        uidvalidity=validity,
+                        uid=p.uid,
+                        bounce_message_id=p.bounce_message_id,
+                        original_message_id=p.original_message_id,
+                        kind=p.kind,
+                        decision=str(p.decision),
+                        reason=p.reason,
+                        action=str(action),
+                        dest_folder=dest,
+                        fingerprint=ident.fingerprint if ident else None,
+                        size=ident.size if ident else None,
+                        flags_before=tuple(sorted(flags)) if flags is not None else None,
+                    )
                 )
-                for p in group
-            ]
-            entry_ids = state.journal_add(run_id, entries)
+            rows = state.entries(state.journal_add(run_id, entries))
+            if action is Action.FLAG:
+                keywords = list(dict.fromkeys([dest or JUNK_KEYWORD, *FLAG_KEYWORDS]))
+                _set_flags(box, state, rows, folder, keywords, outcome)
+            else:
+                assert dest is not None
+                guard = ProtectJournal(state, run_id, account, folder, validity)
+                _transfer(box, state, rows, folder, dest, fallback, outcome, guard)
         except MailboxError as exc:
-            outcome.failed += len(group)
-            outcome.failed_uids[folder].extend(p.uid for p in group)
+            log.warning("%s: %s", account, exc)
+            open_rows = [
+                r
+                for r in state.run_entries(run_id)
+                if r.folder == folder and r.state == "planned" and r.uid in {p.uid for p in group}
+            ]
+            if open_rows:
+                state.journal_update([r.id for r in open_rows], "failed", error=str(exc))
+            outcome.failed += len(group) if not open_rows else len(open_rows)
+            outcome.retry[folder].extend(p.uid for p in group)
             outcome.note(str(exc))
-            continue
-        ids = {p.uid: eid for p, eid in zip(group, entry_ids, strict=True)}
-        for batch in _chunks(sorted(ids)):
-            try:
-                if action is Action.FLAG:
-                    mb.add_flags(batch, [dest or JUNK_KEYWORD, *FLAG_KEYWORDS[1:]])
-                    state.journal_update([ids[u] for u in batch], "done")
-                    outcome.done += len(batch)
-                else:
-                    assert dest is not None
-                    guard = ProtectJournal(state, run_id, account, folder, validity)
-                    _transfer(mb, state, batch, ids, dest, dest_validity, fallback, outcome, guard)
-            except CopiedNotRemovedError as exc:
-                # Left "copied": recovery finishes them; journalling them failed would copy
-                # them a second time on the next sweep.
-                log.warning("%s: %s", account, exc)
-                outcome.failed += len(batch)
-                outcome.failed_uids[folder].extend(batch)
-                outcome.note(str(exc))
-            except MailboxError as exc:
-                log.warning("%s: %s", account, exc)
-                state.journal_update([ids[u] for u in batch], "failed", error=str(exc))
-                outcome.failed += len(batch)
-                outcome.failed_uids[folder].extend(batch)
-                outcome.note(str(exc))
-            reporter.advance(len(batch))
+        reporter.advance(len(group))
     return outcome
-
-
-# ---------------------------------------------------------------- finding moved messages
-
-
-# Characters an IMAP atom may carry that imapclient sends as they are. Anything else in a
-# Message-ID (CR, LF, NUL, a literal marker like {5}, quotes, parentheses, 8-bit) must never reach
-# a command line: it could end the command early, start a literal, or inject another command.
-_SAFE_TOKEN_RE = re.compile(r"[A-Za-z0-9._@+=$#!&'/?^`|~:;,<>\[-]+")
-_FINGERPRINT_FIELDS = ("Date", "Subject", "From", "To", "Received")
-
-
-def search_token(value: str) -> str | None:
-    """The longest run of `value` that is safe on an IMAP command line, None when none is.
-
-    SEARCH HEADER matches substrings, and every hit is checked exactly afterwards, so searching
-    for a part of the value finds the same messages and never sends the rest to the server.
-    """
-    runs = _SAFE_TOKEN_RE.findall(value)
-    best = max(runs, key=len, default="")
-    return best or None
-
-
-def _header_value(header: bytes, name: str) -> str | None:
-    m = re.search(
-        rb"^" + re.escape(name.encode()) + rb"[ \t]*:[ \t]*((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)",
-        header,
-        re.IGNORECASE | re.MULTILINE,
-    )
-    if not m:
-        return None
-    return re.sub(r"\s+", " ", m.group(1).decode("ascii", "replace")).strip() or None
-
-
-def _same_message(a: HeaderItem, b: HeaderItem) -> bool:
-    """A COPY keeps the bytes and the INTERNALDATE: equal headers, size and date are the copy."""
-    return a.header == b.header and a.size == b.size and a.internaldate == b.internaldate
-
-
-def locate(
-    mb: Mailbox,
-    rows: Sequence[JournalRow],
-    folder_validity: int,
-    originals: Mapping[int, HeaderItem] | None = None,
-) -> dict[int, int]:
-    """Journal entry id -> UID in the selected destination folder, for rows still there.
-
-    A UID is never reused while UIDVALIDITY stays the same, so the UID that COPYUID gave is
-    the message when it still exists. Without it (no UIDPLUS, or UIDVALIDITY changed), the
-    bounce's Message-ID is searched for and checked exactly. A bounce without a Message-ID is
-    found by its whole header, size and INTERNALDATE, when `originals` (journal id -> the
-    source message's full header item) gives them.
-    """
-    from ndr_sweeper.sentids import ids_from_header
-
-    found: dict[int, int] = {}
-    by_uid = {r.dest_uid: r for r in rows if r.dest_uid and r.dest_uidvalidity == folder_validity}
-    if by_uid:
-        for item in mb.fetch_headers(sorted(by_uid), ["Message-ID"]):
-            found[by_uid[item.uid].id] = item.uid
-    taken = set(found.values())
-    for r in rows:
-        if r.id in found:
-            continue
-        if r.bounce_message_id:
-            token = search_token(r.bounce_message_id)
-            if token is None:
-                log.warning("cannot search for Message-ID %r: no usable part", r.bounce_message_id)
-                continue
-            for uid in mb.search_header("Message-ID", token):
-                if uid in taken:
-                    continue
-                headers = list(mb.fetch_headers([uid], ["Message-ID"]))
-                if headers and r.bounce_message_id in ids_from_header(headers[0].header):
-                    found[r.id] = uid
-                    taken.add(uid)
-                    break
-            continue
-        original = (originals or {}).get(r.id)
-        if original is None:
-            continue
-        for name in _FINGERPRINT_FIELDS:
-            value = _header_value(original.header, name)
-            token = search_token(value) if value else None
-            if token is None:
-                continue
-            hits = [u for u in mb.search_header(name, token) if u not in taken][:MAX_CANDIDATES]
-            for item in mb.fetch_headers(hits) if hits else ():
-                if _same_message(item, original):
-                    found[r.id] = item.uid
-                    taken.add(item.uid)
-                    break
-            break
-    return found
 
 
 # ---------------------------------------------------------------- recovery
@@ -401,29 +741,32 @@ def recover_pending(
     mb: Mailbox,
     state: StateDB,
     account: str,
-    fallback: str = "protect",
+    fallback: str = "deleted",
     run_id: str | None = None,
 ) -> list[str]:
-    """Finish what an interrupted run left half done. Returns notes for the output.
+    """Settle what an interrupted run (sweep or undo) left half done. Returns notes.
 
-    Entries still "copied" afterwards (the server refused to remove the original) stay pending:
-    the caller must not plan those messages again. `run_id` journals the user's \\Deleted flags
-    that the no-UIDPLUS path lifts here.
+    Entries are settled by looking at the server, exactly as after a command whose answer was
+    lost. Entries still "copied" afterwards (the server refused to remove the original) stay
+    pending and their messages wait. `run_id` journals the user's \\Deleted flags that the
+    protect path lifts here.
     """
     pending = state.pending_entries(account)
     if not pending:
         return []
+    box = _Box(mb)
+    outcome = Outcome()
     protect = [r for r in pending if r.action == PROTECT]
-    pending = [r for r in pending if r.action != PROTECT]
-    notes = []
-    if pending:
-        notes.append(f"finishing {len(pending)} action(s) left over from an interrupted run")
-    by_folder: dict[str, list[JournalRow]] = defaultdict(list)
-    for row in pending:
-        by_folder[row.folder].append(row)
-    for folder, rows in by_folder.items():
+    work = [r for r in pending if r.action != PROTECT]
+    if work:
+        outcome.note(f"finishing {len(work)} action(s) left over from an interrupted run")
+    groups: dict[tuple[str, str, str | None], list[JournalRow]] = defaultdict(list)
+    for r in work:
+        kind = "transfer" if r.action in TRANSFERS else r.action
+        groups[(kind, r.folder, r.dest_folder)].append(r)
+    for (kind, folder, dest), rows in groups.items():
         try:
-            st = mb.select(folder)
+            st = box.open(folder)
         except MailboxError as exc:
             state.journal_update([r.id for r in rows], "failed", error=f"recovery: {exc}")
             continue
@@ -433,72 +776,75 @@ def recover_pending(
                 [r.id for r in stale], "failed", error="recovery: UIDVALIDITY changed; rescanned"
             )
         rows = [r for r in rows if r.uidvalidity == st.uidvalidity]
+        never_sent = [r for r in rows if r.state == "planned"]
+        if never_sent:
+            state.journal_update(
+                [r.id for r in never_sent], "failed", error="recovery: never sent; planned again"
+            )
+        rows = [r for r in rows if r.state != "planned"]
         if not rows:
             continue
-        present = {h.uid for h in mb.fetch_headers(sorted(r.uid for r in rows), ["Message-ID"])}
-        # A bounce without a Message-ID is recognised in the destination by its whole header.
-        no_id = {r.uid: r.id for r in rows if not r.bounce_message_id and r.uid in present}
-        originals = {no_id[h.uid]: h for h in mb.fetch_headers(sorted(no_id))} if no_id else {}
-        flag_rows = [r for r in rows if r.action == "flag"]
-        move_rows = [r for r in rows if r.action != "flag"]
-        if flag_rows:
-            # Keywords are idempotent: the rescan sets them again if needed.
-            state.journal_update([r.id for r in flag_rows], "failed", error="recovery: interrupted")
-        by_dest: dict[str, list[JournalRow]] = defaultdict(list)
-        for r in move_rows:
-            by_dest[r.dest_folder or ""].append(r)
-        for dest, drows in by_dest.items():
-            dest_validity = mb.status(dest).uidvalidity
-            mb.select(dest, readonly=True)
-            in_dest = locate(mb, drows, dest_validity, originals)
-            mb.select(folder)
-            finished = [r for r in drows if r.uid not in present]
-            copied = [r for r in drows if r.uid in present and r.id in in_dest]
-            untouched = [r for r in drows if r.uid in present and r.id not in in_dest]
-            if finished:
-                state.journal_update(
-                    [r.id for r in finished],
-                    "done",
-                    dest_uidvalidity=dest_validity,
-                    dest_uids={r.id: in_dest[r.id] for r in finished if r.id in in_dest},
+        guard = ProtectJournal(state, run_id, account, folder, st.uidvalidity) if run_id else None
+        if kind == "transfer":
+            assert dest is not None
+            sent = [r for r in rows if r.state == "sent"]
+            copied = [r for r in rows if r.state == "copied"]
+            finished: list[JournalRow] = []
+            if sent:
+                finished += _settle(
+                    box,
+                    state,
+                    sent,
+                    folder,
+                    dest,
+                    fallback,
+                    outcome,
+                    guard,
+                    "an interrupted command",
+                    None,
                 )
             if copied:
+                box.open(folder)
+                finished += _remove_originals(
+                    box, state, copied, folder, dest, fallback, outcome, guard
+                )
+            _mark_undone(state, finished)
+        elif kind == "flag":
+            now = _flags_now(mb, [r.uid for r in rows])
+            keywords = {r.id: [r.dest_folder or JUNK_KEYWORD, *FLAG_KEYWORDS] for r in rows}
+            ok = [
+                r for r in rows if r.uid in now and all(_has(now[r.uid], k) for k in keywords[r.id])
+            ]
+            if ok:
                 state.journal_update(
-                    [r.id for r in copied],
-                    "copied",
-                    dest_uidvalidity=dest_validity,
-                    dest_uids={r.id: in_dest[r.id] for r in copied},
+                    [r.id for r in ok],
+                    "done",
+                    flags_added={
+                        r.id: [
+                            k
+                            for k in dict.fromkeys(keywords[r.id])
+                            if not _has(r.flags_before or (), k)
+                        ]
+                        for r in ok
+                    },
                 )
-                guard = (
-                    ProtectJournal(state, run_id, account, folder, st.uidvalidity)
-                    if run_id
-                    else None
-                )
-                try:
-                    removed = remove_from_selected(mb, [r.uid for r in copied], fallback, guard)
-                except MailboxError as exc:
-                    # Still "copied": tried again next time, never copied a second time.
-                    notes.append(
-                        f"{len(copied)} message(s) in {folder!r} are in {dest!r} already but "
-                        f"could not be removed ({exc}); the next sweep tries again"
-                    )
-                else:
-                    if not removed and NO_SELECTIVE_EXPUNGE not in notes:
-                        notes.append(NO_SELECTIVE_EXPUNGE)
-                    state.journal_update([r.id for r in copied], "done")
-            if untouched:
-                # Never reached the server: the rescan of this run plans them again.
-                state.journal_update(
-                    [r.id for r in untouched],
-                    "failed",
-                    error="recovery: not carried out; re-planned",
-                )
+            bad = [r for r in rows if r not in ok]
+            if bad:  # keywords are harmless: the rescan sets them again if still wanted
+                state.journal_update([r.id for r in bad], "failed", error="recovery: interrupted")
+        elif kind == "unflag":
+            ok, _refused = _lift_flags(box, rows, folder, lambda r: r.flags_added or ())
+            state.journal_update([r.id for r in ok], "done")
+            _mark_undone(state, ok)
+        elif kind == "drop":
+            result = UndoResult()
+            _drop(box, state, rows, fallback, result, guard)
+            outcome.notes.extend(n for n in result.notes if n not in outcome.notes)
     if protect:
-        notes.extend(_restore_protected(mb, state, protect))
-    return notes
+        outcome.notes.extend(_restore_protected(box, state, protect))
+    return outcome.notes
 
 
-def _restore_protected(mb: Mailbox, state: StateDB, rows: Sequence[JournalRow]) -> list[str]:
+def _restore_protected(box: _Box, state: StateDB, rows: Sequence[JournalRow]) -> list[str]:
     """Put back the \\Deleted flags an interrupted run lifted from the user's messages."""
     by_folder: dict[str, list[JournalRow]] = defaultdict(list)
     for r in rows:
@@ -506,7 +852,7 @@ def _restore_protected(mb: Mailbox, state: StateDB, rows: Sequence[JournalRow]) 
     restored = 0
     for folder, frows in by_folder.items():
         try:
-            st = mb.select(folder)
+            st = box.open(folder)
         except MailboxError as exc:
             state.journal_update([r.id for r in frows], "failed", error=f"recovery: {exc}")
             continue
@@ -518,7 +864,7 @@ def _restore_protected(mb: Mailbox, state: StateDB, rows: Sequence[JournalRow]) 
             )
         if live:
             try:
-                mb.add_flags(sorted({r.uid for r in live}), [DELETED])
+                box.mb.add_flags(sorted({r.uid for r in live}), [DELETED])
             except MailboxError as exc:  # left pending: tried again by the next sweep
                 log.warning("cannot put back \\Deleted in %s: %s", folder, exc)
                 continue
@@ -536,46 +882,292 @@ def _restore_protected(mb: Mailbox, state: StateDB, rows: Sequence[JournalRow]) 
 class UndoResult:
     restored: int = 0
     missing: int = 0
+    failed: int = 0
     notes: list[str] = field(default_factory=list)
 
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
-def undo_entries(
-    mb: Mailbox, state: StateDB, rows: Sequence[JournalRow], fallback: str = "protect"
+
+def _mark_undone(state: StateDB, undo_rows: Iterable[JournalRow]) -> None:
+    originals = [r.undoes for r in undo_rows if r.undoes is not None]
+    if originals:
+        state.journal_update(originals, "undone")
+
+
+def undo_runs(
+    mb: Mailbox,
+    state: StateDB,
+    account: str,
+    run_ids: Sequence[str],
+    undo_run_id: str,
+    fallback: str = "deleted",
 ) -> UndoResult:
-    """Put every message of these journal rows back where it was."""
+    """Put back what the runs `run_ids` did in `account`, as the journalled run `undo_run_id`.
+
+    Idempotent and resumable: what an earlier (maybe interrupted) undo did is settled first and
+    never done twice; only a message proven to be the one the run moved is moved back.
+    """
     result = UndoResult()
-    done = [r for r in rows if r.state == "done"]
+    for n in recover_pending(mb, state, account, fallback, run_id=undo_run_id):
+        result.note(n)
+    rows = [
+        r
+        for rid in run_ids
+        for r in state.run_entries(rid)
+        if r.account == account and r.action in ACTING and r.state in ("done", "copied")
+    ]
+    box = _Box(mb)
     flags: dict[str, list[JournalRow]] = defaultdict(list)
     moves: dict[tuple[str, str], list[JournalRow]] = defaultdict(list)
-    for r in done:
+    for r in rows:
         if r.action == "flag":
             flags[r.folder].append(r)
-        elif r.action in ("move", "delete") and r.dest_folder:
+        elif r.dest_folder:
             moves[(r.dest_folder, r.folder)].append(r)
     for folder, frows in flags.items():
-        st = mb.select(folder)
-        live = [r for r in frows if r.uidvalidity == st.uidvalidity]
-        if live:
-            mb.remove_flags([r.uid for r in live], list(FLAG_KEYWORDS))
-            state.journal_update([r.id for r in live], "undone")
-            result.restored += len(live)
-        result.missing += len(frows) - len(live)
+        _undo_flags(box, state, undo_run_id, frows, folder, result)
     for (dest, origin), mrows in moves.items():
-        dest_validity = mb.status(dest).uidvalidity
-        origin_validity = mb.status(origin).uidvalidity
-        mb.select(dest)
-        where = locate(mb, mrows, dest_validity)
-        result.missing += len(mrows) - len(where)
-        if not where:
-            continue
-        back = {uid: eid for eid, uid in where.items()}
-        outcome = Outcome()
-        # The user's \\Deleted flags in `dest` that a no-UIDPLUS EXPUNGE lifts are journalled
-        # under the run being undone, so the next sweep's recovery puts them back after a crash.
-        guard = ProtectJournal(state, mrows[0].run_id, mrows[0].account, dest, dest_validity)
-        for batch in _chunks(sorted(back)):
-            _transfer(mb, None, batch, back, origin, origin_validity, fallback, outcome, guard)
-        state.journal_update(sorted(where), "undone")
-        result.restored += outcome.done
-        result.notes.extend(n for n in outcome.notes if n not in result.notes)
+        _undo_moves(box, state, undo_run_id, mrows, dest, origin, fallback, result)
     return result
+
+
+def _undo_entry(
+    r: JournalRow,
+    *,
+    folder: str,
+    uidvalidity: int,
+    uid: int,
+    action: str,
+    dest: str | None,
+    flags: Sequence[str] | None = None,
+) -> JournalEntry:
+    from ndr_sweeper.state import JournalEntry
+
+    return JournalEntry(
+        account=r.account,
+        folder=folder,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        bounce_message_id=r.bounce_message_id,
+        original_message_id=r.original_message_id,
+        kind=r.kind,
+        decision=r.decision,
+        reason=f"undo of run {r.run_id}",
+        action=action,
+        dest_folder=dest,
+        fingerprint=r.fingerprint,
+        size=r.size,
+        flags_added=tuple(flags) if flags is not None else None,
+        undoes=r.id,
+    )
+
+
+def _ours_on_original(r: JournalRow) -> list[str]:
+    """The flags a sweep may have added to an original it left in place (or half removed)."""
+    if r.flags_added is not None and r.state == "done":
+        return list(r.flags_added)
+    if r.flags_before is None:  # journalled before flags were: never lift a \\Deleted
+        return [JUNK_KEYWORD]
+    return [f for f in (DELETED, JUNK_KEYWORD) if not _has(r.flags_before, f)]
+
+
+def _undo_flags(
+    box: _Box,
+    state: StateDB,
+    run_id: str,
+    rows: Sequence[JournalRow],
+    folder: str,
+    result: UndoResult,
+) -> None:
+    try:
+        st = box.open(folder)
+    except MailboxError as exc:
+        result.failed += len(rows)
+        result.note(str(exc))
+        return
+    live = [r for r in rows if r.uidvalidity == st.uidvalidity]
+    present = set(box.mb.search_uid_set([r.uid for r in live]))
+    live = [r for r in live if r.uid in present]
+    result.missing += len(rows) - len(live)
+    if not live:
+        return
+
+    def lift(r: JournalRow) -> list[str]:
+        if r.flags_added is not None:
+            return list(r.flags_added)
+        return [
+            k for k in dict.fromkeys([r.dest_folder or JUNK_KEYWORD, JUNK_KEYWORD]) if k != "Junk"
+        ]
+
+    undo = state.entries(
+        state.journal_add(
+            run_id,
+            [
+                _undo_entry(
+                    r,
+                    folder=folder,
+                    uidvalidity=st.uidvalidity,
+                    uid=r.uid,
+                    action="unflag",
+                    dest=None,
+                    flags=lift(r),
+                )
+                for r in live
+            ],
+        )
+    )
+    state.journal_update([u.id for u in undo], "sent")
+    ok, refused = _lift_flags(box, undo, folder, lambda u: u.flags_added or ())
+    state.journal_update([u.id for u in ok], "done")
+    _mark_undone(state, ok)
+    result.restored += len(ok)
+    bad = [u for u in undo if u not in ok]
+    if bad:
+        state.journal_update([u.id for u in bad], "failed", error=str(refused or "flags stayed"))
+        result.failed += len(bad)
+        result.note(f"the flags of {len(bad)} message(s) could not be removed ({refused})")
+
+
+def _undo_moves(
+    box: _Box,
+    state: StateDB,
+    run_id: str,
+    rows: Sequence[JournalRow],
+    dest: str,
+    origin: str,
+    fallback: str,
+    result: UndoResult,
+) -> None:
+    mb = box.mb
+    try:
+        dst = box.open(dest)
+        where = _find_copies(box, dest, rows)
+    except MailboxError as exc:
+        result.failed += len(rows)
+        result.note(str(exc))
+        return
+    missing = [r for r in rows if r.id not in where]
+    if missing:
+        result.missing += len(missing)
+        result.note(
+            f"{len(missing)} message(s) are no longer in {dest!r} (deleted or moved since): "
+            "they cannot be put back"
+        )
+    found = [r for r in rows if r.id in where]
+    if not found:
+        return
+    left = [r for r in found if r.original_left or r.state == "copied"]
+    still: set[int] = set()
+    origin_st = None
+    if left:
+        origin_st = box.open(origin)
+        still = set(
+            mb.search_uid_set([r.uid for r in left if r.uidvalidity == origin_st.uidvalidity])
+        )
+    drop = [
+        r for r in left if origin_st and r.uidvalidity == origin_st.uidvalidity and r.uid in still
+    ]
+    restore = [r for r in found if r not in drop]
+    if drop:
+        assert origin_st is not None
+        entries = [
+            _undo_entry(
+                r,
+                folder=dest,
+                uidvalidity=dst.uidvalidity,
+                uid=where[r.id],
+                action="drop",
+                dest=origin,
+                flags=_ours_on_original(r),
+            )
+            for r in drop
+        ]
+        undo = state.entries(state.journal_add(run_id, entries))
+        state.journal_update([u.id for u in undo], "sent")
+        guard = ProtectJournal(state, run_id, drop[0].account, dest, dst.uidvalidity)
+        _drop(box, state, undo, fallback, result, guard)
+    if restore:
+        entries = [
+            _undo_entry(
+                r,
+                folder=dest,
+                uidvalidity=dst.uidvalidity,
+                uid=where[r.id],
+                action="restore",
+                dest=origin,
+            )
+            for r in restore
+        ]
+        undo = state.entries(state.journal_add(run_id, entries))
+        dst = box.open(dest)
+        if dst.keeps_keyword(KEPT_KEYWORD):
+            try:  # travels with the message: no sweep acts on it again, state or no state
+                mb.add_flags([u.uid for u in undo], [KEPT_KEYWORD])
+            except MailboxError as exc:
+                log.warning("cannot mark put-back messages %s: %s", KEPT_KEYWORD, exc)
+        outcome = Outcome()
+        guard = ProtectJournal(state, run_id, restore[0].account, dest, dst.uidvalidity)
+        done = _transfer(box, state, undo, dest, origin, fallback, outcome, guard)
+        _mark_undone(state, done)
+        result.restored += len(done)
+        result.failed += outcome.failed
+        for n in outcome.notes:
+            result.note(n)
+
+
+def _drop(
+    box: _Box,
+    state: StateDB,
+    undo: Sequence[JournalRow],
+    fallback: str,
+    result: UndoResult,
+    guard: ProtectJournal | None,
+) -> None:
+    """Undo a copy whose original is still in place: remove the copy, lift our flags from the
+    original (and mark it $NdrKept). Idempotent: recovery runs it again after an interruption."""
+    mb = box.mb
+    if not undo:
+        return
+    originals = {r.id: r for r in state.entries([u.undoes for u in undo if u.undoes])}
+    copy_folder, origin = undo[0].folder, undo[0].dest_folder or ""
+    box.open(copy_folder)
+    copies = [u.uid for u in undo]
+    try:
+        if mb.has("UIDPLUS") or fallback == PROTECT:
+            mb.add_flags(copies, [DELETED])
+            if mb.has("UIDPLUS"):
+                mb.expunge_uids(copies)
+            else:
+                _protected_expunge(mb, copies, guard)
+        else:  # our own duplicate in Junk: flagged \\Deleted, the client expunges it
+            mb.add_flags(copies, [DELETED])
+        st = box.open(origin)
+        by_flags: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for u in undo:
+            by_flags[tuple(u.flags_added or ())].append(
+                originals[u.undoes].uid if u.undoes in originals else 0
+            )
+        for flags, uids in by_flags.items():
+            if flags and any(uids):
+                mb.remove_flags([x for x in uids if x], list(flags))
+        if st.keeps_keyword(KEPT_KEYWORD):
+            mb.add_flags(
+                [originals[u.undoes].uid for u in undo if u.undoes in originals], [KEPT_KEYWORD]
+            )
+    except MailboxError as exc:
+        result.failed += len(undo)
+        result.note(f"undo could not remove {len(undo)} copy(ies) from {copy_folder!r}: {exc}")
+        return
+    box.open(copy_folder)
+    still = set(mb.search_uid_set(copies))
+    flags_now = _flags_now(mb, sorted(still))
+    gone = [u for u in undo if u.uid not in still or _has(flags_now.get(u.uid, ()), DELETED)]
+    if gone:
+        state.journal_update([u.id for u in gone], "done")
+        _mark_undone(state, gone)
+        result.restored += len(gone)
+    if len(gone) < len(undo):
+        result.failed += len(undo) - len(gone)
+        result.note(f"{len(undo) - len(gone)} copy(ies) in {copy_folder!r} could not be removed")
