@@ -19,6 +19,11 @@ Real-server fixtures (see tests/lab.py); every test using them must be marked
 - ``token_server`` / ``dovecot_oauth2``: a loopback OAuth2 provider (``lab.TokenServer``) and a
   private Dovecot that checks XOAUTH2/OAUTHBEARER tokens against it (introspection).
 
+- ``imap_proxy``: ``imap_proxy(server)`` starts a ``imapproxy.ImapProxy`` in front of a lab server
+  (or ``LabEnv``) that cuts, refuses, fakes or rewrites chosen commands (tests/imapproxy.py);
+  ``proxy.wrap(env)`` is the user reached through it.  Stopped after the test, which fails if a
+  hook raised or a proxy thread outlived it.
+
 Helpers for filling and checking mailboxes live in tests/lab.py: ``make_message``,
 ``LabMessage``, ``append_messages`` and ``read_folder``.
 """
@@ -32,6 +37,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import imapproxy
 import lab
 
 _LAB_MISSING = lab.missing_reason()
@@ -124,6 +130,27 @@ def imap_user(dovecot: lab.DovecotLab, new_imap_user) -> lab.LabEnv:
 @pytest.fixture
 def imap_user_nomove(dovecot_nomove: lab.DovecotLab, new_imap_user) -> lab.LabEnv:
     return new_imap_user(dovecot_nomove)
+
+
+@pytest.fixture
+def imap_proxy() -> Iterator[Callable[..., imapproxy.ImapProxy]]:
+    started: list[imapproxy.ImapProxy] = []
+
+    def make(server: object) -> imapproxy.ImapProxy:
+        proxy = imapproxy.ImapProxy(server).start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    errors: list[BaseException] = []
+    for proxy in started:
+        try:
+            proxy.stop()
+        except imapproxy.ProxyError as exc:
+            errors.append(exc)
+        errors.extend(proxy.errors)
+    if errors:
+        raise errors[0]
 
 
 # ---------------------------------------------------------------------- mailbox backends
