@@ -12,6 +12,7 @@ of a lab server and stops it after the test:
     proxy.cut_after("UID MOVE", nth=2)        # 2. the server carries it out; the answer is lost
     proxy.answer_no("UID MOVE", "[OVERQUOTA] Quota exceeded")   # 3. carried out, answered NO
     proxy.answer_ok("UID MOVE", "[COPYUID 7 3 40] Done")        # 4. answered OK, not carried out
+    proxy.refuse("UID MOVE", "[OVERQUOTA] Full")      # answered NO, not carried out (throttling)
     proxy.rewrite("UID MOVE", replace_copyuid(lambda v, src, dst: (v, src, "90")))  # 5.
     proxy.on("UID STORE", before=fn, after=fn2, where=lambda args: "\\Deleted" in args)  # 6.
     client = env.connect()                    # imapclient (or ndr-sweeper with port=proxy.port)
@@ -68,8 +69,9 @@ CUT_BEFORE = "cut_before"
 CUT_AFTER = "cut_after"
 ANSWER_NO = "answer_no"
 ANSWER_OK = "answer_ok"
+REFUSE = "refuse"
 REWRITE = "rewrite"  # forwarded, answer rewritten (what Command.action says for a rewrite rule)
-ACTIONS = frozenset({FORWARD, CUT_BEFORE, CUT_AFTER, ANSWER_NO, ANSWER_OK})
+ACTIONS = frozenset({FORWARD, CUT_BEFORE, CUT_AFTER, ANSWER_NO, ANSWER_OK, REFUSE})
 
 MAX_LINE = 8 << 20  # one line of a command or response
 MAX_LITERAL = 256 << 20
@@ -314,7 +316,7 @@ class ImapProxy:
             raise ValueError(f"action must be one of {sorted(ACTIONS)}, not {action!r}")
         if nth < 1 or (times is not None and times < 1):
             raise ValueError("nth and times count from 1")
-        if action in (CUT_BEFORE, ANSWER_OK) and rewrite is not None:
+        if action in (CUT_BEFORE, ANSWER_OK, REFUSE) and rewrite is not None:
             raise ValueError(f"{action}: nothing comes back from the server to rewrite")
         if action == CUT_BEFORE and after is not None:
             raise ValueError("cut_before: there is no completion to run after= on")
@@ -369,6 +371,16 @@ class ImapProxy:
         """Do not forward the command; answer ``TAG OK reply`` (``untagged=[...]``: lines such
         as ``"* OK [COPYUID 7 3 40] Moved"`` sent before it)."""
         return self.rule(commands, action=ANSWER_OK, reply=reply, **match)
+
+    def refuse(
+        self,
+        commands: str | Iterable[str],
+        reply: str = "[LIMIT] Too many commands, slow down (imapproxy)",
+        **match: Any,
+    ) -> Rule:
+        """Do not forward the command; answer ``TAG NO reply`` (a throttling or over-quota
+        server refusing before it does anything)."""
+        return self.rule(commands, action=REFUSE, reply=reply, **match)
 
     def rewrite(self, commands: str | Iterable[str], fn: LineRewrite, **match: Any) -> Rule:
         """Forward the command and pass every response line it gets (untagged and tagged, not
@@ -579,14 +591,15 @@ class _Session:
                     return
             if plan.action == CUT_BEFORE:
                 return  # the finally in _run closes both sides
-            if plan.action == ANSWER_OK:
+            if plan.action in (ANSWER_OK, REFUSE):
                 for hook in plan.hooks("after"):
                     if not self._run_hook(hook, cmd):
                         return
                 rule = plan.decider
                 assert rule is not None
                 reply = rule.reply or f"{cmd.name} completed (imapproxy: not carried out)"
-                tagged = f"{cmd.tag} OK {reply}"
+                status = "OK" if plan.action == ANSWER_OK else rule.status
+                tagged = f"{cmd.tag} {status} {reply}"
                 out = "".join(f"{u}\r\n" for u in rule.untagged) + tagged + "\r\n"
                 cmd.client_reply = tagged
                 self._to_client(out.encode())

@@ -182,6 +182,23 @@ def test_answer_ok_without_carrying_it_out(user, imap_proxy) -> None:
     client.logout()
 
 
+def test_refuse_without_carrying_it_out(user, imap_proxy) -> None:
+    import imaplib
+
+    proxy = imap_proxy(user)
+    proxy.refuse("UID MOVE", "[OVERQUOTA] Quota exceeded")
+    client = proxy.wrap(user).connect()
+    client.select_folder("INBOX")
+    with pytest.raises(imaplib.IMAP4.error, match="OVERQUOTA"):
+        client.move([1], "Junk")
+    assert ids(user, "INBOX") == ["a@example.org", "b@example.org"]
+    assert ids(user, "Junk") == []
+    assert proxy.transcript[-1].action == "refuse"
+    client.move([1], "Junk")  # the next one goes through
+    assert ids(user, "Junk") == ["a@example.org"]
+    client.logout()
+
+
 def test_answer_ok_with_untagged_lines(user, imap_proxy) -> None:
     proxy = imap_proxy(user)
     proxy.answer_ok("UID MOVE", untagged=["* OK [COPYUID 4711 2 901] Moved UIDs."])

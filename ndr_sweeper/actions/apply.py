@@ -354,10 +354,11 @@ def _settle(
     fallback: str,
     outcome: Outcome,
     guard: ProtectJournal | None,
-    command: str,
+    command: str | None,
     refused: MailboxError | None,
 ) -> list[JournalRow]:
-    """Decide what a MOVE/COPY (answered or not) did to `rows`, by looking; finish copies."""
+    """Decide what a MOVE/COPY (answered or not) did to `rows`, by looking; finish copies.
+    `command` is None in recovery: the answer was never read."""
     mb = box.mb
     box.open(src)
     present = set(mb.search_uid_set([r.uid for r in rows]))
@@ -374,7 +375,11 @@ def _settle(
         state.journal_update(
             [r.id for r in copied], "copied", dest_uids={r.id: copies[r.id] for r in copied}
         )
-    if untouched:
+    if untouched and command is None:  # never reached the server: planned again by the rescan
+        state.journal_update(
+            [r.id for r in untouched], "failed", error="recovery: not carried out; planned again"
+        )
+    elif untouched:
         why = (
             str(refused)
             if refused is not None
@@ -800,7 +805,7 @@ def recover_pending(
                     fallback,
                     outcome,
                     guard,
-                    "an interrupted command",
+                    None,
                     None,
                 )
             if copied:
