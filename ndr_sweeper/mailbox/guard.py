@@ -46,7 +46,12 @@ _KEEP = ("BYE", "READ-ONLY", "CAPABILITY")  # untagged responses kept across com
 
 
 class LimitExceeded(Exception):
-    """The server overstepped a limit; the connection is closed.  ``str()`` is one line."""
+    """The server overstepped a limit; the connection is closed.  ``str()`` is one line;
+    ``slow``: it was too slow (so a larger ``timeout`` may help), not too much."""
+
+    def __init__(self, message: str, *, slow: bool = False) -> None:
+        super().__init__(message)
+        self.slow = slow
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class GuardedIMAP4(imaplib.IMAP4):
 
     def __init__(self, *args: Any, limits: Limits, **kwargs: Any) -> None:
         self.limits = limits
-        self._next_literal: int | None = None
+        self._next_literal: tuple[int, int] | None = None
         self._reset_reader()
         self._begin(None)
         super().__init__(*args, **kwargs)
@@ -84,7 +89,7 @@ class GuardedIMAP4(imaplib.IMAP4):
         self._rbuf = b""
         self._rpos = 0
         self._rsock: Any = None
-        self._failure: str | None = None
+        self._failure: LimitExceeded | None = None
 
     def _begin(self, command: str | None) -> None:
         """A new command (None: the greeting): fresh deadline and counters."""
@@ -95,11 +100,17 @@ class GuardedIMAP4(imaplib.IMAP4):
         self._got = 0  # bytes received for this command
         self._lines = 0
         self._literal_cap = self.limits.max_literal
+        self._byte_cap = self.limits.max_command_bytes
 
-    def expect_literal(self, size: int | None) -> None:
-        """The next command asks for literals of at most *size* bytes (None: no per-literal
-        cap beyond the per-command one): e.g. ``BODY.PEEK[]<0.size>``."""
-        self._next_literal = size + LITERAL_MARGIN if size is not None else 0
+    def expect_literals(self, size: int | None, count: int = 1) -> None:
+        """The next command asks for *count* literals of at most *size* bytes each (None: no
+        per-literal cap beyond the per-command one), e.g. ``BODY.PEEK[]<0.size>`` of *count*
+        messages: its answer may then also hold that much more than ``max_command_bytes``."""
+        if size is None:
+            self._next_literal = (self.limits.max_command_bytes, self.limits.max_command_bytes)
+            return
+        cap = size + LITERAL_MARGIN
+        self._next_literal = (cap, max(self.limits.max_command_bytes, count * cap + (1 << 20)))
 
     def enter_idle(self) -> None:
         """IDLE was accepted: no deadline until DONE; idle_window bounds each check."""
@@ -110,6 +121,7 @@ class GuardedIMAP4(imaplib.IMAP4):
         self._started = time.monotonic()
         self._idle_until = self._started + seconds
         self._got = self._lines = 0
+        self._byte_cap = self.limits.max_command_bytes
 
     def leave_idle(self) -> None:
         """DONE is about to be sent: the end of IDLE is answered like a command."""
@@ -122,16 +134,20 @@ class GuardedIMAP4(imaplib.IMAP4):
             return "in its greeting"
         return f"in answer to {self._command_name}"
 
-    def _fail(self, what: str) -> LimitExceeded:
+    def _fail(self, what: str, *, slow: bool = False) -> LimitExceeded:
         """Close the connection, drop what was read, remember why."""
-        self._failure = f"{self.host}:{self.port} {what}"
+        self._failure = LimitExceeded(f"{self.host}:{self.port} {what}", slow=slow)
         self._rbuf, self._rpos = b"", 0
         self.untagged_responses.clear()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        return LimitExceeded(self._failure)
+        return self._again()
+
+    def _again(self) -> LimitExceeded:
+        assert self._failure is not None
+        return LimitExceeded(str(self._failure), slow=self._failure.slow)
 
     # ---------------------------------------------------------------- imaplib hooks
     def open(self, host: str = "", port: int = imaplib.IMAP4_PORT, timeout: Any = None) -> None:
@@ -141,11 +157,11 @@ class GuardedIMAP4(imaplib.IMAP4):
     def _new_tag(self) -> bytes:
         tag = super()._new_tag()
         if self._failure is not None:
-            raise LimitExceeded(self._failure)
+            raise self._again()
         literal, self._next_literal = self._next_literal, None
         self._begin("?")
         if literal is not None:
-            self._literal_cap = literal or self.limits.max_command_bytes
+            self._literal_cap, self._byte_cap = literal
         # What the previous command left unconsumed can only pile up: drop it.
         ur = self.untagged_responses
         for key in [k for k in ur if k not in _KEEP]:
@@ -157,7 +173,7 @@ class GuardedIMAP4(imaplib.IMAP4):
 
     def send(self, data: bytes) -> None:
         if self._failure is not None:
-            raise LimitExceeded(self._failure)
+            raise self._again()
         if self._command_name == "?":
             words = bytes(data[:64]).split(b" ", 3)  # tag, name[, sub]: never the arguments
             name = words[1] if len(words) > 1 else b""
@@ -239,7 +255,7 @@ class GuardedIMAP4(imaplib.IMAP4):
 
     def _io(self, op: Callable[[Any], Any]) -> Any:
         if self._failure is not None:
-            raise LimitExceeded(self._failure)
+            raise self._again()
         sock = self.sock
         if sock is not self._rsock:  # a new socket (STARTTLS): nothing carries over
             self._rsock = sock
@@ -273,17 +289,16 @@ class GuardedIMAP4(imaplib.IMAP4):
                 sock.settimeout(self.limits.timeout)
         n = data if isinstance(data, int) else len(data)
         self._got += n
-        if self._got > self.limits.max_command_bytes:
-            raise self._fail(
-                f"sent more than {_size(self.limits.max_command_bytes)} {self._context()}"
-            )
+        if self._got > self._byte_cap:
+            raise self._fail(f"sent more than {_size(self._byte_cap)} {self._context()}")
         return data
 
     def _too_slow(self, now: float) -> LimitExceeded:
         noun = "byte" if self._got == 1 else "bytes"
         return self._fail(
             f"was too slow {self._context()}: {self._got} {noun} in "
-            f"{now - self._started:.0f} s (raise `timeout` in the config if it is merely slow)"
+            f"{now - self._started:.0f} s (raise `timeout` in the config if it is merely slow)",
+            slow=True,
         )
 
 
@@ -320,9 +335,8 @@ class GuardedClient(imapclient.IMAPClient):
         try:
             return super().idle_check(timeout)
         finally:
-            failure = self._imap._failure
-            if failure is not None:  # imapclient ends its loop on OSError: say why
-                raise LimitExceeded(failure)
+            if self._imap._failure is not None:  # imapclient ends its loop on OSError: say why
+                raise self._imap._again()
 
     def idle_done(self) -> Any:
         self._imap.leave_idle()

@@ -52,8 +52,9 @@ Security = Literal["tls", "starttls", "plain"]
 _CODE_RE = re.compile(rb"\[([A-Z-]+)(?: ([^\]]*))?\]")
 _MISSING_CODES = {b"NONEXISTENT", b"TRYCREATE"}
 _QUOTA_CODES = {b"OVERQUOTA"}  # RFC 5530
-# Whole messages are fetched in batches of at most this many bytes (count x the partial size).
-BODY_BATCH_BYTES = 32 * 1024 * 1024
+# Whole messages are fetched in batches of at most this many bytes (count x the partial size):
+# what one FETCH may then hold in memory.
+BODY_BATCH_BYTES = 64 * 1024 * 1024
 HEADER_BATCH = 500  # whole headers (no field list) per FETCH: each may be up to 2 MB
 
 
@@ -451,16 +452,15 @@ class ImapMailbox(LogoutOnExit):
         return sorted(uids)
 
     def _uid_fetch(
-        self, folder: str, set_: str, items: str, literal: int | None = -1
+        self, folder: str, set_: str, items: str, bodies: tuple[int | None, int] | None = None
     ) -> dict[int, dict[bytes, Any]]:
         """One UID FETCH; imapclient's fetch() only takes UID lists, not range strings.
-        *literal*: the largest literal asked for (None: no cap but the per-command one;
-        -1: the default cap for headers)."""
+        *bodies*: (largest literal asked for or None, how many): the answer's limits
+        (``guard``); without it, the limits for headers."""
         with self._op("FETCH", folder):
-            if literal != -1:
-                expect = getattr(self.client._imap, "expect_literal", None)
-                if expect is not None:
-                    expect(literal)
+            expect = getattr(self.client._imap, "expect_literals", None)
+            if bodies is not None and expect is not None:
+                expect(*bodies)
             typ, data = self.client._imap.uid("FETCH", set_, items)
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"FETCH failed: {_text(data)}")
@@ -508,9 +508,8 @@ class ImapMailbox(LogoutOnExit):
         if max_bytes is not None:
             batch = max(1, min(batch, BODY_BATCH_BYTES // max(int(max_bytes), 1)))
         for b in uidset.batches(uids, max_count=batch, max_bytes=self.max_set_bytes):
-            resp = self._uid_fetch(
-                folder, b.set, f"(UID {part})", None if max_bytes is None else int(max_bytes)
-            )
+            size = None if max_bytes is None else int(max_bytes)
+            resp = self._uid_fetch(folder, b.set, f"(UID {part})", (size, len(b.uids)))
             for uid in b.uids:
                 item = resp.get(uid)
                 body = _body(item, b"BODY[]") if item is not None else None
@@ -668,10 +667,9 @@ def _flags(raw: Sequence[bytes | str]) -> frozenset[str]:
 
 
 def _limit_error(exc: guard.LimitExceeded) -> ServerLimitError:
-    text = str(exc)
-    if "too slow" in text:
-        return ServerLimitError(text)  # says what to do already
-    return ServerLimitError(f"{text}; giving up on this account")
+    if exc.slow:
+        return ServerLimitError(str(exc))  # says what to do already
+    return ServerLimitError(f"{exc}; giving up on this account")
 
 
 def _reason(exc: BaseException) -> str:
