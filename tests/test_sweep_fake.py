@@ -85,8 +85,9 @@ def test_sweep_rerun_and_undo(fake_imap, tmp_path, shape) -> None:
 
     undo = case.cli("undo", "--last")
     assert undo.returncode == 0, undo.stderr + undo.stdout
-    assert not set(ids(server, "Junk")) & case.backscatter, "undo empties Junk of them"
     back = ids(server, "INBOX")
     assert set(back) == set(inbox_before), "undo brings every message back to INBOX"
     if shape != "copy-plain":
+        # Without UIDPLUS, whether Junk's copies are expunged depends on expunge_fallback.
+        assert not set(ids(server, "Junk")) & case.backscatter, "undo empties Junk of them"
         assert back == inbox_before, "each exactly once"
