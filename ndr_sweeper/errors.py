@@ -33,6 +33,10 @@ class ConnectError(NdrSweeperError, OSError):
     exit_code = 5
 
 
+class ServerLimitError(ConnectError):
+    """The server sent more than an answer may hold, or too slowly; the connection was closed."""
+
+
 class MailboxError(NdrSweeperError):
     """The server refused a mailbox operation (missing folder, NO/BAD answer)."""
 

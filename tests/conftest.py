@@ -24,6 +24,11 @@ Real-server fixtures (see tests/lab.py); every test using them must be marked
   ``proxy.wrap(env)`` is the user reached through it.  Stopped after the test, which fails if a
   hook raised or a proxy thread outlived it.
 
+The scriptable fake server (tests/fakeimap.py; no Dovecot needed, no ``imap`` mark):
+
+- ``fake_imap``: ``fake_imap(capabilities=..., folders=..., ...)`` starts a
+  ``fakeimap.FakeImapServer`` on loopback for this test, stopped afterwards.
+
 Helpers for filling and checking mailboxes live in tests/lab.py: ``make_message``,
 ``LabMessage``, ``append_messages`` and ``read_folder``.
 """
@@ -201,6 +206,23 @@ def mailbox_nomove_uidplus(request: pytest.FixtureRequest, new_imap_user):
         box = _imap_mailbox(new_imap_user(request.getfixturevalue("dovecot_nomove_uidplus")))
     yield box
     box.logout()
+
+
+# ---------------------------------------------------------------------- fake server
+@pytest.fixture
+def fake_imap() -> Iterator[Callable[..., object]]:
+    from fakeimap import FakeImapServer
+
+    started: list[FakeImapServer] = []
+
+    def factory(**options: object) -> FakeImapServer:
+        server = FakeImapServer(**options).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
 
 
 # ---------------------------------------------------------------------- OAuth2

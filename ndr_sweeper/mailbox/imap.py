@@ -7,6 +7,9 @@ mapped onto ``ndr_sweeper.errors``; passwords and tokens never appear in message
 ``fetch_headers`` / ``fetch_messages`` are the only places that issue bulk FETCHes; their
 responses go through ``fastfetch`` (imapclient's parser costs ~3x imaplib's reading on 100k
 headers), with imapclient's parser as the fallback for any shape it does not know.
+
+Everything the server sends is read through ``guard`` (time and size limits per command); a
+server that oversteps them ends the session with ``ServerLimitError``.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from ndr_sweeper.errors import (
     ConnectError,
     CredentialError,
     MailboxError,
+    ServerLimitError,
 )
-from ndr_sweeper.mailbox import fastfetch, uidset
+from ndr_sweeper.mailbox import fastfetch, guard, uidset
 from ndr_sweeper.mailbox.base import (
     SYSTEM_FLAG_SEARCH,
     FolderInfo,
@@ -48,6 +52,10 @@ Security = Literal["tls", "starttls", "plain"]
 _CODE_RE = re.compile(rb"\[([A-Z-]+)(?: ([^\]]*))?\]")
 _MISSING_CODES = {b"NONEXISTENT", b"TRYCREATE"}
 _QUOTA_CODES = {b"OVERQUOTA"}  # RFC 5530
+# Whole messages are fetched in batches of at most this many bytes (count x the partial size):
+# what one FETCH may then hold in memory.
+BODY_BATCH_BYTES = 64 * 1024 * 1024
+HEADER_BATCH = 500  # whole headers (no field list) per FETCH: each may be up to 2 MB
 
 
 def _text(data: object) -> str:
@@ -62,20 +70,42 @@ def _codes(text: str) -> set[bytes]:
     return {m.group(1) for m in _CODE_RE.finditer(text.encode("utf-8", "replace"))}
 
 
-def _parse_copyuid(entries: Sequence[bytes]) -> dict[int, int]:
-    """``[b"1234 1:3,7 10:13"]`` -> ``{1: 10, 2: 11, 3: 12, 7: 13}``."""
+def _parse_copyuid(entries: Sequence[bytes], sent: Sequence[int]) -> dict[int, int]:
+    """``[b"1234 1:3,7 10:13"]`` -> ``{1: 10, 2: 11, 3: 12, 7: 13}``, for the UIDs in *sent*.
+
+    The server's sets are checked before they are expanded: both the same size, no bigger than
+    what was sent, every source UID one of ours, no destination UID twice.  Anything else is
+    bogus (``1:4000000000``) and ignored, with one warning: the journal then finds the copies
+    by Message-ID.  A smaller set is fine (messages expunged meanwhile are not copied)."""
+    ours = set(sent)
     mapping: dict[int, int] = {}
+    bogus: list[bytes] = []
     for entry in entries:
-        parts = _text(entry).split()
+        raw = entry if isinstance(entry, bytes) else str(entry).encode()
+        parts = _text(raw).split()
         if len(parts) != 3:
+            bogus.append(raw)
             continue
         try:
-            src, dst = uidset.parse_set(parts[1]), uidset.parse_set(parts[2])
+            src, dst = uidset.parse_runs(parts[1]), uidset.parse_runs(parts[2])
         except ValueError:
-            log.warning("ignoring malformed COPYUID %r", entry)
+            bogus.append(raw)
             continue
-        if len(src) == len(dst):
-            mapping.update(zip(src, dst, strict=True))
+        n = uidset.count(src)
+        if n != uidset.count(dst) or n > len(ours):
+            bogus.append(raw)
+            continue
+        pairs = dict(zip(uidset.expand(src), uidset.expand(dst), strict=True))
+        if len(pairs) != n or not pairs.keys() <= ours or len(set(pairs.values())) != n:
+            bogus.append(raw)
+            continue
+        mapping.update(pairs)
+    if bogus:
+        log.warning(
+            "ignoring a COPYUID that does not fit the %d message(s) sent: %r",
+            len(ours),
+            bogus[0][:120],
+        )
     return mapping
 
 
@@ -100,6 +130,7 @@ class ImapMailbox(LogoutOnExit):
         self.port = port
         self.max_set_bytes = max_set_bytes
         self.store_batch = store_batch
+        self.timeout: float | None = None  # per command (guard.Limits), for messages
         self.selected: str | None = None
         self.readonly = False
         self.capabilities: frozenset[str] = frozenset()
@@ -125,9 +156,9 @@ class ImapMailbox(LogoutOnExit):
 
         *security*: "tls" (implicit TLS, port 993), "starttls" (port 143, then STARTTLS) or
         "plain" (no encryption: loopback tests only).  Certificates are verified against the
-        system CAs, or *ca_file* (the config's tls_ca_file).  *timeout* applies to every read,
-        and (at most 30 s of it) to the connect.  *account* only names the account in error
-        messages.
+        system CAs, or *ca_file* (the config's tls_ca_file).  *timeout* bounds the greeting and
+        every command's answer (``guard``: plus a second per 256 KB that arrives), and (at most
+        30 s of it) the connect.  *account* only names the account in error messages.
         """
         if security not in ("tls", "starttls", "plain"):
             raise ValueError(f"security must be tls, starttls or plain, not {security!r}")
@@ -146,9 +177,16 @@ class ImapMailbox(LogoutOnExit):
             # Reaching the server gets at most 30 s; each read gets the whole *timeout* (a
             # server waiting on a lock of its own says so only every 30 s).
             limits = imapclient.SocketTimeout(connect=min(timeout, 30.0), read=timeout)
-            client = imapclient.IMAPClient(
-                host, port, ssl=security == "tls", ssl_context=context, timeout=limits
+            client = guard.GuardedClient(
+                host,
+                port,
+                ssl=security == "tls",
+                ssl_context=context,
+                timeout=limits,
+                limits=guard.Limits(timeout=timeout),
             )
+        except guard.LimitExceeded as exc:
+            raise _limit_error(exc) from None
         except ssl.SSLCertVerificationError as exc:
             raise _cert_error(where, exc, ca_file) from None
         except ssl.SSLError as exc:
@@ -162,11 +200,15 @@ class ImapMailbox(LogoutOnExit):
             ) from None
         client.normalise_times = False
         box = cls(client, host=host, port=port, max_set_bytes=max_set_bytes)
+        box.timeout = timeout
         try:
-            if security == "starttls":
-                box._starttls(context, where, ca_file)
-            box._login(username, password, oauth2_token, account)
-            box._read_capabilities()
+            try:
+                if security == "starttls":
+                    box._starttls(context, where, ca_file)
+                box._login(username, password, oauth2_token, account, plain=security == "plain")
+                box._read_capabilities()
+            except guard.LimitExceeded as exc:
+                raise _limit_error(exc) from None
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
@@ -192,7 +234,13 @@ class ImapMailbox(LogoutOnExit):
             raise ConnectError(f"STARTTLS with {where} failed: {_reason(exc)}") from None
 
     def _login(
-        self, username: str, password: str | None, token: str | None, account: str | None
+        self,
+        username: str,
+        password: str | None,
+        token: str | None,
+        account: str | None,
+        *,
+        plain: bool = False,
     ) -> None:
         c = self.client
         what = "token" if token is not None else "password"
@@ -212,6 +260,18 @@ class ImapMailbox(LogoutOnExit):
                 assert password is not None
                 pre = {x.upper() for x in c.capabilities()}
                 ascii_ok = username.isascii() and password.isascii()
+                if b"LOGINDISABLED" in pre and b"AUTH=PLAIN" not in pre:
+                    # RFC 3501 6.2.3: a client must not send LOGIN then; nothing else we have
+                    # carries a password, so nothing is sent.
+                    what_to_do = (
+                        "use security = starttls or tls"
+                        if plain
+                        else "it wants another sign-in method (OAuth2?)"
+                    )
+                    raise AuthenticationError(
+                        f"{self.host}:{self.port} refuses LOGIN (LOGINDISABLED) and offers no "
+                        f"AUTH=PLAIN, so no password was sent; {what_to_do}"
+                    )
                 if (b"LOGINDISABLED" in pre or not ascii_ok) and b"AUTH=PLAIN" in pre:
                     c.plain_login(username, password)
                 else:
@@ -251,6 +311,8 @@ class ImapMailbox(LogoutOnExit):
         where = f" on folder {folder!r}" if folder else ""
         try:
             yield
+        except guard.LimitExceeded as exc:
+            raise _limit_error(exc) from None
         except imapexc.CapabilityError as exc:
             raise CapabilityError(f"{operation}{where}: {exc}") from None
         except TimeoutError:
@@ -277,12 +339,14 @@ class ImapMailbox(LogoutOnExit):
             raise MailboxError(f"{operation}{where} refused by the server: {text}") from None
 
     def _waited(self) -> str:
-        """' within N s': the read timeout of the connection, when it has one."""
-        sock = getattr(getattr(self.client, "_imap", None), "sock", None)
-        try:
-            seconds = sock.gettimeout() if sock is not None else None
-        except OSError:
-            seconds = None
+        """' within N s': the command timeout of the connection, when it has one."""
+        seconds = self.timeout
+        if seconds is None:
+            sock = getattr(getattr(self.client, "_imap", None), "sock", None)
+            try:
+                seconds = sock.gettimeout() if sock is not None else None
+            except OSError:
+                seconds = None
         return f" within {seconds:g} s" if seconds else ""
 
     def _missing(self, folder: str, error_text: str) -> bool:
@@ -403,9 +467,16 @@ class ImapMailbox(LogoutOnExit):
             uids = self.client.search(criteria)
         return sorted(uids)
 
-    def _uid_fetch(self, folder: str, set_: str, items: str) -> dict[int, dict[bytes, Any]]:
-        """One UID FETCH; imapclient's fetch() only takes UID lists, not range strings."""
+    def _uid_fetch(
+        self, folder: str, set_: str, items: str, bodies: tuple[int | None, int] | None = None
+    ) -> dict[int, dict[bytes, Any]]:
+        """One UID FETCH; imapclient's fetch() only takes UID lists, not range strings.
+        *bodies*: (largest literal asked for or None, how many): the answer's limits
+        (``guard``); without it, the limits for headers."""
         with self._op("FETCH", folder):
+            expect = getattr(self.client._imap, "expect_literals", None)
+            if bodies is not None and expect is not None:
+                expect(*bodies)
             typ, data = self.client._imap.uid("FETCH", set_, items)
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"FETCH failed: {_text(data)}")
@@ -425,6 +496,7 @@ class ImapMailbox(LogoutOnExit):
             section = "HEADER.FIELDS (" + " ".join(f.upper() for f in fields) + ")"
         else:
             section = "HEADER"
+            batch = min(batch, HEADER_BATCH)
         items = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[{section}])"
         for b in uidset.batches(uids, max_count=batch, max_bytes=self.max_set_bytes):
             resp = self._uid_fetch(folder, b.set, items)
@@ -449,8 +521,11 @@ class ImapMailbox(LogoutOnExit):
     ) -> Iterator[tuple[int, bytes]]:
         folder = self._sel("FETCH")
         part = "BODY.PEEK[]" if max_bytes is None else f"BODY.PEEK[]<0.{int(max_bytes)}>"
+        if max_bytes is not None:
+            batch = max(1, min(batch, BODY_BATCH_BYTES // max(int(max_bytes), 1)))
         for b in uidset.batches(uids, max_count=batch, max_bytes=self.max_set_bytes):
-            resp = self._uid_fetch(folder, b.set, f"(UID {part})")
+            size = None if max_bytes is None else int(max_bytes)
+            resp = self._uid_fetch(folder, b.set, f"(UID {part})", (size, len(b.uids)))
             for uid in b.uids:
                 item = resp.get(uid)
                 body = _body(item, b"BODY[]") if item is not None else None
@@ -476,7 +551,7 @@ class ImapMailbox(LogoutOnExit):
                     raise
             # COPYUID comes in the tagged OK (COPY) or an untagged OK (MOVE); imaplib files
             # both under untagged_responses.  EXPUNGEs of a MOVE are dropped (memory).
-            mapping.update(_parse_copyuid(untagged.pop("COPYUID", [])))
+            mapping.update(_parse_copyuid(untagged.pop("COPYUID", []), b.uids))
             for key in ("EXPUNGE", "VANISHED", "EXISTS", "RECENT"):
                 untagged.pop(key, None)
         return mapping
@@ -605,6 +680,12 @@ def _aware(date: datetime) -> datetime:
 
 def _flags(raw: Sequence[bytes | str]) -> frozenset[str]:
     return frozenset(f for f in (_text(x) for x in raw) if f.lower() != "\\recent")
+
+
+def _limit_error(exc: guard.LimitExceeded) -> ServerLimitError:
+    if exc.slow:
+        return ServerLimitError(str(exc))  # says what to do already
+    return ServerLimitError(f"{exc}; giving up on this account")
 
 
 def _reason(exc: BaseException) -> str:

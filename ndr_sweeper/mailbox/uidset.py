@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 DEFAULT_MAX_BYTES = 8192
+MAX_UID = 2**32 - 1  # RFC 3501: nz-number is a 32-bit unsigned integer
 _MIN_MAX_BYTES = 24  # room for one "a:b" token of two 10-digit UIDs
 
 
@@ -41,24 +42,41 @@ def to_set(uids: Iterable[int]) -> str:
     return ",".join(_token(lo, hi) for lo, hi in _runs(uids))
 
 
-def parse_set(text: str | bytes) -> list[int]:
-    """``"1:3,7"`` -> ``[1, 2, 3, 7]`` in the order written (ranges ascending), for COPYUID and
-    APPENDUID codes.  ``*`` is not allowed: it has no value without a mailbox."""
+def parse_runs(text: str | bytes) -> list[tuple[int, int]]:
+    """``"1:3,7"`` -> ``[(1, 3), (7, 7)]`` in the order written, each run ascending, without
+    expanding it: a server may claim ``1:4000000000``.  ``*`` is not allowed: it has no value
+    without a mailbox."""
     if isinstance(text, bytes):
-        text = text.decode("ascii")
-    out: list[int] = []
+        text = text.decode("ascii", "replace")
+    out: list[tuple[int, int]] = []
     for part in text.strip().split(","):
         lo_s, sep, hi_s = part.partition(":")
         try:
             lo = int(lo_s)
             hi = int(hi_s) if sep else lo
         except ValueError:
-            raise ValueError(f"not a UID set: {text!r}") from None
-        if lo < 1 or hi < 1:
-            raise ValueError(f"not a UID set: {text!r}")
-        lo, hi = min(lo, hi), max(lo, hi)
-        out.extend(range(lo, hi + 1))
+            raise ValueError(f"not a UID set: {text[:80]!r}") from None
+        if lo < 1 or hi < 1 or max(lo, hi) > MAX_UID:
+            raise ValueError(f"not a UID set: {text[:80]!r}")
+        out.append((min(lo, hi), max(lo, hi)))
     return out
+
+
+def count(runs: Iterable[tuple[int, int]]) -> int:
+    """How many UIDs the runs of ``parse_runs`` hold."""
+    return sum(hi - lo + 1 for lo, hi in runs)
+
+
+def expand(runs: Iterable[tuple[int, int]]) -> Iterator[int]:
+    """The UIDs of the runs, lazily: check ``count`` before expanding a server's set."""
+    for lo, hi in runs:
+        yield from range(lo, hi + 1)
+
+
+def parse_set(text: str | bytes) -> list[int]:
+    """``"1:3,7"`` -> ``[1, 2, 3, 7]`` in the order written (ranges ascending).  Expands: only
+    for sets of our own making; a server's goes through ``parse_runs`` and ``count`` first."""
+    return list(expand(parse_runs(text)))
 
 
 @dataclass(frozen=True)
