@@ -267,20 +267,22 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     config = _load(args)
     with open_state(config.state_dir) as state:
-        runs = state.runs(account=args.account, limit=args.limit if args.all else args.limit * 20)
-    if not args.all:
-        # Runs of the service that found nothing new would bury the ones that did something.
-        runs = [r for r in runs if r.status != "ok" or r.counts.get("scanned")][: args.limit]
+        # Runs that found nothing are left out unless --all; the state keeps only the last of
+        # them per account anyway, and counts the others.
+        runs = state.runs(account=args.account, limit=args.limit, quiet=args.all)
+        summaries = state.quiet_runs(args.account)
     if args.json:
         render.json_doc(
             [
                 {
                     "run_id": r.id,
                     "account": r.account,
+                    "command": r.command,
                     "started": r.started,
                     "finished": r.finished,
                     "dry_run": r.dry_run,
                     "status": r.status,
+                    "quiet": r.quiet,
                     "counts": r.counts,
                     "error": r.error,
                 }
@@ -307,17 +309,24 @@ def cmd_history(args: argparse.Namespace) -> int:
                 r.id,
                 r.account,
                 f"{r.started:%Y-%m-%d %H:%M}",
-                ("dry run" if r.dry_run else r.status),
+                ("dry run" if r.dry_run else r.status if r.command == "sweep" else r.command),
                 r.counts.get("scanned"),
                 r.counts.get("ndrs"),
                 r.counts.get("own"),
                 r.counts.get("backscatter"),
-                r.counts.get("acted"),
+                r.counts.get("acted", r.counts.get("restored")),
                 r.error or "",
             ]
             for r in runs
         ],
     )
+    out = render.console()
+    for q in summaries:
+        out.print(
+            f"{q.account}: {q.runs} more run(s) found nothing new between "
+            f"{q.first:%Y-%m-%d %H:%M} and {q.last:%Y-%m-%d %H:%M} (not kept)",
+            markup=False,
+        )
     return 0
 
 

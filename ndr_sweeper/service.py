@@ -836,19 +836,35 @@ def _when(dt: datetime | None) -> str:
     return "" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def status_rows(config: Config, statuses: Mapping[str, Any]) -> list[dict[str, Any]]:
+def status_rows(
+    config: Config, statuses: Mapping[str, Any], last: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One row per account: its last run (service, terminal or cron alike), the service's
+    next run. `statuses`: the service's account_status rows; `last`: each account's latest
+    sweep run from the journal."""
     rows = []
     for acc in config.accounts:
         s = statuses.get(acc.name)
+        run = (last or {}).get(acc.name)
+        if run is not None and (s is None or s.last_run is None or run.started >= s.last_run):
+            last_run, run_id, counts, error = run.started, run.id, run.counts, run.error
+            running = run.status == "running"
+        else:
+            last_run = s.last_run if s else None
+            run_id = s.run_id if s else None
+            counts = s.counts if s else {}
+            error = s.error if s else None
+            running = False
         rows.append(
             {
                 "account": acc.name,
                 "enabled": acc.enabled,
                 "schedule": schedule_text(acc),
-                "last_run": s.last_run if s else None,
-                "run_id": s.run_id if s else None,
-                "counts": s.counts if s else {},
-                "error": s.error if s else None,
+                "last_run": last_run,
+                "run_id": run_id,
+                "running": running,
+                "counts": counts,
+                "error": error,
                 "next_run": s.next_run if s else None,
             }
         )
@@ -866,7 +882,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         render.warning(w)
     with open_state(config.state_dir) as state:
         statuses = {s.account: s for s in state.account_status()}
-    rows = status_rows(config, statuses)
+        last = state.last_runs("sweep")
+    rows = status_rows(config, statuses, last)
     if getattr(args, "json", False):
         render.json_doc(
             [
@@ -891,11 +908,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             nxt = "not scheduled"
         else:
             nxt = _when(r["next_run"])
+        when = _when(r["last_run"]) or "never"
+        if r["running"]:
+            minutes = (datetime.now(UTC) - r["last_run"]).total_seconds() / 60
+            when = f"running for {minutes:.0f} min"
         table_rows.append(
             [
                 r["account"],
                 r["schedule"],
-                _when(r["last_run"]) or "never",
+                when,
                 c.get("ndrs"),
                 c.get("backscatter"),
                 c.get("acted"),

@@ -121,6 +121,8 @@ CREATE INDEX sent_ids_nocase ON sent_ids (account, message_id COLLATE NOCASE);
 # fingerprint of its header fields, and its size), the flags it had and the ones we added, and
 # the destination's UIDNEXT before the command (a copy has a UID at or above it). Undo entries
 # point at the entry they undo. Runs of one command invocation share an invocation id.
+# A run that found and changed nothing is "quiet": only the last one of each account is kept,
+# the others are counted in quiet_runs (a service sweeping every minute adds no rows).
 _SCHEMA_V3: Final = """
 ALTER TABLE journal ADD COLUMN fingerprint TEXT;
 ALTER TABLE journal ADD COLUMN size INTEGER;
@@ -135,6 +137,23 @@ CREATE INDEX journal_by_message ON journal (account, folder, uidvalidity, uid);
 CREATE INDEX journal_by_undoes ON journal (undoes);
 CREATE INDEX runs_by_invocation ON runs (invocation);
 CREATE INDEX runs_by_started ON runs (started);
+ALTER TABLE runs ADD COLUMN quiet INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE quiet_runs (
+    account TEXT PRIMARY KEY,
+    runs    INTEGER NOT NULL,
+    first   TEXT NOT NULL,
+    last    TEXT NOT NULL
+);
+UPDATE runs SET quiet = 1 WHERE status = 'ok'
+    AND COALESCE(json_extract(counts, '$.acted'), 0) = 0
+    AND COALESCE(json_extract(counts, '$.ndrs'), 0) = 0
+    AND COALESCE(json_extract(counts, '$.errors'), 0) = 0
+    AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.run_id = runs.id);
+INSERT INTO quiet_runs (account, runs, first, last)
+    SELECT account, COUNT(*) - 1, MIN(started), MAX(started) FROM runs WHERE quiet = 1
+    GROUP BY account HAVING COUNT(*) > 1;
+DELETE FROM runs WHERE quiet = 1
+    AND rowid NOT IN (SELECT MAX(rowid) FROM runs WHERE quiet = 1 GROUP BY account);
 """
 
 # Index = the user_version a script upgrades from.
@@ -210,6 +229,17 @@ class RunRow:
     error: str | None = None
     command: str = ""
     invocation: str | None = None  # shared by the runs of one command (several accounts)
+    quiet: bool = False  # found and changed nothing; only the last one is kept
+
+
+@dataclass(frozen=True, slots=True)
+class QuietRuns:
+    """How many quiet runs of an account were not kept, and when they were."""
+
+    account: str
+    runs: int
+    first: datetime
+    last: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,10 +390,6 @@ class StateDB:
                 (account, folder, uidvalidity, last_uid, _ts(_now())),
             )
 
-    def drop_cursor(self, account: str, folder: str) -> None:
-        with self._write() as c:
-            c.execute("DELETE FROM cursors WHERE account = ? AND folder = ?", (account, folder))
-
     # --- Sent index
 
     def sent_cursor(self, account: str, folder: str) -> tuple[int, int] | None:
@@ -432,13 +458,6 @@ class StateDB:
                 "DELETE FROM sent_folders WHERE account = ? AND folder = ?", (account, folder)
             )
 
-    def sent_folders(self, account: str) -> list[str]:
-        """The Sent folders indexed for an account (to drop ones no longer configured)."""
-        rows = self._read(
-            "SELECT folder FROM sent_folders WHERE account = ? ORDER BY folder", (account,)
-        )
-        return [r[0] for r in rows]
-
     def find_sent(self, account: str, ids: Iterable[str]) -> str | None:
         """The first of ``ids`` (normalised, in the order given) that is in the Sent index, as
         the index spells it; failing an exact match, the first that matches ignoring case."""
@@ -483,13 +502,6 @@ class StateDB:
             marks = ", ".join("?" * len(chunk))
             found.update(r[0] for r in self._read(f"{select} IN ({marks})", (account, *chunk)))
         return found
-
-    def sent_count(self, account: str) -> int:
-        """How many distinct Message-IDs are indexed for an account."""
-        rows = self._read(
-            "SELECT COUNT(DISTINCT message_id) FROM sent_ids WHERE account = ?", (account,)
-        )
-        return int(rows[0][0])
 
     # --- runs and journal
 
@@ -639,14 +651,13 @@ class StateDB:
                     f"journal_update: {len(ids) - cur.rowcount} of the entry ids are unknown"
                 )
 
-    def pending_entries(self, account: str, *, exclude_run: str | None = None) -> list[JournalRow]:
+    def pending_entries(self, account: str) -> list[JournalRow]:
         """Entries of real (not dry) runs left planned or copied: an earlier run stopped midway."""
         marks = ", ".join("?" * len(PENDING_STATES))
         rows = self._read(
             f"SELECT j.* FROM journal j JOIN runs r ON r.id = j.run_id "
-            f"WHERE j.account = ? AND j.state IN ({marks}) AND r.dry_run = 0 AND r.id != ? "
-            "ORDER BY j.id",
-            (account, *PENDING_STATES, exclude_run or ""),
+            f"WHERE j.account = ? AND j.state IN ({marks}) AND r.dry_run = 0 ORDER BY j.id",
+            (account, *PENDING_STATES),
         )
         return [_journal_row(r) for r in rows]
 
@@ -677,19 +688,6 @@ class StateDB:
             list(dict.fromkeys(f for f in fingerprints if f)),
         )
 
-    def undo_entries_of(self, entry_ids: Iterable[int]) -> dict[int, list[JournalRow]]:
-        """Undo entries by the entry they undo."""
-        ids = list(dict.fromkeys(entry_ids))
-        out: dict[int, list[JournalRow]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            for r in self._read(
-                f"SELECT * FROM journal WHERE undoes IN ({marks}) ORDER BY id", chunk
-            ):
-                out.setdefault(r["undoes"], []).append(_journal_row(r))
-        return out
-
     def last_undoable_invocation(self) -> list[RunRow]:
         """The runs of the most recent sweep invocation that left something to undo (every
         account it acted on), newest first; [] when there is none. Quiet runs cost an index
@@ -712,23 +710,92 @@ class StateDB:
     def finish_run(
         self, run_id: str, status: str, counts: Mapping[str, int], error: str | None = None
     ) -> None:
+        """Record how a run ended. A quiet run (ok, nothing found, nothing journalled) replaces
+        the account's previous quiet run, which is counted in ``quiet_runs``: the runs table
+        keeps what changed something, every error, and the last run of each account."""
         with self._write() as c:
-            cur = c.execute(
-                "UPDATE runs SET finished = ?, status = ?, counts = ?, error = ? WHERE id = ?",
-                (_ts(_now()), status, json.dumps(dict(counts), sort_keys=True), error, run_id),
-            )
-            if cur.rowcount != 1:
+            row = c.execute("SELECT account FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
                 raise ValueError(f"unknown run id {run_id!r}")
-
-    def runs(self, account: str | None = None, limit: int = 50) -> list[RunRow]:
-        """The latest runs first."""
-        if account is None:
-            rows = self._read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._read(
-                "SELECT * FROM runs WHERE account = ? ORDER BY id DESC LIMIT ?", (account, limit)
+            journalled = c.execute("SELECT 1 FROM journal WHERE run_id = ? LIMIT 1", (run_id,))
+            quiet = (
+                status == "ok"
+                and not any(counts.get(k) for k in ("acted", "ndrs", "errors"))
+                and journalled.fetchone() is None
             )
+            c.execute(
+                "UPDATE runs SET finished = ?, status = ?, counts = ?, error = ?, quiet = ? "
+                "WHERE id = ?",
+                (
+                    _ts(_now()),
+                    status,
+                    json.dumps(dict(counts), sort_keys=True),
+                    error,
+                    int(quiet),
+                    run_id,
+                ),
+            )
+            if quiet:
+                self._fold_quiet(c, row[0], keep=run_id)
+
+    @staticmethod
+    def _fold_quiet(c: sqlite3.Connection, account: str, keep: str) -> None:
+        """Count the account's quiet runs other than `keep` into quiet_runs, and drop them."""
+        old = c.execute(
+            "SELECT COUNT(*), MIN(started), MAX(started) FROM runs "
+            "WHERE account = ? AND quiet = 1 AND id != ?",
+            (account, keep),
+        ).fetchone()
+        if not old[0]:
+            return
+        c.execute(
+            "INSERT INTO quiet_runs (account, runs, first, last) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (account) DO UPDATE SET runs = runs + excluded.runs, "
+            "first = MIN(first, excluded.first), last = MAX(last, excluded.last)",
+            (account, old[0], old[1], old[2]),
+        )
+        c.execute("DELETE FROM runs WHERE account = ? AND quiet = 1 AND id != ?", (account, keep))
+
+    def quiet_runs(self, account: str | None = None) -> list[QuietRuns]:
+        """The quiet runs that were not kept, counted per account."""
+        if account is None:
+            rows = self._read("SELECT * FROM quiet_runs ORDER BY account")
+        else:
+            rows = self._read("SELECT * FROM quiet_runs WHERE account = ?", (account,))
+        return [
+            QuietRuns(
+                r["account"],
+                r["runs"],
+                datetime.fromisoformat(r["first"]),
+                datetime.fromisoformat(r["last"]),
+            )
+            for r in rows
+        ]
+
+    def runs(
+        self, account: str | None = None, limit: int = 50, *, quiet: bool = True
+    ) -> list[RunRow]:
+        """The latest runs first; ``quiet=False`` leaves out runs that found nothing."""
+        where: list[str] = []
+        params: list[Any] = []
+        if account is not None:
+            where.append("account = ?")
+            params.append(account)
+        if not quiet:
+            where.append("quiet = 0")
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._read(sql + " ORDER BY started DESC, rowid DESC LIMIT ?", (*params, limit))
         return [_run_row(r) for r in rows]
+
+    def last_runs(self, command: str = "sweep") -> dict[str, RunRow]:
+        """Each account's latest real (not dry) run of `command`, whoever started it."""
+        rows = self._read(
+            "SELECT * FROM runs r WHERE command = ? AND dry_run = 0 AND rowid = ("
+            "SELECT rowid FROM runs q WHERE q.account = r.account AND q.command = r.command "
+            "AND q.dry_run = 0 ORDER BY q.started DESC, q.rowid DESC LIMIT 1)",
+            (command,),
+        )
+        return {r["account"]: _run_row(r) for r in rows}
 
     def run(self, run_id: str) -> RunRow | None:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -748,17 +815,6 @@ class StateDB:
     def run_entries(self, run_id: str) -> list[JournalRow]:
         rows = self._read("SELECT * FROM journal WHERE run_id = ? ORDER BY id", (run_id,))
         return [_journal_row(r) for r in rows]
-
-    def last_run_id(self, account: str | None = None, include_dry: bool = False) -> str | None:
-        sql = "SELECT id FROM runs WHERE 1 = 1"
-        params: list[Any] = []
-        if account is not None:
-            sql += " AND account = ?"
-            params.append(account)
-        if not include_dry:
-            sql += " AND dry_run = 0"
-        rows = self._read(sql + " ORDER BY id DESC LIMIT 1", params)
-        return str(rows[0][0]) if rows else None
 
     # --- account status (for the service)
 
@@ -849,6 +905,7 @@ def _run_row(r: sqlite3.Row) -> RunRow:
         error=r["error"],
         command=r["command"],
         invocation=r["invocation"],
+        quiet=bool(r["quiet"]),
     )
 
 
