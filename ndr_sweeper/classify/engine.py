@@ -6,6 +6,13 @@ import logging
 import re
 
 from .detectors import ORDER
+from .detectors._base import (
+    WILL_BE_DELIVERED,
+    dsn_says_failed_or_delayed,
+    notification_system,
+    report_text,
+    shorten,
+)
 from .extract import extract_original, normalise_id
 from .message import ParsedMessage, parse
 from .prefilter import headers_may_be_report
@@ -39,7 +46,30 @@ def _classify(raw: bytes) -> Verdict:
                 break
     if verdict is None:
         verdict = Verdict(kind=Kind.NOT_NDR, detector="none", evidence=("no report signs",))
+    elif verdict.is_ndr:
+        verdict = _lookalike(msg, verdict)
     return _complete(msg, verdict)
+
+
+def _lookalike(msg: ParsedMessage, v: Verdict) -> Verdict:
+    """The look-alike rule: mail from a known notification system, or text that says the
+    message will still be delivered, is not an NDR unless a delivery-status part says
+    failed or delayed."""
+    if v.detector == "mdn" or dsn_says_failed_or_delayed(msg):
+        return v
+    sign = notification_system(msg)
+    if sign:
+        why = f"sent by a notification system ({sign}), no delivery-status part says failed"
+    else:
+        m = WILL_BE_DELIVERED.search(msg.lowered(report_text(msg)))
+        if m is None:
+            return v
+        why = f"says the message will still be delivered: '{shorten(m.group(0), 60)}'"
+    return Verdict(
+        kind=Kind.NOT_NDR,
+        detector="lookalike",
+        evidence=(why, *(f"{v.detector} alone: {e}" for e in v.evidence[:1])),
+    )
 
 
 def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:

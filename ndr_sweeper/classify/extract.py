@@ -342,6 +342,26 @@ def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
 
 def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Original:
     """Everything the report says about the original message."""
+    found = _extract_original(msg, body_text)
+    if found.message_id is None and not found.other_message_ids:
+        # last resort: the report's own header naming the original (Coremail's
+        # X-CM-Original-Message-ID and the like); never preferred to the returned message
+        for name in msg.headers.names():
+            if name.endswith("original-message-id") and name != "x-ms-exchange-original-message-id":
+                ident = normalise_id(msg.headers.get(name))
+                if ident:
+                    return Original(
+                        message_id=ident,
+                        from_=found.from_,
+                        to=found.to,
+                        subject=found.subject,
+                        date=found.date,
+                        received=found.received,
+                    )
+    return found
+
+
+def _extract_original(msg: ParsedMessage, body_text: str | None) -> Original:
     structural = _structural_sources(msg)
     outer_rcpts = {_addr(r.get("final-recipient").split(";")[-1]) for r in dsn_records(msg)}
     outer_rcpts.discard("")

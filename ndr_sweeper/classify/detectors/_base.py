@@ -38,7 +38,16 @@ BOUNCE_SUBJECT = re.compile(
     r"returned|bounce|ndn|non remis|nicht zustellbar|niet bezorgd|onbestelbaar|"
     r"non recapitabile|no (?:se )?(?:ha podido|pudo) entregar|не доставлено|недоставлен|"
     r"postmaster notify|see transcript|error mail report|considered unsolicited|"
-    r"virus|failed|failure|delay|undeliverable|notification",
+    r"virus|failed|failure|delay|undeliverable|notification|"
+    # webmail and gateways in other languages
+    r"系统退信|退信通知|被退回|未送达|无法送达|无法投递|投递失败|發送失敗|退件通知|반송된|반송 메일|"
+    r"전송 실패|전송실패|"
+    r"não (?:foi )?entregue|nao entregue|falha na entrega|mensagem devolvida|"
+    r"no entregado|devuelto al remitente|niedostarcz|nie dostarczono|nedoručiteln|"
+    r"nedoručen|onbestelbaar|niet afgeleverd|olevererbar|kunde inte levereras|"
+    r"kunne ikke leveres|ikke-leverbar|ikke leveret|ei voitu toimittaa|"
+    r"kézbesíthetetlen|teslim edilemedi|iletilemedi|μη παραδοτέο|"
+    r"mancata consegna|non distribué|échec de (?:la )?remise|nu a putut fi livrat",
 )
 
 # Strongly bounce-like subjects (used to accept free-text reports)
@@ -49,7 +58,11 @@ STRONG_SUBJECT = re.compile(
     r"could not (?:be )?(?:sent|delivered)|delivery has failed|mail system error|"
     r"failed mail|mail failure|message not delivered|not delivered|unzustellbar|"
     r"nicht zustellbar|non remis|warning: could not send|delayed mail|delivery delayed|"
-    r"message delayed|failed delivery|failure delivery|error during delivery",
+    r"message delayed|failed delivery|failure delivery|error during delivery|"
+    r"mail failed, returning|returned mail: |系统退信|被退回|未送达|无法送达|投递失败|반송된|"
+    r"não (?:foi )?entregue|falha na entrega|niedostarcz|nedoručiteln|onbestelbaar|"
+    r"olevererbar|kunne ikke leveres|kézbesíthetetlen|teslim edilemedi|mancata consegna|"
+    r"non distribué",
 )
 
 FWD_OR_REPLY = re.compile(r"^\s*(?:fwd?|fw|wg|tr|aw|re|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
@@ -113,9 +126,70 @@ def from_address_kind(msg: ParsedMessage) -> str:
             else:
                 m = DAEMON_FROM.search(addr)
                 if m is not None:
-                    cached = "weak" if _WEAK_DAEMON.fullmatch(m.group(0)) else "strong"
+                    weak = _WEAK_DAEMON.fullmatch(m.group(0)) or _APP_DAEMON.match(addr)
+                    cached = "weak" if weak else "strong"
         msg.cache["from_kind"] = cached
     return cached
+
+
+# "bugzilla-daemon@", "cron_daemon@": an application's daemon, not the mail system's
+_APP_DAEMON = re.compile(r"(?!mailer|mail[-_]|smtp|mta|mx)[\w.+-]*[-_.]daemon@")
+
+# Headers and senders of notification systems (bug trackers, CI, monitoring, cron): their
+# mail quotes SMTP replies and error codes freely and is never a delivery report.
+_NOTIFIER_HEADER = re.compile(
+    r"x-(?:bugzilla|redmine|github|gitlab|gitea|jenkins|mantis|trac-|jira|launchpad|debbugs|"
+    r"zabbix|nagios|icinga|cron-env|pagerduty|sentry|discourse|phabricator|gerrit|monit|otrs|"
+    r"rt-ticket|rt-originator|grafana|alertmanager|prometheus)|rt-ticket$"
+)
+_NOTIFIER_MAILER = re.compile(
+    r"bugzilla|redmine|jenkins|jira|mantis|trac\b|nagios|zabbix|icinga|gitlab|gitea|otrs|"
+    r"request tracker|phabricator|gerrit|grafana|alertmanager|monit\b|munin"
+)
+
+
+def notification_system(msg: ParsedMessage) -> str:
+    """The sign that a notification system (bug tracker, CI, monitoring, cron) sent the
+    message, from its own header block, or ""."""
+    cached = msg.cache.get("notifier")
+    if cached is None:
+        cached = ""
+        h = msg.headers
+        for name in h.names():
+            if name[:2] == "x-" or name[:3] == "rt-":
+                m = _NOTIFIER_HEADER.match(name)
+                if m is not None:
+                    cached = f"{name} header"
+                    break
+        if not cached:
+            mailer = (h.get("x-mailer") or "").lower()
+            if mailer and _NOTIFIER_MAILER.search(mailer):
+                cached = f"X-Mailer: {shorten(mailer, 40)}"
+        if not cached and _APP_DAEMON.match(addr_of(h.get("from") or "").lower()):
+            cached = f"From: {shorten(addr_of(h.get('from') or ''), 60)}"
+        msg.cache["notifier"] = cached
+    return cached
+
+
+# Text that says the message will still be delivered: an advisory, not a report of failure
+# or delay ("it will be delivered without any further action on your part").
+WILL_BE_DELIVERED = re.compile(
+    r"will (?:still |now |then |eventually )?be (?:delivered|released|forwarded) "
+    r"(?:without|automatically|normally|as usual|shortly|in due course)|"
+    r"without (?:any )?further action (?:on your part|from you|by you|is required)|"
+    r"(?:has|have) been (?:released|delivered) (?:to (?:the|your) (?:recipient|inbox)|normally)"
+)
+
+
+def dsn_says_failed_or_delayed(msg: ParsedMessage) -> bool:
+    """Does a delivery-status part say failed or delayed for some recipient?"""
+    for rec in dsn_records(msg):
+        action = rec.get("action").lower().lstrip()
+        if action.startswith(("fail", "delay")):
+            return True
+        if not action and rec.get("status").strip()[:1] in ("4", "5"):
+            return True
+    return False
 
 
 def mta_origin(msg: ParsedMessage) -> bool:

@@ -53,6 +53,19 @@ PHRASES = rx(
     r"awaits moderator approval|message has been rejected|posting (?:was )?rejected",
     r"mailbox (?:is )?(?:full|disabled|inactive)|account (?:is )?(?:disabled|inactive|suspended)",
     r"\b5\.\d\.\d{1,3}\b|\b55\d[ -]",
+    # gateways, virus scanners and older servers that return mail in their own words
+    r"error during delivery|failed recipients?:|contents of the undelivered|"
+    r"failed to deliver to|failed addresses follow|(?:message|mail) (?:was |has been )?returned",
+    # webmail in other languages: Chinese, Korean, Portuguese, Polish, Czech, Dutch,
+    # Scandinavian, Hungarian, Turkish, Italian, French
+    r"系统退信|退信原因|被退回|无法送达|无法投递|无法发送|投递失败|发送失败|未能送达|未能投递|"
+    r"반송되었|반송된|전달되지 않|전달할 수 없|전송 실패|전송에 실패|전송실패|"
+    r"não (?:foi possível|pôde ser) entreg|não (?:foi )?entregue|falha na entrega|"
+    r"nie (?:może zostać|mogła zostać|została) dostarczona|nie dostarczono|"
+    r"nelze doručit|nebyla doručena|kon niet (?:worden )?(?:bezorgd|afgeleverd)|"
+    r"kunde inte levereras|kunne ikke (?:leveres|afleveres)|nem kézbesíthető|"
+    r"teslim edilemedi|iletilemedi|non è stato possibile consegnare|"
+    r"impossible de (?:remettre|distribuer)",
 )
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -](?:\d\.\d{1,3}\.\d{1,3}\s)?[^\n]{3,}", re.M)
 
