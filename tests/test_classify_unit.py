@@ -836,3 +836,66 @@ def test_quoted_message_id_lines_are_found_as_by_the_regex(pieces: list[str]) ->
     text = "".join(pieces)
     want = [(m.span(), m.group(1)) for m in _QUOTED_ID.finditer(text)]
     assert [(m.span(), m.group(1)) for m in _quoted_ids(text, text.lower())] == want
+
+
+# ---- held-out classes (issue 14) ------------------------------------------------------------
+
+_FX = Path(__file__).parent / "fixtures" / "messages"
+
+
+def _without_return_path(name: str) -> bytes:
+    raw = (_FX / name).read_bytes()
+    return b"".join(
+        line for line in raw.splitlines(keepends=True) if not line.startswith(b"Return-Path:")
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["virusscanner-failed-recipients.eml", "gateway-returned-mail-error.eml"]
+)
+def test_gateway_from_an_ordinary_address_without_null_sender(name: str) -> None:
+    """No mailer-daemon, no null Return-Path: returning the recipient's own message under a
+    bounce-like subject is what tells a gateway's report from mail."""
+    v = classify(_without_return_path(name))
+    assert v.is_ndr, v.evidence
+    assert v.original.message_id
+
+
+def test_forwarding_someone_elses_message_is_not_returning_ones_own() -> None:
+    raw = _without_return_path("virusscanner-failed-recipients.eml").replace(
+        b"From: Ben Kraus <ben.kraus@sender.example>", b"From: Other <other@elsewhere.example>"
+    )
+    assert classify(raw).kind is Kind.NOT_NDR
+
+
+def test_inline_dsn_fields_need_a_bounce_subject_without_a_mail_system_sign() -> None:
+    raw = _without_return_path("workmail-inline-dsn.eml")
+    assert classify(raw).kind is Kind.FAILED
+    plain = raw.replace(b"Subject: Undelivered Mail Returned to Sender", b"Subject: notes")
+    assert classify(plain).kind is Kind.NOT_NDR
+
+
+def test_lookalike_rule_yields_to_a_failed_dsn_part() -> None:
+    """A notification system's own DSN (a failed Action) is still an NDR."""
+    raw = b(dsn()).replace(b"Subject:", b"X-Bugzilla-Reason: None\nSubject:", 1)
+    v = classify(raw)
+    assert v.kind is Kind.FAILED
+    notice = (_FX / "lookalike-bugtracker-daemon.eml").read_bytes()
+    v = classify(notice)
+    assert v.kind is Kind.NOT_NDR and v.detector == "lookalike"
+    assert "notification system" in v.evidence[0]
+
+
+def test_app_daemon_sender_is_not_a_mailer_daemon() -> None:
+    from ndr_sweeper.classify.detectors._base import from_address_kind
+    from ndr_sweeper.classify.message import parse
+
+    kinds = {
+        a: from_address_kind(parse(f"From: {a}\n\nx\n".encode()))
+        for a in ("bugzilla-daemon@x.example", "MAILER-DAEMON@x.example", "mail-daemon@x.example")
+    }
+    assert kinds == {
+        "bugzilla-daemon@x.example": "weak",
+        "MAILER-DAEMON@x.example": "strong",
+        "mail-daemon@x.example": "strong",
+    }

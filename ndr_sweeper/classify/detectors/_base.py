@@ -387,13 +387,14 @@ def shorten(text: str, limit: int = 200) -> str:
 
 # Where a report's own text ends and the returned message begins.
 ORIGINAL_SEPARATOR = re.compile(
-    r"^[ \t]*(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
+    r"^[ \t]*\|?(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
     r"this is a copy of the message|original message|returned message|"
     r"the original message|below this line is a copy|headers? of the original|"
     r"original message headers|message headers follow|a copy of the original|"
     r"unsent message below|undelivered message|rfc822 headers|original mail|"
     r"the header of the original|included is a copy|copy of (?:your|the) message|"
-    r"end of transcript|message text follows|returned mail follows"
+    r"end of transcript|message text follows|returned mail follows|message header follows|"
+    r"contents of the undelivered|enclosed are the original"
     r")",
     re.MULTILINE,
 )
@@ -424,7 +425,7 @@ def text_recipients(msg: ParsedMessage, text: str, action: str, limit: int = 20)
     seen: dict[str, Recipient] = {}
     lines = text[:MAX_TEXT].split("\n")
     for i, line in enumerate(lines[:1000]):
-        if "@" not in line:
+        if "@" not in line or "message-id" in line.lower():
             continue
         for m in _EMAIL.finditer(line):
             a = m.group(0).strip(".").lower()

@@ -21,7 +21,17 @@ import re
 
 from ..message import ParsedMessage
 from ..verdict import Verdict
-from ._base import STRONG_SUBJECT, ndr, report_text, sender_is_daemon, shorten
+from ._base import (
+    STRONG_SUBJECT,
+    addr_of,
+    ndr,
+    null_return_path,
+    person_signals,
+    report_text,
+    sender_is_daemon,
+    shorten,
+    subject_is_bounce,
+)
 from ._text import ADDRESS, names_what_failed, report_headers, rx
 
 NAME = "generic"
@@ -90,8 +100,33 @@ def _gateway_notice(msg: ParsedMessage) -> re.Match[str] | None:
     return _GATEWAY.search(body.lower())
 
 
+def _dsn_report(msg: ParsedMessage) -> bool:
+    """multipart/report; report-type=delivery-status whose status part is broken or empty
+    (the text still says what failed)."""
+    return msg.ctype.startswith("multipart/report") and "delivery-status" in msg.report_type
+
+
+def returns_own_message(msg: ParsedMessage) -> bool:
+    """Does the message return the recipient's own mail: an attached or quoted original
+    whose From is the address this message is sent to?  What a gateway does that bounces
+    mail from an ordinary-looking address; a person forwarding mail sends someone else's."""
+    from ..extract import extract_original  # (extract imports the detectors' helpers)
+
+    to = {addr_of(v).lower() for v in msg.headers.get_all("to")[:5]}
+    to.discard("")
+    if not to:
+        return False
+    original = extract_original(msg)
+    sender = addr_of(original.from_ or "").lower()
+    return bool(sender) and sender in to and sender != addr_of(msg.from_).lower()
+
+
 def detect(msg: ParsedMessage) -> Verdict | None:
-    if not report_headers(msg):
+    if not report_headers(msg) and (
+        # a gateway that sends from an ordinary address with no null Return-Path still
+        # gives itself away by returning the recipient's own message
+        person_signals(msg) or not subject_is_bounce(msg) or not returns_own_message(msg)
+    ):
         g = _gateway_notice(msg)
         if g is None:
             return None
@@ -110,7 +145,14 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     m = PHRASES.search(msg.lowered(rtext)) or PHRASES.search(msg.subject.lower())
     daemon = sender_is_daemon(msg)
     strong_subject = STRONG_SUBJECT.search(msg.subject.lower())
-    if m and (daemon or strong_subject or "x-failed-recipients" in msg.headers):
+    if m and (
+        daemon
+        or strong_subject
+        or "x-failed-recipients" in msg.headers
+        or _dsn_report(msg)
+        or (null_return_path(msg) and subject_is_bounce(msg))
+        or returns_own_message(msg)
+    ):
         return ndr(msg, NAME, [f"bounce wording: '{shorten(m.group(0), 60)}'"], text=rtext)
     if (daemon or strong_subject) and _SMTP_REPLY.search(text) and ADDRESS.search(text):
         return ndr(msg, NAME, ["SMTP error reply in a report"], text=rtext)
