@@ -17,7 +17,7 @@ from ..verdict import Kind, Recipient, Verdict
 
 DAEMON_FROM = re.compile(
     r"mailer[-_ ]?daemon|postmaster|post_master|mail ?delivery|mail administrator|"
-    r"mailadmin|mail system|mail ?deliver|mdaemon|mail ?router|smtp ?gateway|"
+    r"mailadmin|mail ?system|mail ?deliver|mdaemon|mail ?router|smtp ?gateway|"
     r"system administrator|mail ?server|bounce|\bndr@|nobody@|\bdaemon@|"
     r"\bmailer@|\bmail@|_smtp_|smtp_?mail|delivery[-_ ]?(?:status|notification)|"
     r"microsoft outlook|automated response|antivirus|anti-virus|postoffice|"
@@ -41,6 +41,7 @@ BOUNCE_SUBJECT = re.compile(
     r"virus|failed|failure|delay|undeliverable|notification|"
     # webmail and gateways in other languages
     r"系统退信|退信通知|被退回|未送达|无法送达|无法投递|投递失败|發送失敗|退件通知|반송된|반송 메일|"
+    r"메일 반송|반송 알림|"
     r"전송 실패|전송실패|"
     r"não (?:foi )?entregue|nao entregue|falha na entrega|mensagem devolvida|"
     r"no entregado|devuelto al remitente|niedostarcz|nie dostarczono|nedoručiteln|"
@@ -60,6 +61,7 @@ STRONG_SUBJECT = re.compile(
     r"nicht zustellbar|non remis|warning: could not send|delayed mail|delivery delayed|"
     r"message delayed|failed delivery|failure delivery|error during delivery|"
     r"mail failed, returning|returned mail: |系统退信|被退回|未送达|无法送达|投递失败|반송된|"
+    r"메일 반송|반송 알림|"
     r"não (?:foi )?entregue|falha na entrega|niedostarcz|nedoručiteln|onbestelbaar|"
     r"olevererbar|kunne ikke leveres|kézbesíthetetlen|teslim edilemedi|mancata consegna|"
     r"non distribué",
@@ -428,14 +430,14 @@ def text_recipients(msg: ParsedMessage, text: str, action: str, limit: int = 20)
         if "@" not in line or "message-id" in line.lower():
             continue
         for m in _EMAIL.finditer(line):
-            a = m.group(0).strip(".").lower()
+            a = m.group(0).strip(".'\"").lower()
             if a in own or a in seen or a.startswith(("mailer-daemon@", "postmaster@")):
                 continue
             ctx = " ".join(lines[i : i + 3])
             st = _STATUS.search(ctx)
             diag = line.strip() if (_SMTP.search(ctx) or st) else ""
             seen[a] = Recipient(
-                address=m.group(0).strip("."),
+                address=m.group(0).strip(".'\""),
                 status=st.group(1) if st else None,
                 action=action,
                 diagnostic=shorten(ctx) if diag else None,
