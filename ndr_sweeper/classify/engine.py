@@ -13,7 +13,7 @@ from .detectors._base import (
     report_text,
     shorten,
 )
-from .extract import extract_original, normalise_id
+from .extract import extract_original, normalise_id, why_no_original
 from .message import ParsedMessage, parse
 from .prefilter import headers_may_be_report
 from .verdict import Kind, Verdict
@@ -55,7 +55,9 @@ def _lookalike(msg: ParsedMessage, v: Verdict) -> Verdict:
     """The look-alike rule: mail from a known notification system, or text that says the
     message will still be delivered, is not an NDR unless a delivery-status part says
     failed or delayed."""
-    if v.detector == "mdn" or dsn_says_failed_or_delayed(msg):
+    if v.detector in ("mdn", "rfc3464"):
+        return v  # a disposition or delivery-status part said so
+    if dsn_says_failed_or_delayed(msg):
         return v
     sign = notification_system(msg)
     if sign:
@@ -80,6 +82,9 @@ def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
         and not original.other_message_ids
     ):
         original = extract_original(msg)
+    evidence = v.evidence
+    if v.kind.is_ndr and original.message_id is None and not original.other_message_ids:
+        evidence = (*evidence, f"no usable original: {why_no_original(msg)}")
     reply_ids: list[str] = []
     for name in ("in-reply-to", "references"):
         for value in msg.headers.get_all(name):
@@ -93,7 +98,7 @@ def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
         detector=v.detector,
         original=original,
         recipients=v.recipients,
-        evidence=v.evidence,
+        evidence=evidence,
         defects=tuple(dict.fromkeys([*v.defects, *msg.defects])),
         message_id=normalise_id(msg.headers.get("message-id")),
         subject=msg.subject or None,

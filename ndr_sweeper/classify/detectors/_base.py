@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .._rx import fast
 from ..message import MAX_TEXT, ParsedMessage
 from ..verdict import Kind, Recipient, Verdict
 
@@ -139,10 +140,11 @@ _APP_DAEMON = re.compile(r"(?!mailer|mail[-_]|smtp|mta|mx)[\w.+-]*[-_.]daemon@")
 
 # Headers and senders of notification systems (bug trackers, CI, monitoring, cron): their
 # mail quotes SMTP replies and error codes freely and is never a delivery report.
-_NOTIFIER_HEADER = re.compile(
-    r"x-(?:bugzilla|redmine|github|gitlab|gitea|jenkins|mantis|trac-|jira|launchpad|debbugs|"
-    r"zabbix|nagios|icinga|cron-env|pagerduty|sentry|discourse|phabricator|gerrit|monit|otrs|"
-    r"rt-ticket|rt-originator|grafana|alertmanager|prometheus)|rt-ticket$"
+_NOTIFIER_HEADERS = (
+    *("x-bugzilla", "x-redmine", "x-github", "x-gitlab", "x-gitea", "x-jenkins", "x-mantis"),
+    *("x-trac-", "x-jira", "x-launchpad", "x-debbugs", "x-zabbix", "x-nagios", "x-icinga"),
+    *("x-cron-env", "x-pagerduty", "x-sentry", "x-discourse", "x-phabricator", "x-gerrit"),
+    *("x-monit", "x-otrs", "x-rt-", "rt-ticket", "x-grafana", "x-alertmanager", "x-prometheus"),
 )
 _NOTIFIER_MAILER = re.compile(
     r"bugzilla|redmine|jenkins|jira|mantis|trac\b|nagios|zabbix|icinga|gitlab|gitea|otrs|"
@@ -157,25 +159,26 @@ def notification_system(msg: ParsedMessage) -> str:
     if cached is None:
         cached = ""
         h = msg.headers
-        for name in h.names():
-            if name[:2] == "x-" or name[:3] == "rt-":
-                m = _NOTIFIER_HEADER.match(name)
-                if m is not None:
-                    cached = f"{name} header"
-                    break
-        if not cached:
+        names = h.names()
+        for name in names:
+            if name.startswith(_NOTIFIER_HEADERS):
+                cached = f"{name} header"
+                break
+        if not cached and "x-mailer" in names:
             mailer = (h.get("x-mailer") or "").lower()
-            if mailer and _NOTIFIER_MAILER.search(mailer):
+            if _NOTIFIER_MAILER.search(mailer):
                 cached = f"X-Mailer: {shorten(mailer, 40)}"
-        if not cached and _APP_DAEMON.match(addr_of(h.get("from") or "").lower()):
-            cached = f"From: {shorten(addr_of(h.get('from') or ''), 60)}"
+        if not cached and "daemon@" in msg.from_.lower():
+            sender = addr_of(msg.from_)
+            if _APP_DAEMON.match(sender.lower()):
+                cached = f"From: {shorten(sender, 60)}"
         msg.cache["notifier"] = cached
     return cached
 
 
 # Text that says the message will still be delivered: an advisory, not a report of failure
 # or delay ("it will be delivered without any further action on your part").
-WILL_BE_DELIVERED = re.compile(
+WILL_BE_DELIVERED = fast(
     r"will (?:still |now |then |eventually )?be (?:delivered|released|forwarded) "
     r"(?:without|automatically|normally|as usual|shortly|in due course)|"
     r"without (?:any )?further action (?:on your part|from you|by you|is required)|"

@@ -67,9 +67,10 @@ _INLINE = re.compile(
 def _inline_records(msg: ParsedMessage) -> list[DsnRecord]:
     """Delivery-status fields written into the report's own text (Amazon WorkMail, some
     gateways): a Final-Recipient and an Action within a few lines of each other."""
+    if "final-recipient" not in msg.lower_text():
+        return []
     text = report_text(msg)
-    low = msg.lowered(text)
-    if "final-recipient" not in low or _INLINE.search(low) is None:
+    if _INLINE.search(msg.lowered(text)) is None:
         return []
     _, recs = parse_dsn_text("\n".join(line.strip() for line in text.split("\n")))
     return recs
@@ -119,7 +120,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         return None
     return Verdict(
         kind=kind,
-        detector=NAME,
+        detector=f"{NAME}-text" if inline else NAME,
         recipients=tuple(rcpts[:50]),
         evidence=tuple(ev),
     )
