@@ -899,3 +899,30 @@ def test_app_daemon_sender_is_not_a_mailer_daemon() -> None:
         "MAILER-DAEMON@x.example": "strong",
         "mail-daemon@x.example": "strong",
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("exchange55-did-not-reach.eml", "the quoted headers carry no Message-ID"),
+        ("lotus-delivery-failure.eml", "the quoted headers carry no Message-ID"),
+    ],
+)
+def test_ndr_without_original_says_why(name: str, why: str) -> None:
+    v = classify((_FX / name).read_bytes())
+    assert v.is_ndr and v.original.message_id is None
+    assert v.evidence[-1] == f"no usable original: {why}"
+
+
+def test_ndr_whose_returned_message_has_no_id_says_so() -> None:
+    raw = b(dsn()).replace(b"Message-ID: <lunch-123@example.org>\n", b"")
+    v = classify(raw)
+    assert v.is_ndr and v.original.message_id is None, v.original
+    assert v.evidence[-1] == "no usable original: the returned headers carry no Message-ID"
+
+
+def test_malformed_attachment_is_a_defect_and_still_gives_the_id() -> None:
+    v = classify((_FX / "structural-attachment-headers-in-part-header.eml").read_bytes())
+    assert v.original.message_id == "plans-7731@sender.example"
+    assert v.original.subject == "Plans for Tuesday"
+    assert any("MIME part header" in d for d in v.defects)
