@@ -926,3 +926,13 @@ def test_malformed_attachment_is_a_defect_and_still_gives_the_id() -> None:
     assert v.original.message_id == "plans-7731@sender.example"
     assert v.original.subject == "Plans for Tuesday"
     assert any("MIME part header" in d for d in v.defects)
+
+
+def test_returned_copy_with_the_reports_own_id_is_kept_but_said() -> None:
+    """Domino stamps the returned copy with the report's own Message-ID."""
+    raw = b(dsn()).replace(
+        b"Message-ID: <lunch-123@example.org>", b"Message-ID: <bounce-1@mx.example.org>"
+    )
+    v = classify(raw)
+    assert v.original.message_id == "bounce-1@mx.example.org" == v.message_id
+    assert "the returned copy carries the report's own Message-ID" in v.defects

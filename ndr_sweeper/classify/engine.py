@@ -85,6 +85,12 @@ def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
     evidence = v.evidence
     if v.kind.is_ndr and original.message_id is None and not original.other_message_ids:
         evidence = (*evidence, f"no usable original: {why_no_original(msg)}")
+    own_id = normalise_id(msg.headers.get("message-id"))
+    defects = [*v.defects, *msg.defects]
+    if v.kind.is_ndr and own_id is not None and original.message_id == own_id:
+        # Domino stamps the returned copy with the report's own ID: kept (it is what the
+        # report names), but said, since a Sent folder is unlikely to hold it
+        defects.append("the returned copy carries the report's own Message-ID")
     reply_ids: list[str] = []
     for name in ("in-reply-to", "references"):
         for value in msg.headers.get_all(name):
@@ -99,8 +105,8 @@ def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
         original=original,
         recipients=v.recipients,
         evidence=evidence,
-        defects=tuple(dict.fromkeys([*v.defects, *msg.defects])),
-        message_id=normalise_id(msg.headers.get("message-id")),
+        defects=tuple(dict.fromkeys(defects)),
+        message_id=own_id,
         subject=msg.subject or None,
         from_=" ".join(msg.from_.split()) or None,
         reply_to_ids=tuple(reply_ids[:50]),
