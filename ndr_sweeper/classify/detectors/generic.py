@@ -65,6 +65,9 @@ PHRASES = rx(
     r"\b5\.\d\.\d{1,3}\b|\b55\d[ -]",
     # gateways, virus scanners and older servers that return mail in their own words
     r"error during delivery|failed recipients?:|contents of the undelivered|"
+    r"recipient (?:address )?(?:not found|does not exist|unknown)|address (?:not found|unknown)|"
+    r"(?:mailbox|account|address|user) does not exist|not a valid (?:recipient|mailbox|address)|"
+    r"(?:was|were|has been|have been) (?:rejected|returned|refused)|message bounced|"
     r"failed to deliver to|failed addresses follow|(?:message|mail) (?:was |has been )?returned",
     # webmail in other languages: Chinese, Korean, Portuguese, Polish, Czech, Dutch,
     # Scandinavian, Hungarian, Turkish, Italian, French
