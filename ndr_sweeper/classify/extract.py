@@ -379,7 +379,18 @@ def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
 
 
 def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Original:
-    """Everything the report says about the original message."""
+    """Everything the report says about the original message (worked out once per message
+    and text: a detector may ask before the verdict is completed)."""
+    if body_text is not None:
+        return _find_original(msg, body_text)
+    cached = msg.memo.get("original")
+    if isinstance(cached, Original):
+        return cached
+    found = msg.memo["original"] = _find_original(msg, None)
+    return found
+
+
+def _find_original(msg: ParsedMessage, body_text: str | None) -> Original:
     found = _extract_original(msg, body_text)
     if found.message_id is None and not found.other_message_ids:
         # last resort: the report's own header naming the original (Coremail's

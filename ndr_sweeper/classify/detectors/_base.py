@@ -146,6 +146,7 @@ _NOTIFIER_HEADERS = (
     *("x-cron-env", "x-pagerduty", "x-sentry", "x-discourse", "x-phabricator", "x-gerrit"),
     *("x-monit", "x-otrs", "x-rt-", "rt-ticket", "x-grafana", "x-alertmanager", "x-prometheus"),
 )
+_NOTIFIER_RE = re.compile("|".join(re.escape(p) for p in _NOTIFIER_HEADERS))
 _NOTIFIER_MAILER = re.compile(
     r"bugzilla|redmine|jenkins|jira|mantis|trac\b|nagios|zabbix|icinga|gitlab|gitea|otrs|"
     r"request tracker|phabricator|gerrit|grafana|alertmanager|monit\b|munin"
@@ -159,12 +160,11 @@ def notification_system(msg: ParsedMessage) -> str:
     if cached is None:
         cached = ""
         h = msg.headers
-        names = h.names()
-        for name in names:
-            if name.startswith(_NOTIFIER_HEADERS):
+        for name in h.names():
+            if (name[:2] == "x-" or name[:3] == "rt-") and _NOTIFIER_RE.match(name):
                 cached = f"{name} header"
                 break
-        if not cached and "x-mailer" in names:
+        if not cached and "x-mailer" in h:
             mailer = (h.get("x-mailer") or "").lower()
             if _NOTIFIER_MAILER.search(mailer):
                 cached = f"X-Mailer: {shorten(mailer, 40)}"
