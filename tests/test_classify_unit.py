@@ -936,3 +936,22 @@ def test_returned_copy_with_the_reports_own_id_is_kept_but_said() -> None:
     v = classify(raw)
     assert v.original.message_id == "bounce-1@mx.example.org" == v.message_id
     assert "the returned copy carries the report's own Message-ID" in v.defects
+
+
+def test_report_header_is_never_taken_for_the_returned_headers() -> None:
+    """A header-only part without a Message-ID must not make the report's own header (or a
+    copy stamped with the report's ID) the original: the sweep would junk a real bounce."""
+    raw = (_FX / "structural-attachment-headers-in-part-header.eml").read_bytes()
+    stamped = raw.replace(
+        b"Message-ID: <plans-7731@sender.example>",
+        b"Message-ID: <rpt.20250323120005.31@mx.dest.example.org>",
+    )
+    v = classify(stamped)
+    assert v.is_ndr and v.original.message_id is None
+    headers_only = (
+        b(dsn())
+        .replace(b"Message-ID: <lunch-123@example.org>\n", b"")
+        .replace(b"message/rfc822", b"text/rfc822-headers")
+    )
+    v = classify(headers_only)
+    assert v.is_ndr and v.original.message_id is None, v.original

@@ -344,17 +344,20 @@ def _malformed_attachment(msg: ParsedMessage, chosen: _Source) -> _Source | None
     (no blank line; often after an unterminated quoted ``name="...`` parameter) leaves a
     MIME reader an embedded message with no header at all: the copied fields sit in the
     part's header, or only in the raw text.  Found there, it is recorded as a defect."""
+    own = normalise_id(msg.headers.get("message-id"))
     part = chosen.part
-    holder = part.parent if part is not None else None
+    holder = part.parent if part is not None and part.is_message_head else None
     if (
         holder is not None
+        and holder.parent is not None  # the attachment, not the report itself
         and "message-id" in holder.headers
         and ("from" in holder.headers or "received" in holder.headers)
+        and normalise_id(holder.headers.get("message-id")) != own
     ):
         msg.defects.append("the returned message's headers run into its MIME part header")
         return _Source(holder.headers, "malformed", holder)
     q = _quoted_source(msg.body, msg=msg)
-    if q is None:
+    if q is None or normalise_id(q.headers.get("message-id")) in (None, own):
         return None
     msg.defects.append("the returned message's headers found in the raw text")
     return _Source(q.headers, "malformed", None)
@@ -398,7 +401,7 @@ def _find_original(msg: ParsedMessage, body_text: str | None) -> Original:
         for name in msg.headers.names():
             if name.endswith("original-message-id") and name != "x-ms-exchange-original-message-id":
                 ident = normalise_id(msg.headers.get(name))
-                if ident:
+                if ident and ident != normalise_id(msg.headers.get("message-id")):
                     return Original(
                         message_id=ident,
                         from_=found.from_,
