@@ -326,6 +326,10 @@ def _quoted_source(
 def why_no_original(msg: ParsedMessage) -> str:
     """Why an NDR names no usable original, in words for ``explain``."""
     sources = _structural_sources(msg)
+    own = normalise_id(msg.headers.get("message-id"))
+    for p in msg.parts[1:]:
+        if own and normalise_id(p.headers.get("message-id")) == own:
+            return "the returned copy carries the report's own Message-ID"
     if any(s.part is not None and s.part.is_message_head and not s.headers.fields for s in sources):
         return "the attached message is malformed (no header fields could be read)"
     if sources:
