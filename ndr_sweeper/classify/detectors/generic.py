@@ -54,11 +54,8 @@ PHRASES = rx(
     r"mail delivery (?:failed|system|subsystem)",
     r"not (?:be )?delivered|could not send|can't send|cannot send",
     r"failed recipient|following (?:recipients?|addresses?) (?:failed|had|could)",
-    r"konnte nicht zugestellt|nicht zugestellt werden|unzustellbar",
-    r"n'a pas pu (?:être )?(?:remis|distribu)|non remis",
-    r"no se (?:ha )?pudo entregar|non (?:è stato|e' stato) (?:possibile )?recapitat",
-    r"не (?:может быть |был[оа]? )?доставлен|недоставленн",
-    r"配信(?:でき|に失敗)|送信(?:でき|に失敗)|届きませんでした|宛先不明|エラー",
+    r"konnte nicht zugestellt|nicht zugestellt werden|unzustellbar|non remis",
+    r"no se (?:ha )?pudo entregar|non e' stato (?:possibile )?recapitat",
     r"rejected by|delivery problems?|postponed|has been rejected|was rejected",
     r"awaits moderator approval|message has been rejected|posting (?:was )?rejected",
     r"mailbox (?:is )?(?:full|disabled|inactive)|account (?:is )?(?:disabled|inactive|suspended)",
@@ -68,18 +65,33 @@ PHRASES = rx(
     r"recipient (?:address )?(?:not found|does not exist|unknown)|address (?:not found|unknown)|"
     r"(?:mailbox|account|address|user) does not exist|not a valid (?:recipient|mailbox|address)|"
     r"(?:was|were|has been|have been) (?:rejected|returned|refused)|message bounced|"
-    r"failed to deliver to|failed addresses follow|(?:message|mail) (?:was |has been )?returned",
-    # webmail in other languages: Chinese, Korean, Portuguese, Polish, Czech, Dutch,
-    # Scandinavian, Hungarian, Turkish, Italian, French
+    r"failed to deliver to|failed addresses follow|(?:message|mail) returned",
+    # webmail and servers in other languages, in ASCII: Dutch, Swedish, Danish/Norwegian,
+    # Polish, Turkish, French
+    r"kon niet (?:worden )?(?:bezorgd|afgeleverd)|kunde inte levereras|"
+    r"kunne ikke (?:leveres|afleveres)|nie dostarczono|teslim edilemedi|iletilemedi|"
+    r"impossible de (?:remettre|distribuer)",
+)
+# ... and with letters beyond ASCII (searched only in text that has some): French, Italian,
+# Russian, Japanese, Chinese, Korean, Portuguese, Polish, Czech, Hungarian
+PHRASES_INTL = rx(
+    r"n'a pas pu (?:être )?(?:remis|distribu)|non è stato (?:possibile )?recapitat|"
+    r"non è stato possibile consegnare",
+    r"не (?:может быть |был[оа]? )?доставлен|недоставленн",
+    r"配信(?:でき|に失敗)|送信(?:でき|に失敗)|届きませんでした|宛先不明|エラー",
     r"系统退信|退信原因|被退回|无法送达|无法投递|无法发送|投递失败|发送失败|未能送达|未能投递|"
     r"반송되었|반송된|전달되지 않|전달할 수 없|전송 실패|전송에 실패|전송실패|"
     r"não (?:foi possível|pôde ser) entreg|não (?:foi )?entregue|falha na entrega|"
-    r"nie (?:może zostać|mogła zostać|została) dostarczona|nie dostarczono|"
-    r"nelze doručit|nebyla doručena|kon niet (?:worden )?(?:bezorgd|afgeleverd)|"
-    r"kunde inte levereras|kunne ikke (?:leveres|afleveres)|nem kézbesíthető|"
-    r"teslim edilemedi|iletilemedi|non è stato possibile consegnare|"
-    r"impossible de (?:remettre|distribuer)",
+    r"nie (?:może zostać|mogła zostać|została) dostarczona|"
+    r"nelze doručit|nebyla doručena|nem kézbesíthető",
 )
+
+
+def _wording(text: str) -> re.Match[str] | None:
+    """Failure wording in lower-cased ``text``."""
+    return PHRASES.search(text) or (None if text.isascii() else PHRASES_INTL.search(text))
+
+
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -](?:\d\.\d{1,3}\.\d{1,3}\s)?[^\n]{3,}", re.M)
 
 
@@ -145,7 +157,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     if not names_what_failed(msg):
         return None
     rtext = report_text(msg)
-    m = PHRASES.search(msg.lowered(rtext)) or PHRASES.search(msg.subject.lower())
+    m = _wording(msg.lowered(rtext)) or _wording(msg.subject.lower())
     daemon = sender_is_daemon(msg)
     strong_subject = STRONG_SUBJECT.search(msg.subject.lower())
     if m and (
