@@ -92,6 +92,18 @@ def test_recipients(classify: Callable[[bytes], Any], entry: dict[str, Any]) -> 
     assert not missing, f"missing {missing}; classifier found {sorted(got)}"
 
 
+@pytest.mark.parametrize("entry", [c for c in CASES if c.values[0]["is_ndr"]])
+def test_prefilter_passes_every_ndr_fixture(entry: dict[str, Any]) -> None:
+    """The sweep fetches only HEADER_FIELDS first: every NDR must pass the prefilter on them."""
+    try:
+        from ndr_sweeper.classify import may_be_report
+    except ImportError as exc:
+        pytest.skip(f"ndr_sweeper.classify is not importable yet: {exc}")
+    from tests.test_classify_corpus import header_fields_only
+
+    assert may_be_report(header_fields_only(_raw(entry)))
+
+
 # --------------------------------------------------------------------------- the fixtures themselves
 
 

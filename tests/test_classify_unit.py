@@ -836,3 +836,122 @@ def test_quoted_message_id_lines_are_found_as_by_the_regex(pieces: list[str]) ->
     text = "".join(pieces)
     want = [(m.span(), m.group(1)) for m in _QUOTED_ID.finditer(text)]
     assert [(m.span(), m.group(1)) for m in _quoted_ids(text, text.lower())] == want
+
+
+# ---- held-out classes (issue 14) ------------------------------------------------------------
+
+_FX = Path(__file__).parent / "fixtures" / "messages"
+
+
+def _without_return_path(name: str) -> bytes:
+    raw = (_FX / name).read_bytes()
+    return b"".join(
+        line for line in raw.splitlines(keepends=True) if not line.startswith(b"Return-Path:")
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["virusscanner-failed-recipients.eml", "gateway-returned-mail-error.eml"]
+)
+def test_gateway_from_an_ordinary_address_without_null_sender(name: str) -> None:
+    """No mailer-daemon, no null Return-Path: returning the recipient's own message under a
+    bounce-like subject is what tells a gateway's report from mail."""
+    v = classify(_without_return_path(name))
+    assert v.is_ndr, v.evidence
+    assert v.original.message_id
+
+
+def test_forwarding_someone_elses_message_is_not_returning_ones_own() -> None:
+    raw = _without_return_path("virusscanner-failed-recipients.eml").replace(
+        b"From: Ben Kraus <ben.kraus@sender.example>", b"From: Other <other@elsewhere.example>"
+    )
+    assert classify(raw).kind is Kind.NOT_NDR
+
+
+def test_inline_dsn_fields_need_a_bounce_subject_without_a_mail_system_sign() -> None:
+    raw = _without_return_path("workmail-inline-dsn.eml")
+    assert classify(raw).kind is Kind.FAILED
+    plain = raw.replace(b"Subject: Undelivered Mail Returned to Sender", b"Subject: notes")
+    assert classify(plain).kind is Kind.NOT_NDR
+
+
+def test_lookalike_rule_yields_to_a_failed_dsn_part() -> None:
+    """A notification system's own DSN (a failed Action) is still an NDR."""
+    raw = b(dsn()).replace(b"Subject:", b"X-Bugzilla-Reason: None\nSubject:", 1)
+    v = classify(raw)
+    assert v.kind is Kind.FAILED
+    notice = (_FX / "lookalike-bugtracker-daemon.eml").read_bytes()
+    v = classify(notice)
+    assert v.kind is Kind.NOT_NDR and v.detector == "lookalike"
+    assert "notification system" in v.evidence[0]
+
+
+def test_app_daemon_sender_is_not_a_mailer_daemon() -> None:
+    from ndr_sweeper.classify.detectors._base import from_address_kind
+    from ndr_sweeper.classify.message import parse
+
+    kinds = {
+        a: from_address_kind(parse(f"From: {a}\n\nx\n".encode()))
+        for a in ("bugzilla-daemon@x.example", "MAILER-DAEMON@x.example", "mail-daemon@x.example")
+    }
+    assert kinds == {
+        "bugzilla-daemon@x.example": "weak",
+        "MAILER-DAEMON@x.example": "strong",
+        "mail-daemon@x.example": "strong",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("exchange55-did-not-reach.eml", "the quoted headers carry no Message-ID"),
+        ("lotus-delivery-failure.eml", "the quoted headers carry no Message-ID"),
+    ],
+)
+def test_ndr_without_original_says_why(name: str, why: str) -> None:
+    v = classify((_FX / name).read_bytes())
+    assert v.is_ndr and v.original.message_id is None
+    assert v.evidence[-1] == f"no usable original: {why}"
+
+
+def test_ndr_whose_returned_message_has_no_id_says_so() -> None:
+    raw = b(dsn()).replace(b"Message-ID: <lunch-123@example.org>\n", b"")
+    v = classify(raw)
+    assert v.is_ndr and v.original.message_id is None, v.original
+    assert v.evidence[-1] == "no usable original: the returned headers carry no Message-ID"
+
+
+def test_malformed_attachment_is_a_defect_and_still_gives_the_id() -> None:
+    v = classify((_FX / "structural-attachment-headers-in-part-header.eml").read_bytes())
+    assert v.original.message_id == "plans-7731@sender.example"
+    assert v.original.subject == "Plans for Tuesday"
+    assert any("MIME part header" in d for d in v.defects)
+
+
+def test_returned_copy_with_the_reports_own_id_is_kept_but_said() -> None:
+    """Domino stamps the returned copy with the report's own Message-ID."""
+    raw = b(dsn()).replace(
+        b"Message-ID: <lunch-123@example.org>", b"Message-ID: <bounce-1@mx.example.org>"
+    )
+    v = classify(raw)
+    assert v.original.message_id == "bounce-1@mx.example.org" == v.message_id
+    assert "the returned copy carries the report's own Message-ID" in v.defects
+
+
+def test_report_header_is_never_taken_for_the_returned_headers() -> None:
+    """A header-only part without a Message-ID must not make the report's own header (or a
+    copy stamped with the report's ID) the original: the sweep would junk a real bounce."""
+    raw = (_FX / "structural-attachment-headers-in-part-header.eml").read_bytes()
+    stamped = raw.replace(
+        b"Message-ID: <plans-7731@sender.example>",
+        b"Message-ID: <rpt.20250323120005.31@mx.dest.example.org>",
+    )
+    v = classify(stamped)
+    assert v.is_ndr and v.original.message_id is None
+    headers_only = (
+        b(dsn())
+        .replace(b"Message-ID: <lunch-123@example.org>\n", b"")
+        .replace(b"message/rfc822", b"text/rfc822-headers")
+    )
+    v = classify(headers_only)
+    assert v.is_ndr and v.original.message_id is None, v.original

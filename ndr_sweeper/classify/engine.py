@@ -7,7 +7,14 @@ import re
 
 from ..msgid import normalise_message_id as normalise_id
 from .detectors import ORDER
-from .extract import extract_original
+from .detectors._base import (
+    WILL_BE_DELIVERED,
+    dsn_says_failed_or_delayed,
+    notification_system,
+    report_text,
+    shorten,
+)
+from .extract import extract_original, why_no_original
 from .message import ParsedMessage, parse
 from .prefilter import headers_may_be_report
 from .verdict import Kind, Verdict
@@ -40,7 +47,32 @@ def _classify(raw: bytes) -> Verdict:
                 break
     if verdict is None:
         verdict = Verdict(kind=Kind.NOT_NDR, detector="none", evidence=("no report signs",))
+    elif verdict.is_ndr:
+        verdict = _lookalike(msg, verdict)
     return _complete(msg, verdict)
+
+
+def _lookalike(msg: ParsedMessage, v: Verdict) -> Verdict:
+    """The look-alike rule: mail from a known notification system, or text that says the
+    message will still be delivered, is not an NDR unless a delivery-status part says
+    failed or delayed."""
+    if v.detector in ("mdn", "rfc3464"):
+        return v  # a disposition or delivery-status part said so
+    if dsn_says_failed_or_delayed(msg):
+        return v
+    sign = notification_system(msg)
+    if sign:
+        why = f"sent by a notification system ({sign}), no delivery-status part says failed"
+    else:
+        m = WILL_BE_DELIVERED.search(msg.lowered(report_text(msg)))
+        if m is None:
+            return v
+        why = f"says the message will still be delivered: '{shorten(m.group(0), 60)}'"
+    return Verdict(
+        kind=Kind.NOT_NDR,
+        detector="lookalike",
+        evidence=(why, *(f"{v.detector} alone: {e}" for e in v.evidence[:1])),
+    )
 
 
 def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
@@ -51,6 +83,15 @@ def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
         and not original.other_message_ids
     ):
         original = extract_original(msg)
+    evidence = v.evidence
+    if v.kind.is_ndr and original.message_id is None and not original.other_message_ids:
+        evidence = (*evidence, f"no usable original: {why_no_original(msg)}")
+    own_id = normalise_id(msg.headers.get("message-id"))
+    defects = [*v.defects, *msg.defects]
+    if v.kind.is_ndr and own_id is not None and original.message_id == own_id:
+        # Domino stamps the returned copy with the report's own ID: kept (it is what the
+        # report names), but said, since a Sent folder is unlikely to hold it
+        defects.append("the returned copy carries the report's own Message-ID")
     reply_ids: list[str] = []
     for name in ("in-reply-to", "references"):
         for value in msg.headers.get_all(name):
@@ -64,9 +105,9 @@ def _complete(msg: ParsedMessage, v: Verdict) -> Verdict:
         detector=v.detector,
         original=original,
         recipients=v.recipients,
-        evidence=v.evidence,
-        defects=tuple(dict.fromkeys([*v.defects, *msg.defects])),
-        message_id=normalise_id(msg.headers.get("message-id")),
+        evidence=evidence,
+        defects=tuple(dict.fromkeys(defects)),
+        message_id=own_id,
         subject=msg.subject or None,
         from_=" ".join(msg.from_.split()) or None,
         reply_to_ids=tuple(reply_ids[:50]),

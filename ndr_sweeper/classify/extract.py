@@ -44,6 +44,7 @@ _QUOTED_ID = re.compile(
     r"^[ \t>|]*Message-?ID[ \t]*:[ \t]*(\S[^\n]{0,1000}|\n[ \t]+\S[^\n]{0,1000})",
     re.IGNORECASE | re.MULTILINE,
 )
+_QUOTED_HEAD = re.compile(r"^[ \t>|]*(?:from|to|subject|date)[ \t]*:", re.I | re.M)
 _QUOTED_FIELD = re.compile(r"^[ \t>|]*([A-Za-z][A-Za-z0-9-]{0,60})[ \t]*:[ \t]*(.*)$")
 
 REPORT_FROM = Caseless(
@@ -281,6 +282,50 @@ def _quoted_source(
     return chosen
 
 
+def why_no_original(msg: ParsedMessage) -> str:
+    """Why an NDR names no usable original, in words for ``explain``."""
+    sources = _structural_sources(msg)
+    own = normalise_id(msg.headers.get("message-id"))
+    for p in msg.parts[1:]:
+        if own and normalise_id(p.headers.get("message-id")) == own:
+            return "the returned copy carries the report's own Message-ID"
+    if any(s.part is not None and s.part.is_message_head and not s.headers.fields for s in sources):
+        return "the attached message is malformed (no header fields could be read)"
+    if sources:
+        return "the returned headers carry no Message-ID"
+    if any(p.ctype.startswith("message/") and "status" not in p.ctype for p in msg.parts[1:]):
+        return "the attached message is malformed"
+    if _QUOTED_HEAD.search(msg.body_text()[:MAX_TEXT]):
+        return "the quoted headers carry no Message-ID"
+    return "none is attached or quoted"
+
+
+def _malformed_attachment(msg: ParsedMessage, chosen: _Source) -> _Source | None:
+    """The returned message's headers where a broken attachment put them.
+
+    A mailer that writes the copied header block straight after the part's own header
+    (no blank line; often after an unterminated quoted ``name="...`` parameter) leaves a
+    MIME reader an embedded message with no header at all: the copied fields sit in the
+    part's header, or only in the raw text.  Found there, it is recorded as a defect."""
+    own = normalise_id(msg.headers.get("message-id"))
+    part = chosen.part
+    holder = part.parent if part is not None and part.is_message_head else None
+    if (
+        holder is not None
+        and holder.parent is not None  # the attachment, not the report itself
+        and "message-id" in holder.headers
+        and ("from" in holder.headers or "received" in holder.headers)
+        and normalise_id(holder.headers.get("message-id")) != own
+    ):
+        msg.defects.append("the returned message's headers run into its MIME part header")
+        return _Source(holder.headers, "malformed", holder)
+    q = _quoted_source(msg.body, msg=msg)
+    if q is None or normalise_id(q.headers.get("message-id")) in (None, own):
+        return None
+    msg.defects.append("the returned message's headers found in the raw text")
+    return _Source(q.headers, "malformed", None)
+
+
 def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
     ids: list[str] = []
     for p in msg.parts:
@@ -300,7 +345,38 @@ def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
 
 
 def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Original:
-    """Everything the report says about the original message."""
+    """Everything the report says about the original message (worked out once per message
+    and text: a detector may ask before the verdict is completed)."""
+    if body_text is not None:
+        return _find_original(msg, body_text)
+    cached = msg.memo.get("original")
+    if isinstance(cached, Original):
+        return cached
+    found = msg.memo["original"] = _find_original(msg, None)
+    return found
+
+
+def _find_original(msg: ParsedMessage, body_text: str | None) -> Original:
+    found = _extract_original(msg, body_text)
+    if found.message_id is None and not found.other_message_ids:
+        # last resort: the report's own header naming the original (Coremail's
+        # X-CM-Original-Message-ID and the like); never preferred to the returned message
+        for name in msg.headers.names():
+            if name.endswith("original-message-id") and name != "x-ms-exchange-original-message-id":
+                ident = normalise_id(msg.headers.get(name))
+                if ident and ident != normalise_id(msg.headers.get("message-id")):
+                    return Original(
+                        message_id=ident,
+                        from_=found.from_,
+                        to=found.to,
+                        subject=found.subject,
+                        date=found.date,
+                        received=found.received,
+                    )
+    return found
+
+
+def _extract_original(msg: ParsedMessage, body_text: str | None) -> Original:
     structural = _structural_sources(msg)
     outer_rcpts = {_addr(r.get("final-recipient").split(";")[-1]) for r in dsn_records(msg)}
     outer_rcpts.discard("")
@@ -316,9 +392,13 @@ def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Origin
         elif dsn_ids:
             return _build(chosen.headers, dsn_ids[0], [*other, *dsn_ids[1:]])
         else:
-            q = _quoted_source(text, msg=msg)
+            q = _quoted_source(text, msg=msg) or _malformed_attachment(msg, chosen)
             if q is not None:
-                return _build(chosen.headers, normalise_id(q.headers.get("message-id")), other)
+                return _build(
+                    q.headers if q.kind == "malformed" else chosen.headers,
+                    normalise_id(q.headers.get("message-id")),
+                    other,
+                )
     if chosen is None and dsn_ids:
         return _build(None, dsn_ids[0], [*other, *dsn_ids[1:]])
     if chosen is None:

@@ -581,9 +581,14 @@ def walk(msg: ParsedMessage, defects: list[str]) -> list[Part]:
                 defects.append("MIME nesting too deep")
                 continue
             boundary = part.params.get("boundary")
-            body = (
-                part.decoded(defects) if part.cte in ("base64", "quoted-printable") else part.body
-            )
+            body = part.body
+            if part.cte in ("base64", "quoted-printable") and not (
+                boundary and "--" + boundary in body[:65536]
+            ):
+                # RFC 2045 allows no encoding on a multipart; some mailers still declare one
+                # (a Coremail bounce says base64 over plain MIME): decode only when the
+                # boundary is not already there in the clear
+                body = part.decoded(defects)
             pieces: list[str] = []
             if boundary:
                 pieces, closed = _split_multipart(body, boundary)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .._rx import fast
 from ..message import MAX_TEXT, ParsedMessage
 from ..verdict import Kind, Recipient, Verdict
 
@@ -17,7 +18,7 @@ from ..verdict import Kind, Recipient, Verdict
 
 DAEMON_FROM = re.compile(
     r"mailer[-_ ]?daemon|postmaster|post_master|mail ?delivery|mail administrator|"
-    r"mailadmin|mail system|mail ?deliver|mdaemon|mail ?router|smtp ?gateway|"
+    r"mailadmin|mail ?system|mail ?deliver|mdaemon|mail ?router|smtp ?gateway|"
     r"system administrator|mail ?server|bounce|\bndr@|nobody@|\bdaemon@|"
     r"\bmailer@|\bmail@|_smtp_|smtp_?mail|delivery[-_ ]?(?:status|notification)|"
     r"microsoft outlook|automated response|antivirus|anti-virus|postoffice|"
@@ -38,7 +39,17 @@ BOUNCE_SUBJECT = re.compile(
     r"returned|bounce|ndn|non remis|nicht zustellbar|niet bezorgd|onbestelbaar|"
     r"non recapitabile|no (?:se )?(?:ha podido|pudo) entregar|не доставлено|недоставлен|"
     r"postmaster notify|see transcript|error mail report|considered unsolicited|"
-    r"virus|failed|failure|delay|undeliverable|notification",
+    r"virus|failed|failure|delay|undeliverable|notification|"
+    # webmail and gateways in other languages
+    r"系统退信|退信通知|被退回|未送达|无法送达|无法投递|投递失败|發送失敗|退件通知|반송된|반송 메일|"
+    r"메일 반송|반송 알림|"
+    r"전송 실패|전송실패|"
+    r"não (?:foi )?entregue|nao entregue|falha na entrega|mensagem devolvida|"
+    r"no entregado|devuelto al remitente|niedostarcz|nie dostarczono|nedoručiteln|"
+    r"nedoručen|onbestelbaar|niet afgeleverd|olevererbar|kunde inte levereras|"
+    r"kunne ikke leveres|ikke-leverbar|ikke leveret|ei voitu toimittaa|"
+    r"kézbesíthetetlen|teslim edilemedi|iletilemedi|μη παραδοτέο|"
+    r"mancata consegna|non distribué|échec de (?:la )?remise|nu a putut fi livrat",
 )
 
 # Strongly bounce-like subjects (used to accept free-text reports)
@@ -49,7 +60,12 @@ STRONG_SUBJECT = re.compile(
     r"could not (?:be )?(?:sent|delivered)|delivery has failed|mail system error|"
     r"failed mail|mail failure|message not delivered|not delivered|unzustellbar|"
     r"nicht zustellbar|non remis|warning: could not send|delayed mail|delivery delayed|"
-    r"message delayed|failed delivery|failure delivery|error during delivery",
+    r"message delayed|failed delivery|failure delivery|error during delivery|"
+    r"mail failed, returning|returned mail: |系统退信|被退回|未送达|无法送达|投递失败|반송된|"
+    r"메일 반송|반송 알림|"
+    r"não (?:foi )?entregue|falha na entrega|niedostarcz|nedoručiteln|onbestelbaar|"
+    r"olevererbar|kunne ikke leveres|kézbesíthetetlen|teslim edilemedi|mancata consegna|"
+    r"non distribué",
 )
 
 FWD_OR_REPLY = re.compile(r"^\s*(?:fwd?|fw|wg|tr|aw|re|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
@@ -113,9 +129,72 @@ def from_address_kind(msg: ParsedMessage) -> str:
             else:
                 m = DAEMON_FROM.search(addr)
                 if m is not None:
-                    cached = "weak" if _WEAK_DAEMON.fullmatch(m.group(0)) else "strong"
+                    weak = _WEAK_DAEMON.fullmatch(m.group(0)) or _APP_DAEMON.match(addr)
+                    cached = "weak" if weak else "strong"
         msg.cache["from_kind"] = cached
     return cached
+
+
+# "bugzilla-daemon@", "cron_daemon@": an application's daemon, not the mail system's
+_APP_DAEMON = re.compile(r"(?!mailer|mail[-_]|smtp|mta|mx)[\w.+-]*[-_.]daemon@")
+
+# Headers and senders of notification systems (bug trackers, CI, monitoring, cron): their
+# mail quotes SMTP replies and error codes freely and is never a delivery report.
+_NOTIFIER_HEADERS = (
+    *("x-bugzilla", "x-redmine", "x-github", "x-gitlab", "x-gitea", "x-jenkins", "x-mantis"),
+    *("x-trac-", "x-jira", "x-launchpad", "x-debbugs", "x-zabbix", "x-nagios", "x-icinga"),
+    *("x-cron-env", "x-pagerduty", "x-sentry", "x-discourse", "x-phabricator", "x-gerrit"),
+    *("x-monit", "x-otrs", "x-rt-", "rt-ticket", "x-grafana", "x-alertmanager", "x-prometheus"),
+)
+_NOTIFIER_RE = re.compile("|".join(re.escape(p) for p in _NOTIFIER_HEADERS))
+_NOTIFIER_MAILER = re.compile(
+    r"bugzilla|redmine|jenkins|jira|mantis|trac\b|nagios|zabbix|icinga|gitlab|gitea|otrs|"
+    r"request tracker|phabricator|gerrit|grafana|alertmanager|monit\b|munin"
+)
+
+
+def notification_system(msg: ParsedMessage) -> str:
+    """The sign that a notification system (bug tracker, CI, monitoring, cron) sent the
+    message, from its own header block, or ""."""
+    cached = msg.cache.get("notifier")
+    if cached is None:
+        cached = ""
+        h = msg.headers
+        for name in h.names():
+            if (name[:2] == "x-" or name[:3] == "rt-") and _NOTIFIER_RE.match(name):
+                cached = f"{name} header"
+                break
+        if not cached and "x-mailer" in h:
+            mailer = (h.get("x-mailer") or "").lower()
+            if _NOTIFIER_MAILER.search(mailer):
+                cached = f"X-Mailer: {shorten(mailer, 40)}"
+        if not cached and "daemon@" in msg.from_.lower():
+            sender = addr_of(msg.from_)
+            if _APP_DAEMON.match(sender.lower()):
+                cached = f"From: {shorten(sender, 60)}"
+        msg.cache["notifier"] = cached
+    return cached
+
+
+# Text that says the message will still be delivered: an advisory, not a report of failure
+# or delay ("it will be delivered without any further action on your part").
+WILL_BE_DELIVERED = fast(
+    r"will (?:still |now |then |eventually )?be (?:delivered|released|forwarded) "
+    r"(?:without|automatically|normally|as usual|shortly|in due course)|"
+    r"without (?:any )?further action (?:on your part|from you|by you|is required)|"
+    r"(?:has|have) been (?:released|delivered) (?:to (?:the|your) (?:recipient|inbox)|normally)"
+)
+
+
+def dsn_says_failed_or_delayed(msg: ParsedMessage) -> bool:
+    """Does a delivery-status part say failed or delayed for some recipient?"""
+    for rec in dsn_records(msg):
+        action = rec.get("action").lower().lstrip()
+        if action.startswith(("fail", "delay")):
+            return True
+        if not action and rec.get("status").strip()[:1] in ("4", "5"):
+            return True
+    return False
 
 
 def mta_origin(msg: ParsedMessage) -> bool:
@@ -313,13 +392,14 @@ def shorten(text: str, limit: int = 200) -> str:
 
 # Where a report's own text ends and the returned message begins.
 ORIGINAL_SEPARATOR = re.compile(
-    r"^[ \t]*(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
+    r"^[ \t]*\|?(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
     r"this is a copy of the message|original message|returned message|"
     r"the original message|below this line is a copy|headers? of the original|"
     r"original message headers|message headers follow|a copy of the original|"
     r"unsent message below|undelivered message|rfc822 headers|original mail|"
     r"the header of the original|included is a copy|copy of (?:your|the) message|"
-    r"end of transcript|message text follows|returned mail follows"
+    r"end of transcript|message text follows|returned mail follows|message header follows|"
+    r"contents of the undelivered|enclosed are the original"
     r")",
     re.MULTILINE,
 )
@@ -350,17 +430,17 @@ def text_recipients(msg: ParsedMessage, text: str, action: str, limit: int = 20)
     seen: dict[str, Recipient] = {}
     lines = text[:MAX_TEXT].split("\n")
     for i, line in enumerate(lines[:1000]):
-        if "@" not in line:
+        if "@" not in line or "message-id" in line.lower():
             continue
         for m in _EMAIL.finditer(line):
-            a = m.group(0).strip(".").lower()
+            a = m.group(0).strip(".'\"").lower()
             if a in own or a in seen or a.startswith(("mailer-daemon@", "postmaster@")):
                 continue
             ctx = " ".join(lines[i : i + 3])
             st = _STATUS.search(ctx)
             diag = line.strip() if (_SMTP.search(ctx) or st) else ""
             seen[a] = Recipient(
-                address=m.group(0).strip("."),
+                address=m.group(0).strip(".'\""),
                 status=st.group(1) if st else None,
                 action=action,
                 diagnostic=shorten(ctx) if diag else None,

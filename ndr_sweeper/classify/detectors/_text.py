@@ -17,6 +17,7 @@ from .._rx import Phrases, fast
 from ..message import ParsedMessage
 from ..verdict import Verdict
 from ._base import (
+    from_address_kind,
     is_delay,
     mta_origin,
     ndr,
@@ -81,7 +82,11 @@ def names_what_failed(msg: ParsedMessage) -> bool:
 
 
 def _names_what_failed(msg: ParsedMessage, text: str) -> bool:
-    if _STATUS_CODE.search(text) or _QUOTED_HEADER.search(text):
+    if _QUOTED_HEADER.search(text):
+        return True
+    # A bare status code counts only from a mail system's own address: spam dressed as a
+    # bounce quotes "550 5.2.2" under a borrowed "Mail Delivery" display name.
+    if from_address_kind(msg) == "strong" and _STATUS_CODE.search(text):
         return True
     if any(p.embedded or p.ctype in ("message/rfc822", "text/rfc822-headers") for p in msg.parts):
         return True

@@ -8,15 +8,19 @@ detectors; a report without usable Action/Status fields falls through to them.
 
 from __future__ import annotations
 
+import re
+
 from ..message import ParsedMessage
 from ..verdict import Kind, Recipient, Verdict
 from ._base import (
+    STRONG_SUBJECT,
     DsnRecord,
     dsn_records,
     mta_origin,
     parse_dsn_text,
     person_signals,
     record_recipient,
+    report_text,
 )
 
 NAME = "rfc3464"
@@ -53,17 +57,44 @@ def _unique(recs: list[DsnRecord]) -> tuple[list[DsnRecord], list[Recipient]]:
     return out, rcpts
 
 
+_INLINE = re.compile(
+    r"^[ \t]*(?:final-recipient[ \t]*:.*\n(?:.*\n){0,12}?[ \t]*action|"
+    r"action[ \t]*:.*\n(?:.*\n){0,12}?[ \t]*final-recipient)[ \t]*:",
+    re.M,
+)
+
+
+def _inline_records(msg: ParsedMessage) -> list[DsnRecord]:
+    """Delivery-status fields written into the report's own text (Amazon WorkMail, some
+    gateways): a Final-Recipient and an Action within a few lines of each other."""
+    if "final-recipient" not in msg.lower_text():
+        return []
+    text = report_text(msg)
+    if _INLINE.search(msg.lowered(text)) is None:
+        return []
+    _, recs = parse_dsn_text("\n".join(line.strip() for line in text.split("\n")))
+    return recs
+
+
 def detect(msg: ParsedMessage) -> Verdict | None:
-    if not msg.ctype.startswith(("multipart/report", "message/")) and (
-        person_signals(msg) or not mta_origin(msg)
-    ):
+    if not msg.ctype.startswith(("multipart/report", "message/")) and person_signals(msg):
         return None  # a person's/list's multipart/mixed carrying a DSN part is no report
+    inline = False
     if msg.ctype in ("message/delivery-status", "message/global-delivery-status"):
         _, recs = parse_dsn_text(msg.body)
+    elif not msg.ctype.startswith("multipart/report") and not mta_origin(msg):
+        # no sign of a mail system in the header: only a bounce-like subject over
+        # delivery-status fields in the text will do
+        if not STRONG_SUBJECT.search(msg.subject.lower()):
+            return None
+        recs = _inline_records(msg)
+        inline = True
     elif msg.ctype.startswith("multipart/"):
-        recs = dsn_records(msg)
+        recs = dsn_records(msg) or _inline_records(msg)
+        inline = not dsn_records(msg)
     else:
-        return None
+        recs = _inline_records(msg)
+        inline = True
     if not recs:
         return None
     recs, rcpts = _unique(recs)
@@ -71,7 +102,11 @@ def detect(msg: ParsedMessage) -> Verdict | None:
     failed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("fail")]
     delayed = [r for r, a in zip(recs, actions, strict=True) if a.startswith("delay")]
     success = [r for r, a in zip(recs, actions, strict=True) if a.startswith(_SUCCESS)]
-    ev = [f"{msg.ctype or 'message'}; report-type={msg.report_type or 'none'}"]
+    ev = [
+        "delivery-status fields in the report's text"
+        if inline
+        else f"{msg.ctype or 'message'}; report-type={msg.report_type or 'none'}"
+    ]
     if failed:
         kind = Kind.FAILED
         ev.append(f"Action: failed for {len(failed)} recipient{'s' if len(failed) > 1 else ''}")
@@ -85,7 +120,7 @@ def detect(msg: ParsedMessage) -> Verdict | None:
         return None
     return Verdict(
         kind=kind,
-        detector=NAME,
+        detector=f"{NAME}-text" if inline else NAME,
         recipients=tuple(rcpts[:50]),
         evidence=tuple(ev),
     )
