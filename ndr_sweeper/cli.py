@@ -81,7 +81,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     out = render.console()
     for path in args.files:
         for line in explain_rules(load_rule_file(Path(path))):
-            out.print(line, markup=False)
+            render.say(line, out=out)
     return 0
 
 
@@ -187,16 +187,15 @@ def cmd_undo(args: argparse.Namespace) -> int:
         )
     else:
         out = render.console()
-        out.print(
-            f"run {run_id} ({account.name}): {result.restored} message(s) put back", markup=False
-        )
+        render.say(f"run {run_id} ({account.name}): {result.restored} message(s) put back", out=out)
         if result.missing:
-            out.print(
-                f"{result.missing} message(s) were no longer where the run put them (moved or deleted since)",
-                markup=False,
+            render.say(
+                f"{result.missing} message(s) were no longer where the run put them (moved or "
+                "deleted since)",
+                out=out,
             )
         for n in result.notes:
-            out.print(f"note: {n}", markup=False)
+            render.say(f"note: {n}", out=out)
     return 0
 
 
@@ -387,11 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: str | None) -> None:
+    from ndr_sweeper.textsafe import SafeFormatter
+
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Log lines carry server answers and folder names: escaped, never interpreted.
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(getattr(logging, (level or "warning").upper()))
 

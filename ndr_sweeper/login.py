@@ -25,13 +25,13 @@ def _say(text: str) -> None:
     """A line for the user while signing in (stderr: stdout stays for results)."""
     from . import render
 
-    render.console(stderr=True).print(text, markup=False, highlight=False, soft_wrap=True)
+    render.say(text, stderr=True, soft_wrap=True)
 
 
 def _done(text: str) -> None:
     from . import render
 
-    render.console().print(text, markup=False, highlight=False, soft_wrap=True)
+    render.say(text, soft_wrap=True)
 
 
 def _account(args: argparse.Namespace) -> Account:

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from .errors import LockedError, StateError
+from .textsafe import printable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,13 @@ BUSY_TIMEOUT: Final = 30.0  # seconds to wait for another process's write transa
 
 ENTRY_STATES: Final = ("planned", "copied", "done", "failed", "undone")
 PENDING_STATES: Final = ("planned", "copied")
+ERROR_MAX: Final = 2000  # characters of an error kept (errors carry server answers)
+
+
+def _stored_text(text: str | None) -> str | None:
+    """Server text as stored: control characters escaped, bounded (shown later by history)."""
+    return None if text is None else printable(text, max_len=ERROR_MAX)
+
 
 _SCHEMA_V1: Final = """
 CREATE TABLE cursors (
@@ -557,7 +565,10 @@ class StateDB:
                 "UPDATE journal SET state = ?, updated = ?, "
                 "dest_uidvalidity = COALESCE(?, dest_uidvalidity), "
                 "dest_uid = COALESCE(?, dest_uid), error = COALESCE(?, error) WHERE id = ?",
-                [(state, now, dest_uidvalidity, dest_uids.get(i), error, i) for i in ids],
+                [
+                    (state, now, dest_uidvalidity, dest_uids.get(i), _stored_text(error), i)
+                    for i in ids
+                ],
             )
             if cur.rowcount != len(ids):
                 raise ValueError(
@@ -581,7 +592,13 @@ class StateDB:
         with self._write() as c:
             cur = c.execute(
                 "UPDATE runs SET finished = ?, status = ?, counts = ?, error = ? WHERE id = ?",
-                (_ts(_now()), status, json.dumps(dict(counts), sort_keys=True), error, run_id),
+                (
+                    _ts(_now()),
+                    status,
+                    json.dumps(dict(counts), sort_keys=True),
+                    _stored_text(error),
+                    run_id,
+                ),
             )
             if cur.rowcount != 1:
                 raise ValueError(f"unknown run id {run_id!r}")
@@ -637,7 +654,7 @@ class StateDB:
                     _ts(last_run),
                     run_id,
                     json.dumps(dict(counts), sort_keys=True),
-                    error,
+                    _stored_text(error),
                     _ts(next_run),
                     _ts(_now()),
                 ),
