@@ -187,7 +187,10 @@ class _Problem(Exception):
     """A bad value; the loader adds the file and the key."""
 
 
-def _is_loopback(host: str) -> bool:
+def _may_be_loopback(host: str) -> bool:
+    """Whether ``host`` can be this machine by its form: a loopback IP address, ``localhost``
+    or a ``*.localhost`` name. No DNS here: connecting checks every address the name resolves
+    to (``connect.check_transport``); this only rejects early what can never pass there."""
     h = host.strip().strip("[]").rstrip(".").lower()
     if h == "localhost" or h.endswith(".localhost"):
         return True
@@ -487,7 +490,7 @@ class _Loader:
         if (
             security == "plain"
             and not values.get("allow_plaintext", False)
-            and not _is_loopback(values["host"])
+            and not _may_be_loopback(values["host"])
         ):
             raise self.fail(
                 keyname("security"),

@@ -8,6 +8,7 @@ and for login ``device``, ``no_browser``, ``password_stdin``, ``no_verify``); er
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -79,8 +80,10 @@ def read_password(account: Account, from_stdin: bool) -> str:
 
 
 def _verify_password(account: Account, password: str) -> None:
+    from .connect import check_transport
     from .mailbox.imap import connect
 
+    check_transport(account)
     box = connect(
         account.host,
         account.port,
@@ -106,6 +109,13 @@ def login_password(account: Account, *, from_stdin: bool = False, verify: bool =
             "the stored password counts only once you remove password_command"
         )
     _check_keyring(account.name)
+    if verify:
+        from .connect import check_transport
+
+        # Refuse plain text to another machine before asking for the password; an unknown
+        # host is only a warning, after it (the password is stored, as asked).
+        with contextlib.suppress(ConnectError):
+            check_transport(account)
     password = read_password(account, from_stdin)
     checked = ""
     if verify:
