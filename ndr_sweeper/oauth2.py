@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -114,9 +115,55 @@ def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
 
 
-def _is_loopback(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    return host in ("127.0.0.1", "::1", "localhost")
+_URL_KEYS: Final = {
+    "OAuth2 token endpoint": "oauth2_token_url",
+    "OAuth2 device endpoint": "oauth2_device_url",
+    "OAuth2 authorization endpoint": "oauth2_authorize_url",
+}
+
+
+def check_endpoint(url: str, what: str, resolve: Any = socket.getaddrinfo) -> bool:
+    """CredentialError unless ``url`` may be sent a token or the client secret; True when it
+    is on this machine (then no proxy is used).
+
+    The rule is the config file's (``config.endpoint_problem``: https, or http:// to a
+    loopback address written out or exactly ``localhost``, no ``user@``), checked again here
+    for every URL actually used, presets included. An http://localhost URL must also resolve
+    only to loopback addresses (``resolve`` is socket.getaddrinfo's signature).
+    """
+    from .config import endpoint_problem, is_literal_loopback
+    from .textsafe import printable
+
+    key = _URL_KEYS.get(what, "the oauth2_*_url settings")
+    shown = "" if "@" in url else f" {printable(url, max_len=200)!r}"
+    problem = endpoint_problem(url)
+    if problem is not None:
+        raise CredentialError(f"the {what} URL{shown} {problem}: check {key}")
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if not is_literal_loopback(host):
+        return False
+    if parts.scheme.lower() == "http" and host.lower() == "localhost":
+        from .connect import non_loopback
+
+        outside = non_loopback(host, parts.port or 80, resolve)
+        if outside:
+            raise CredentialError(
+                f"the {what} URL{shown} names localhost, which resolves to "
+                f"{', '.join(outside[:3])} (not loopback): use http://127.0.0.1:PORT/ or "
+                f"https:// in {key}"
+            )
+    return True
+
+
+def _no_redirect_handler() -> Any:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the 3xx answer is returned as it is, and refused as no OAuth2 answer
+
+    return NoRedirect()
 
 
 def _post(url: str, body: str, timeout: float, what: str) -> tuple[int, bytes]:
@@ -136,8 +183,13 @@ def _post(url: str, body: str, timeout: float, what: str) -> tuple[int, bytes]:
         },
         method="POST",
     )
-    # A provider on this machine (tests, a local identity server) is never behind a proxy.
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+    local = check_endpoint(url, what)
+    # A token endpoint answers, it does not redirect (a redirect could lead the next request
+    # anywhere); a provider on this machine (tests, a local identity server) is never behind
+    # a proxy.
+    handlers: list[Any] = [_no_redirect_handler()]
+    if local:
+        handlers.append(urllib.request.ProxyHandler({}))
     opener = urllib.request.build_opener(*handlers)
     log.debug("POST %s (%s)", url, what)
     try:
@@ -341,8 +393,9 @@ def _via_https(url: str, build: Callable[[str], str]) -> str:
     a provider on this machine (the config accepts no other http URL). The builders only add
     or read the query, so build on https:// and put http:// back.
     """
-    if url.startswith("http://"):
-        return "http://" + build("https://" + url[len("http://") :])[len("https://") :]
+    scheme, sep, rest = url.partition(":")
+    if sep and scheme.lower() == "http":
+        return "http:" + build("https:" + rest)[len("https:") :]
     return build(url)
 
 
@@ -416,6 +469,8 @@ def login_browser(
     token. ``browser(url)`` opens the URL (None: only ``say`` it, for the user to open)."""
     oauth2 = _oauthlib()
     prov = provider(account)
+    check_endpoint(prov.authorize_url, "OAuth2 authorization endpoint")
+    check_endpoint(prov.token_url, "OAuth2 token endpoint")  # before the user signs in
     client = oauth2.WebApplicationClient(_client_id(account))
     secret = credentials.get_client_secret(account)  # before the user goes to the browser
     verifier = client.create_code_verifier(64)

@@ -295,6 +295,145 @@ def test_server_errors_say_try_later(memory: MemoryKeyring) -> None:
         srv.server_close()
 
 
+# --------------------------------------------------------------------------- endpoint URLs
+
+LOOKALIKES = [
+    "http://localhost.attacker.example/token",
+    "http://127.0.0.1.nip.io/token",
+    "http://localhost@attacker.example/token",
+    "http://127.0.0.1:80@attacker.example/token",
+    "https://user:secret@attacker.example/token",
+    "http://attacker.example/token",
+    "http://localhost./token",
+    "http://127.1/token",
+    "http://local\thost/token",
+    "http://attacker.example\\@127.0.0.1/token",
+    "ftp://127.0.0.1/token",
+    "https:///token",
+]
+
+
+@pytest.mark.parametrize("url", LOOKALIKES)
+def test_lookalike_loopback_token_url_is_never_sent_anything(
+    url: str, memory: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Account built without the config file (whose check is the same) is checked too."""
+
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a request was about to go to {url}")
+
+    monkeypatch.setattr(urllib.request, "build_opener", no_request)
+    credentials.set_refresh_token("hosted", "rt-secret")
+    acc = Account(
+        name="hosted",
+        host="imap.example.org",
+        username="me",
+        auth="oauth2",
+        oauth2_provider="custom",
+        oauth2_client_id="c",
+        oauth2_client_secret_command="printf %s client-secret",
+        oauth2_authorize_url="https://login.example.org/authorize",
+        oauth2_token_url=url,
+        oauth2_scopes=("imap",),
+    )
+    with pytest.raises(CredentialError, match="check oauth2_token_url") as info:
+        oauth2.access_token(acc)
+    assert "secret" not in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CredentialError, match="oauth2_token_url"):
+        oauth2.login_browser(acc, browser=None, timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.example.org/token",
+        "http://127.0.0.1:8080/token",
+        "http://127.0.0.2/token",
+        "http://[::1]:9/token",
+        "HTTP://LOCALHOST:8080/token",
+    ],
+)
+def test_https_or_literal_loopback_is_accepted(url: str) -> None:
+    local = oauth2.check_endpoint(url, "OAuth2 token endpoint", resolve=_resolver("::1"))
+    assert local == ("login.example.org" not in url)
+
+
+def _resolver(*addresses: str):  # type: ignore[no-untyped-def]
+    import socket
+
+    def resolve(host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
+        fam = socket.AF_INET
+        return [(fam, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    return resolve
+
+
+def test_http_localhost_must_resolve_to_loopback_only() -> None:
+    url = "http://localhost:8080/token"
+    assert oauth2.check_endpoint(url, "OAuth2 token endpoint", resolve=_resolver("127.0.0.1"))
+    with pytest.raises(CredentialError, match=r"203\.0\.113\.9 \(not loopback\)"):
+        oauth2.check_endpoint(
+            url, "OAuth2 token endpoint", resolve=_resolver("127.0.0.1", "203.0.113.9")
+        )
+
+
+def test_token_endpoint_redirects_are_not_followed(memory: MemoryKeyring) -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    elsewhere: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            elsewhere.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = HTTPServer(("127.0.0.1", 0), Elsewhere)
+    target = f"http://127.0.0.1:{other.server_address[1]}/stolen"
+
+    class Redirects(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Redirects)
+    for s in (srv, other):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        credentials.set_refresh_token("hosted", "rt-x")
+        acc = Account(
+            name="hosted",
+            host="127.0.0.1",
+            username="me",
+            auth="oauth2",
+            oauth2_provider="custom",
+            oauth2_client_id="c",
+            oauth2_authorize_url=f"http://127.0.0.1:{srv.server_address[1]}/authorize",
+            oauth2_token_url=f"http://127.0.0.1:{srv.server_address[1]}/token",
+            oauth2_scopes=("imap",),
+            timeout=10.0,
+        )
+        with pytest.raises(CredentialError, match="answered HTTP 302"):
+            oauth2.access_token(acc)
+        assert elsewhere == []
+    finally:
+        for s in (srv, other):
+            s.shutdown()
+            s.server_close()
+
+
 def test_missing_oauthlib_names_the_extra(
     token_server: lab.TokenServer, memory: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
 ) -> None:
