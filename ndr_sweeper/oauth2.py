@@ -37,6 +37,7 @@ INSTALL_HINT: Final = "pip install 'ndr-sweeper[oauth2]'"
 EXPIRY_MARGIN: Final = 60.0  # seconds before expiry at which a cached access token is renewed
 DEFAULT_LIFETIME: Final = 600.0  # when the provider does not say (expires_in)
 LOGIN_TIMEOUT: Final = 300.0  # seconds to wait for the browser's redirect
+CONNECTION_TIMEOUT: Final = 10.0  # seconds a connection to the redirect listener may idle
 _MAX_BODY: Final = 1 << 20
 
 
@@ -400,26 +401,54 @@ def _via_https(url: str, build: Callable[[str], str]) -> str:
 
 
 class _RedirectCatcher:
-    """A one-shot HTTP listener on 127.0.0.1 for the provider's redirect back to us."""
+    """The loopback HTTP listener for the provider's redirect back to us.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        from http.server import BaseHTTPRequestHandler, HTTPServer
+    Anything on this machine can connect to it (a browser's pre-connect, another process), so:
+    each connection is served in its own daemon thread and may stay idle at most
+    ``connection_timeout`` seconds, :meth:`wait` has a wall deadline, and only a redirect that
+    carries this sign-in's ``state`` counts; anything else gets a harmless answer and the wait
+    goes on.
+    """
+
+    def __init__(
+        self,
+        state: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        connection_timeout: float = CONNECTION_TIMEOUT,
+    ) -> None:
+        import hmac
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         catcher = self
         self.target: str | None = None  # path + query of the redirect
+        self._done = threading.Event()
+        self._lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = connection_timeout  # every read of the connection, and it is closed
+
             def do_GET(self) -> None:
                 parts = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(parts.query)
                 if parts.path != "/" or not ({"code", "error"} & set(query)):
                     self._answer(404, "Not the sign-in answer.")
                     return
-                catcher.target = self.path
+                got = query.get("state", [])
+                if len(got) != 1 or not hmac.compare_digest(got[0].encode(), state.encode()):
+                    log.debug("ignored a request to the sign-in listener for another sign-in")
+                    self._answer(400, "Not the answer to the sign-in in progress.")
+                    return
+                with catcher._lock:
+                    first = catcher.target is None
+                    if first:
+                        catcher.target = self.path
                 if "error" in query:
                     self._answer(200, "Sign-in did not complete: see the terminal.")
                 else:
                     self._answer(200, "ndr-sweeper is signed in. You can close this tab.")
+                if first:
+                    catcher._done.set()  # after the answer: the page reaches the browser
 
             def _answer(self, status: int, text: str) -> None:
                 page = f"<!doctype html><title>ndr-sweeper</title><p>{text}</p>\n".encode()
@@ -427,34 +456,51 @@ class _RedirectCatcher:
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(page)))
                 self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(page)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the request line carries the code
 
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False  # closing never waits for a stalled connection
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                log.debug("sign-in listener: a connection failed", exc_info=True)
+
         try:
-            self.server = HTTPServer(("127.0.0.1", port), Handler)
+            self.server = Server(("127.0.0.1", port), Handler)
         except OSError as exc:
             raise ConnectError(
                 f"cannot listen on 127.0.0.1 for the sign-in redirect: {exc.strerror}"
             ) from None
         self.redirect_uri = f"http://{host}:{self.server.server_address[1]}/"
 
+    def close(self) -> None:
+        self.server.server_close()
+
     def wait(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        self.server.timeout = 0.5
+        """The redirect's path and query; CredentialError after ``timeout`` seconds."""
+        thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="oauth2 redirect listener",
+            daemon=True,
+        )
+        thread.start()
         try:
-            while self.target is None:
-                if time.monotonic() > deadline:
-                    raise CredentialError(
-                        f"no answer from the browser within {timeout:g}s: run the login again "
-                        "(on a machine without a browser: --device where the provider has it, "
-                        "or `ssh -L PORT:127.0.0.1:PORT` to this machine)"
-                    )
-                self.server.handle_request()
+            if not self._done.wait(timeout):
+                raise CredentialError(
+                    f"no answer from the browser within {timeout:g}s: run the login again "
+                    "(on a machine without a browser: --device where the provider has it, "
+                    "or `ssh -L PORT:127.0.0.1:PORT` to this machine)"
+                )
         finally:
+            self.server.shutdown()
             self.server.server_close()
+        assert self.target is not None
         return self.target
 
 
@@ -476,7 +522,7 @@ def login_browser(
     verifier = client.create_code_verifier(64)
     challenge = client.create_code_challenge(verifier, "S256")
     state = secrets.token_urlsafe(24)
-    catcher = _RedirectCatcher(prov.redirect_host)
+    catcher = _RedirectCatcher(state, prov.redirect_host)
     try:
         url = _via_https(
             prov.authorize_url,
@@ -491,7 +537,7 @@ def login_browser(
             ),
         )
     except BaseException:
-        catcher.server.server_close()
+        catcher.close()
         raise
     say(f"Sign in to account {account.name!r} ({account.username}) in your browser:")
     say(url)

@@ -11,6 +11,8 @@ import logging
 import re
 import sys
 import threading
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -135,12 +137,109 @@ def test_login_without_browser_prints_the_url(
     assert stored_refresh(memory)
 
 
-def test_state_mismatch_is_refused(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+def test_state_mismatch_is_ignored(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+    """A redirect for another sign-in (or a forged one) does not end this one: it is answered
+    400 and the login keeps waiting, here until its timeout."""
     token_server.wrong_state = True
-    with pytest.raises(CredentialError, match="state mismatch"):
-        login(account(token_server))
+    statuses: list[int] = []
+
+    def browser_seeing(url: str) -> None:
+        def go() -> None:
+            try:
+                fetch(url)
+                statuses.append(200)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+
+        threading.Thread(target=go, daemon=True).start()
+
+    with pytest.raises(CredentialError, match="no answer from the browser within 1s"):
+        oauth2.login_browser(account(token_server), browser=browser_seeing, timeout=1.0)
+    assert statuses == [400]
     assert stored_refresh(memory) is None
     assert token_server.grants == []  # the code was never exchanged
+
+
+def _get(port: int, path: str) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _waiting(catcher: oauth2._RedirectCatcher, timeout: float) -> tuple[threading.Thread, list]:
+    """catcher.wait(timeout) in a thread (a hang fails the test instead of stalling it)."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(catcher.wait(timeout))
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_idle_connections_do_not_block_the_redirect() -> None:
+    import socket
+
+    catcher = oauth2._RedirectCatcher("st-123", connection_timeout=30.0)
+    port = catcher.server.server_address[1]
+    waiter, out = _waiting(catcher, 20.0)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    idle[1].sendall(b"GET /?code=half")  # half a request line, never finished
+    try:
+        assert _get(port, "/favicon.ico") == 404
+        assert _get(port, "/?code=c-1&state=other") == 400  # another sign-in's answer
+        assert _get(port, "/?code=c-1&state=st-123&state=st-123") == 400  # two states
+        started = time.monotonic()
+        assert _get(port, "/?code=c-2&state=st-123") == 200
+        waiter.join(5)
+        assert not waiter.is_alive() and time.monotonic() - started < 5
+    finally:
+        for s in idle:
+            s.close()
+    assert out == ["/?code=c-2&state=st-123"]
+
+
+def test_wall_deadline_holds_with_an_idle_connection() -> None:
+    import socket
+
+    catcher = oauth2._RedirectCatcher("st-123", connection_timeout=60.0)
+    port = catcher.server.server_address[1]
+    started = time.monotonic()
+    waiter, out = _waiting(catcher, 0.5)
+    idle = socket.create_connection(("127.0.0.1", port))
+    try:
+        waiter.join(5)
+        assert not waiter.is_alive(), "wait() is stuck behind an idle connection"
+    finally:
+        idle.close()
+    assert time.monotonic() - started < 3
+    assert isinstance(out[0], CredentialError) and "within 0.5s" in str(out[0])
+
+
+def test_idle_connection_is_closed_after_its_timeout() -> None:
+    import socket
+
+    catcher = oauth2._RedirectCatcher("st-123", connection_timeout=0.3)
+    port = catcher.server.server_address[1]
+    waiter, out = _waiting(catcher, 10.0)
+    idle = socket.create_connection(("127.0.0.1", port))
+    idle.settimeout(5)
+    try:
+        assert idle.recv(100) == b""  # closed by the listener, not by us
+    finally:
+        idle.close()
+    assert _get(port, "/?code=c&state=st-123") == 200
+    waiter.join(5)
+    assert out == ["/?code=c&state=st-123"]
 
 
 def test_denied_consent(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
