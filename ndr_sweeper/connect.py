@@ -72,8 +72,15 @@ def check_transport(account: Account, resolve: Resolver = socket.getaddrinfo) ->
         )
 
 
-def open_mailbox(account: Account, *, resolve: Resolver = socket.getaddrinfo) -> ImapMailbox:
-    """Log in to the account's server with its password or OAuth2 token."""
+def open_mailbox(
+    account: Account, *, interactive: bool = False, resolve: Resolver = socket.getaddrinfo
+) -> ImapMailbox:
+    """Log in to the account's server with its password or OAuth2 token.
+
+    Sweeps and the service are not ``interactive``: a keyring that does not answer within
+    ``credentials.KEYRING_TIMEOUT`` is a CredentialError. ``login`` waits for it (a user is
+    there to unlock it).
+    """
     from ndr_sweeper.mailbox.imap import connect
 
     check_transport(account, resolve)
@@ -81,11 +88,11 @@ def open_mailbox(account: Account, *, resolve: Resolver = socket.getaddrinfo) ->
     if account.uses_oauth2:
         from ndr_sweeper.oauth2 import access_token
 
-        token = access_token(account)
+        token = access_token(account, interactive=interactive)
     else:
         from ndr_sweeper.credentials import get_password
 
-        password = get_password(account)
+        password = get_password(account, interactive=interactive)
     return connect(
         account.host,
         account.port,

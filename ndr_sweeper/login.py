@@ -47,7 +47,7 @@ def _account(args: argparse.Namespace) -> Account:
 
 def _check_keyring(name: str, suffix: str | None = None) -> None:
     """Fail before asking anything when there is no keyring to keep the secret in."""
-    credentials.get_secret(name, suffix)
+    credentials.get_secret(name, suffix, interactive=True)  # a user is here to unlock it
 
 
 # --------------------------------------------------------------------------- passwords
@@ -152,7 +152,7 @@ def login_oauth2(
     if verify:
         from .connect import open_mailbox
 
-        box = open_mailbox(account)
+        box = open_mailbox(account, interactive=True)
         box.logout()
         checked = f"; {account.host} accepts it"
     _done(f"{account.name}: signed in, OAuth2 token stored in the keyring{checked}")
@@ -192,7 +192,7 @@ def logout(name: str) -> list[str]:
     oauth2.forget(name)
     gone = []
     for suffix, what in ((None, "password"), (credentials.REFRESH_TOKEN, "OAuth2 token")):
-        if credentials.get_secret(name, suffix) is not None:
+        if credentials.get_secret(name, suffix, interactive=True) is not None:
             credentials.delete_secret(name, suffix)
             gone.append(what)
     return gone

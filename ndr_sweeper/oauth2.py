@@ -333,9 +333,12 @@ def forget(account_name: str) -> None:
             del _cache[key]
 
 
-def access_token(account: Account) -> str:
+def access_token(account: Account, *, interactive: bool = False) -> str:
     """A valid access token for the account: the cached one, or a new one from the stored
-    refresh token. A refresh token the provider rotates is stored in the keyring again."""
+    refresh token. A refresh token the provider rotates is stored in the keyring again.
+
+    Not ``interactive`` (sweeps, the service): keyring calls give up after
+    ``credentials.KEYRING_TIMEOUT``."""
     prov = provider(account)
     key = _key(account, prov)
     with _lock_for(key):
@@ -344,7 +347,7 @@ def access_token(account: Account) -> str:
         if cached is not None and time.monotonic() < cached.renew_at:
             log.debug("using the cached OAuth2 access token of account %r", account.name)
             return cached.token
-        refresh = credentials.get_refresh_token(account.name)
+        refresh = credentials.get_refresh_token(account.name, interactive=interactive)
         oauth2 = _oauthlib()
         client = oauth2.WebApplicationClient(_client_id(account))
         body = client.prepare_refresh_body(
@@ -361,8 +364,22 @@ def access_token(account: Account) -> str:
             raise _oauth_error(exc, account, "refresh") from None
         rotated = token.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != refresh:
-            log.info("the provider rotated the refresh token of account %r: stored", account.name)
-            credentials.set_refresh_token(account.name, rotated)
+            try:
+                credentials.set_refresh_token(account.name, rotated, interactive=interactive)
+            except CredentialError as exc:
+                # The access token works: this sweep goes on (a write that did not answer in
+                # time may still land); a provider that refuses the old token later says so.
+                log.warning(
+                    "%s: the rotated refresh token could not be stored: %s; if the next "
+                    "sign-in is refused, run `ndr-sweeper login %s`",
+                    account.name,
+                    exc,
+                    account.name,
+                )
+            else:
+                log.info(
+                    "the provider rotated the refresh token of account %r: stored", account.name
+                )
         return _remember(key, token)
 
 
