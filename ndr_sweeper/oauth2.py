@@ -136,7 +136,7 @@ def check_endpoint(url: str, what: str, resolve: Any = socket.getaddrinfo) -> bo
     from .textsafe import printable
 
     key = _URL_KEYS.get(what, "the oauth2_*_url settings")
-    shown = "" if "@" in url else f" {printable(url, max_len=200)!r}"
+    shown = "" if "@" in url else f" {printable(repr(url), max_len=200)}"
     problem = endpoint_problem(url)
     if problem is not None:
         raise CredentialError(f"the {what} URL{shown} {problem}: check {key}")
