@@ -169,6 +169,7 @@ def _no_redirect_handler() -> Any:
 
 def _post(url: str, body: str, timeout: float, what: str) -> tuple[int, bytes]:
     """POST a form; (HTTP status, body). Network trouble is a one-line ConnectError."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -194,11 +195,18 @@ def _post(url: str, body: str, timeout: float, what: str) -> tuple[int, bytes]:
     opener = urllib.request.build_opener(*handlers)
     log.debug("POST %s (%s)", url, what)
     try:
-        with opener.open(req, timeout=timeout) as resp:
-            return resp.status, resp.read(_MAX_BODY)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read(_MAX_BODY)
+        try:
+            with opener.open(req, timeout=timeout) as resp:
+                return resp.status, resp.read(_MAX_BODY)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.read(_MAX_BODY)
+    except http.client.HTTPException as exc:
+        # Not HTTP at all (another service on that port), or cut off mid-answer.
+        raise ConnectError(
+            f"the {what} at {_host(url)} did not answer in HTTP ({type(exc).__name__}): check "
+            f"{_URL_KEYS.get(what, 'the oauth2_*_url settings')} and the network"
+        ) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         text = getattr(reason, "strerror", None) or str(reason)

@@ -533,6 +533,46 @@ def test_token_endpoint_redirects_are_not_followed(memory: MemoryKeyring) -> Non
             s.server_close()
 
 
+def test_token_endpoint_that_is_not_http_is_one_line(memory: MemoryKeyring) -> None:
+    """Another service on the port (here an IMAP greeting), or an answer cut off."""
+    import socket
+
+    for answer in (
+        b"* OK [CAPABILITY IMAP4rev1] \x1b[2J ready\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ):
+        srv = socket.create_server(("127.0.0.1", 0))
+
+        def serve(srv: socket.socket = srv, answer: bytes = answer) -> None:
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+        threading.Thread(target=serve, daemon=True).start()
+        try:
+            credentials.set_refresh_token("hosted", "rt-x")
+            acc = Account(
+                name="hosted",
+                host="127.0.0.1",
+                username="me",
+                auth="oauth2",
+                oauth2_provider="custom",
+                oauth2_client_id="c",
+                oauth2_authorize_url="https://login.example.org/authorize",
+                oauth2_token_url=f"http://127.0.0.1:{srv.getsockname()[1]}/token",
+                oauth2_scopes=("imap",),
+                timeout=10.0,
+            )
+            with pytest.raises(ConnectError) as info:
+                oauth2.access_token(acc)
+            msg = str(info.value)
+            assert "did not answer in HTTP" in msg and "oauth2_token_url" in msg, msg
+            assert "\x1b" not in msg and "\n" not in msg
+        finally:
+            srv.close()
+
+
 def test_missing_oauthlib_names_the_extra(
     token_server: lab.TokenServer, memory: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
 ) -> None:
