@@ -81,7 +81,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     out = render.console()
     for path in args.files:
         for line in explain_rules(load_rule_file(Path(path))):
-            out.print(line, markup=False)
+            render.say(line, out=out)
     return 0
 
 
@@ -171,10 +171,9 @@ def cmd_undo(args: argparse.Namespace) -> int:
         for r in sorted(runs, key=lambda r: (r.account, r.id)):
             by_account.setdefault(r.account, []).append(r.id)
         if args.last and not args.json:
-            render.console().print(
+            render.say(
                 f"undoing the sweep of {runs[0].started:%Y-%m-%d %H:%M} UTC "
-                f"({', '.join(r.id for r in runs)}) on {', '.join(by_account)}",
-                markup=False,
+                f"({', '.join(r.id for r in runs)}) on {', '.join(by_account)}"
             )
         reports = [
             _undo_account(config, state, name, run_ids) for name, run_ids in by_account.items()
@@ -187,13 +186,13 @@ def cmd_undo(args: argparse.Namespace) -> int:
             if r["error"]:
                 render.error(f"{r['account']}: {r['error']}")
                 continue
-            out.print(
+            render.say(
                 f"run {', '.join(r['run_ids'])} ({r['account']}): "
                 f"{r['restored']} message(s) put back",
-                markup=False,
+                out=out,
             )
             for n in r["notes"]:
-                out.print(f"note: {n}", markup=False)
+                render.say(f"note: {n}", out=out)
             if r["missing"] or r["failed"]:
                 render.error(
                     f"{r['account']}: {r['missing'] + r['failed']} message(s) could not be put "
@@ -322,10 +321,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     )
     out = render.console()
     for q in summaries:
-        out.print(
+        render.say(
             f"{q.account}: {q.runs} more run(s) found nothing new between "
             f"{q.first:%Y-%m-%d %H:%M} and {q.last:%Y-%m-%d %H:%M} (not kept)",
-            markup=False,
+            out=out,
         )
     return 0
 
@@ -457,11 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: str | None) -> None:
+    from ndr_sweeper.textsafe import SafeFormatter
+
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Log lines carry server answers and folder names: escaped, never interpreted.
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(getattr(logging, (level or "warning").upper()))
 

@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,10 @@ class _Problem(Exception):
     """A bad value; the loader adds the file and the key."""
 
 
-def _is_loopback(host: str) -> bool:
+def _may_be_loopback(host: str) -> bool:
+    """Whether ``host`` can be this machine by its form: a loopback IP address, ``localhost``
+    or a ``*.localhost`` name. No DNS here: connecting checks every address the name resolves
+    to (``connect.check_transport``); this only rejects early what can never pass there."""
     h = host.strip().strip("[]").rstrip(".").lower()
     if h == "localhost" or h.endswith(".localhost"):
         return True
@@ -291,12 +295,56 @@ def _cron(v: object) -> str:
     return s
 
 
+# Spaces, controls and backslashes: URL parsers disagree about them (urlsplit drops tabs and
+# newlines, urllib.request does not), so a URL holding one could reach another host.
+_URL_UNSAFE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+
+
+def is_literal_loopback(host: str) -> bool:
+    """``localhost`` exactly, or a loopback IP address written out (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an OAuth2 endpoint (tokens and the client secret go to it), or
+    None. Judged by the parsed URL: https:// with a host; http:// only to 127.0.0.1, [::1]
+    (any loopback address written out) or exactly ``localhost``; never a ``user@`` part."""
+    if _URL_UNSAFE.search(url):
+        return "holds spaces, control characters or backslashes"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        return "must be an https:// URL"
+    if "@" in parts.netloc:
+        return "must not have a user@ part"
+    host = parts.hostname
+    if not host:
+        return "has no host"
+    if scheme == "http" and not is_literal_loopback(host):
+        return "must be an https:// URL (http:// only to 127.0.0.1, [::1] or localhost)"
+    return None
+
+
 def _url(v: object) -> str | None:
     s = _opt_str(v)
     if s is None:
         return None
-    if not (s.startswith("https://") or re.match(r"http://(localhost|127\.0\.0\.1|\[::1\])", s)):
-        raise _Problem(f"{s!r} must be an https:// URL")
+    problem = endpoint_problem(s)
+    if problem is not None:
+        shown = "the URL" if "@" in s else repr(s)  # user:password@ is not echoed
+        raise _Problem(f"{shown} {problem}")
     return s
 
 
@@ -489,7 +537,7 @@ class _Loader:
         if (
             security == "plain"
             and not values.get("allow_plaintext", False)
-            and not _is_loopback(values["host"])
+            and not _may_be_loopback(values["host"])
         ):
             raise self.fail(
                 keyname("security"),

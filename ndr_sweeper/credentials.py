@@ -3,13 +3,20 @@
 keyring is imported inside the functions that need it: it is slow to import and most
 commands never touch it. Nothing here ever puts a secret (or a command's stdout) in an
 error message or a log line.
+
+A keyring can block for as long as it likes (SecretService waits for a desktop unlock prompt
+that nobody answers on a server), holding a service worker and the account's lock. Reads and
+writes made without a user at hand (sweeps, the service) run in a daemon thread and give up
+after ``KEYRING_TIMEOUT`` seconds; ``login`` and ``logout`` say ``interactive`` and wait.
+A read still stuck is not started again: the next caller waits for the same one.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import CredentialError
 
@@ -21,6 +28,7 @@ log = logging.getLogger(__name__)
 SERVICE = "ndr-sweeper"
 REFRESH_TOKEN = "oauth2-refresh-token"
 COMMAND_TIMEOUT = 30.0
+KEYRING_TIMEOUT: Final = 20.0  # seconds a keyring call may take when nobody can unlock it
 
 _NO_KEYRING_FIX = (
     "set password_command for it in the config file, or install a file-based keyring "
@@ -104,7 +112,70 @@ def _what(account: str, suffix: str | None) -> str:
     )
 
 
-def _call(op: str, account: str, suffix: str | None, *args: Any) -> Any:
+class _Pending:
+    """A keyring call running in its own thread."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: CredentialError | None = None
+
+
+_pending: dict[tuple[str, str], _Pending] = {}  # reads whose thread has not returned yet
+_pending_lock = threading.Lock()
+
+
+def _run(call: _Pending, key: tuple[str, str] | None, op: str, *args: Any) -> None:
+    try:
+        call.result = _call_now(op, *args)
+    except CredentialError as exc:
+        call.error = exc
+    except BaseException as exc:  # pragma: no cover - _call_now maps every Exception
+        call.error = CredentialError(f"the keyring failed: {type(exc).__name__}")
+    finally:
+        if key is not None:
+            with _pending_lock:
+                if _pending.get(key) is call:
+                    del _pending[key]
+        call.done.set()
+
+
+def _call(
+    op: str, account: str, suffix: str | None, *args: Any, timeout: float | None = None
+) -> Any:
+    """``keyring.<op>``; with ``timeout``, a CredentialError when it has not answered by then."""
+    if timeout is None:
+        return _call_now(op, account, suffix, *args)
+    # Reads of the same secret share one thread: a keyring stuck on a prompt is asked once.
+    key = (op, _key(account, suffix)) if op == "get_password" else None
+    with _pending_lock:
+        call = _pending.get(key) if key is not None else None
+        if call is None:
+            call = _Pending()
+            if key is not None:
+                _pending[key] = call
+            threading.Thread(
+                target=_run,
+                args=(call, key, op, account, suffix, *args),
+                name=f"keyring {op}",
+                daemon=True,
+            ).start()
+    if not call.done.wait(timeout):
+        fix = (
+            "or set password_command for it in the config file"
+            if suffix is None
+            else "or use a keyring backend that needs no unlock prompt"
+        )
+        raise CredentialError(
+            f"the keyring did not answer within {timeout:g}s for {_what(account, suffix)} "
+            f"(locked, waiting for an unlock prompt?): unlock it, {fix}"
+        )
+    if call.error is not None:
+        raise CredentialError(str(call.error)) from None
+    return call.result
+
+
+def _call_now(op: str, account: str, suffix: str | None, *args: Any) -> Any:
     import keyring
     import keyring.errors
 
@@ -137,22 +208,30 @@ def _call(op: str, account: str, suffix: str | None, *args: Any) -> Any:
         ) from None
 
 
-def get_secret(account: str, suffix: str | None = None) -> str | None:
-    """The secret stored under ``account`` (or ``account:suffix``), None when nothing is."""
-    value = _call("get_password", account, suffix)
+def _timeout(interactive: bool) -> float | None:
+    return None if interactive else KEYRING_TIMEOUT
+
+
+def get_secret(account: str, suffix: str | None = None, *, interactive: bool = False) -> str | None:
+    """The secret stored under ``account`` (or ``account:suffix``), None when nothing is.
+
+    ``interactive``: wait for the keyring as long as it takes (a user is there to unlock it);
+    otherwise give up after ``KEYRING_TIMEOUT`` seconds.
+    """
+    value = _call("get_password", account, suffix, timeout=_timeout(interactive))
     return None if value is None else str(value)
 
 
-def set_secret(account: str, suffix: str | None, secret: str) -> None:
+def set_secret(account: str, suffix: str | None, secret: str, *, interactive: bool = True) -> None:
     """Store ``secret`` under ``account`` (or ``account:suffix``), replacing what was there."""
     if not secret:
         raise CredentialError(f"refusing to store an empty value as {_what(account, suffix)}")
-    _call("set_password", account, suffix, secret)
+    _call("set_password", account, suffix, secret, timeout=_timeout(interactive))
 
 
 def delete_secret(account: str, suffix: str | None = None) -> None:
-    """Remove the stored secret; CredentialError when nothing is stored."""
-    if get_secret(account, suffix) is None:
+    """Remove the stored secret; CredentialError when nothing is stored (interactive)."""
+    if get_secret(account, suffix, interactive=True) is None:
         raise CredentialError(f"nothing stored for {_what(account, suffix)} in the keyring")
     _call("delete_password", account, suffix)
 
@@ -160,11 +239,12 @@ def delete_secret(account: str, suffix: str | None = None) -> None:
 # --------------------------------------------------------------------------- passwords
 
 
-def get_password(account: Account) -> str:
-    """The IMAP password: from password_command if set, else from the keyring."""
+def get_password(account: Account, *, interactive: bool = False) -> str:
+    """The IMAP password: from password_command if set, else from the keyring (which gets
+    ``KEYRING_TIMEOUT`` seconds to answer unless ``interactive``)."""
     if account.password_command:
         return run_secret_command(account.password_command, account=account.name)
-    value = get_secret(account.name)
+    value = get_secret(account.name, interactive=interactive)
     if value is None:
         raise CredentialError(
             f"no password stored for account {account.name!r}: run "
@@ -184,9 +264,9 @@ def delete_password(account_name: str) -> None:
 # --------------------------------------------------------------------------- OAuth2
 
 
-def get_refresh_token(account_name: str) -> str:
+def get_refresh_token(account_name: str, *, interactive: bool = False) -> str:
     """The stored OAuth2 refresh token; CredentialError saying to log in when there is none."""
-    value = get_secret(account_name, REFRESH_TOKEN)
+    value = get_secret(account_name, REFRESH_TOKEN, interactive=interactive)
     if value is None:
         raise CredentialError(
             f"no OAuth2 token stored for account {account_name!r}: run "
@@ -195,8 +275,8 @@ def get_refresh_token(account_name: str) -> str:
     return value
 
 
-def set_refresh_token(account_name: str, token: str) -> None:
-    set_secret(account_name, REFRESH_TOKEN, token)
+def set_refresh_token(account_name: str, token: str, *, interactive: bool = True) -> None:
+    set_secret(account_name, REFRESH_TOKEN, token, interactive=interactive)
 
 
 def delete_refresh_token(account_name: str) -> None:

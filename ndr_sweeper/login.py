@@ -8,6 +8,7 @@ and for login ``device``, ``no_browser``, ``password_stdin``, ``no_verify``); er
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -25,13 +26,13 @@ def _say(text: str) -> None:
     """A line for the user while signing in (stderr: stdout stays for results)."""
     from . import render
 
-    render.console(stderr=True).print(text, markup=False, highlight=False, soft_wrap=True)
+    render.say(text, stderr=True, soft_wrap=True)
 
 
 def _done(text: str) -> None:
     from . import render
 
-    render.console().print(text, markup=False, highlight=False, soft_wrap=True)
+    render.say(text, soft_wrap=True)
 
 
 def _account(args: argparse.Namespace) -> Account:
@@ -46,7 +47,7 @@ def _account(args: argparse.Namespace) -> Account:
 
 def _check_keyring(name: str, suffix: str | None = None) -> None:
     """Fail before asking anything when there is no keyring to keep the secret in."""
-    credentials.get_secret(name, suffix)
+    credentials.get_secret(name, suffix, interactive=True)  # a user is here to unlock it
 
 
 # --------------------------------------------------------------------------- passwords
@@ -79,8 +80,10 @@ def read_password(account: Account, from_stdin: bool) -> str:
 
 
 def _verify_password(account: Account, password: str) -> None:
+    from .connect import check_transport
     from .mailbox.imap import connect
 
+    check_transport(account)
     box = connect(
         account.host,
         account.port,
@@ -106,6 +109,13 @@ def login_password(account: Account, *, from_stdin: bool = False, verify: bool =
             "the stored password counts only once you remove password_command"
         )
     _check_keyring(account.name)
+    if verify:
+        from .connect import check_transport
+
+        # Refuse plain text to another machine before asking for the password; an unknown
+        # host is only a warning, after it (the password is stored, as asked).
+        with contextlib.suppress(ConnectError):
+            check_transport(account)
     password = read_password(account, from_stdin)
     checked = ""
     if verify:
@@ -142,7 +152,7 @@ def login_oauth2(
     if verify:
         from .connect import open_mailbox
 
-        box = open_mailbox(account)
+        box = open_mailbox(account, interactive=True)
         box.logout()
         checked = f"; {account.host} accepts it"
     _done(f"{account.name}: signed in, OAuth2 token stored in the keyring{checked}")
@@ -182,7 +192,7 @@ def logout(name: str) -> list[str]:
     oauth2.forget(name)
     gone = []
     for suffix, what in ((None, "password"), (credentials.REFRESH_TOKEN, "OAuth2 token")):
-        if credentials.get_secret(name, suffix) is not None:
+        if credentials.get_secret(name, suffix, interactive=True) is not None:
             credentials.delete_secret(name, suffix)
             gone.append(what)
     return gone

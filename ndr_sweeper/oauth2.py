@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -36,6 +37,7 @@ INSTALL_HINT: Final = "pip install 'ndr-sweeper[oauth2]'"
 EXPIRY_MARGIN: Final = 60.0  # seconds before expiry at which a cached access token is renewed
 DEFAULT_LIFETIME: Final = 600.0  # when the provider does not say (expires_in)
 LOGIN_TIMEOUT: Final = 300.0  # seconds to wait for the browser's redirect
+CONNECTION_TIMEOUT: Final = 10.0  # seconds a connection to the redirect listener may idle
 _MAX_BODY: Final = 1 << 20
 
 
@@ -114,13 +116,60 @@ def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
 
 
-def _is_loopback(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    return host in ("127.0.0.1", "::1", "localhost")
+_URL_KEYS: Final = {
+    "OAuth2 token endpoint": "oauth2_token_url",
+    "OAuth2 device endpoint": "oauth2_device_url",
+    "OAuth2 authorization endpoint": "oauth2_authorize_url",
+}
+
+
+def check_endpoint(url: str, what: str, resolve: Any = socket.getaddrinfo) -> bool:
+    """CredentialError unless ``url`` may be sent a token or the client secret; True when it
+    is on this machine (then no proxy is used).
+
+    The rule is the config file's (``config.endpoint_problem``: https, or http:// to a
+    loopback address written out or exactly ``localhost``, no ``user@``), checked again here
+    for every URL actually used, presets included. An http://localhost URL must also resolve
+    only to loopback addresses (``resolve`` is socket.getaddrinfo's signature).
+    """
+    from .config import endpoint_problem, is_literal_loopback
+    from .textsafe import printable
+
+    key = _URL_KEYS.get(what, "the oauth2_*_url settings")
+    shown = "" if "@" in url else f" {printable(repr(url), max_len=200)}"
+    problem = endpoint_problem(url)
+    if problem is not None:
+        raise CredentialError(f"the {what} URL{shown} {problem}: check {key}")
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if not is_literal_loopback(host):
+        return False
+    if parts.scheme.lower() == "http" and host.lower() == "localhost":
+        from .connect import non_loopback
+
+        outside = non_loopback(host, parts.port or 80, resolve)
+        if outside:
+            raise CredentialError(
+                f"the {what} URL{shown} names localhost, which resolves to "
+                f"{', '.join(outside[:3])} (not loopback): use http://127.0.0.1:PORT/ or "
+                f"https:// in {key}"
+            )
+    return True
+
+
+def _no_redirect_handler() -> Any:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the 3xx answer is returned as it is, and refused as no OAuth2 answer
+
+    return NoRedirect()
 
 
 def _post(url: str, body: str, timeout: float, what: str) -> tuple[int, bytes]:
     """POST a form; (HTTP status, body). Network trouble is a one-line ConnectError."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -136,16 +185,28 @@ def _post(url: str, body: str, timeout: float, what: str) -> tuple[int, bytes]:
         },
         method="POST",
     )
-    # A provider on this machine (tests, a local identity server) is never behind a proxy.
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+    local = check_endpoint(url, what)
+    # A token endpoint answers, it does not redirect (a redirect could lead the next request
+    # anywhere); a provider on this machine (tests, a local identity server) is never behind
+    # a proxy.
+    handlers: list[Any] = [_no_redirect_handler()]
+    if local:
+        handlers.append(urllib.request.ProxyHandler({}))
     opener = urllib.request.build_opener(*handlers)
     log.debug("POST %s (%s)", url, what)
     try:
-        with opener.open(req, timeout=timeout) as resp:
-            return resp.status, resp.read(_MAX_BODY)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read(_MAX_BODY)
+        try:
+            with opener.open(req, timeout=timeout) as resp:
+                return resp.status, resp.read(_MAX_BODY)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.read(_MAX_BODY)
+    except http.client.HTTPException as exc:
+        # Not HTTP at all (another service on that port), or cut off mid-answer.
+        raise ConnectError(
+            f"the {what} at {_host(url)} did not answer in HTTP ({type(exc).__name__}): check "
+            f"{_URL_KEYS.get(what, 'the oauth2_*_url settings')} and the network"
+        ) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         text = getattr(reason, "strerror", None) or str(reason)
@@ -280,9 +341,12 @@ def forget(account_name: str) -> None:
             del _cache[key]
 
 
-def access_token(account: Account) -> str:
+def access_token(account: Account, *, interactive: bool = False) -> str:
     """A valid access token for the account: the cached one, or a new one from the stored
-    refresh token. A refresh token the provider rotates is stored in the keyring again."""
+    refresh token. A refresh token the provider rotates is stored in the keyring again.
+
+    Not ``interactive`` (sweeps, the service): keyring calls give up after
+    ``credentials.KEYRING_TIMEOUT``."""
     prov = provider(account)
     key = _key(account, prov)
     with _lock_for(key):
@@ -291,7 +355,7 @@ def access_token(account: Account) -> str:
         if cached is not None and time.monotonic() < cached.renew_at:
             log.debug("using the cached OAuth2 access token of account %r", account.name)
             return cached.token
-        refresh = credentials.get_refresh_token(account.name)
+        refresh = credentials.get_refresh_token(account.name, interactive=interactive)
         oauth2 = _oauthlib()
         client = oauth2.WebApplicationClient(_client_id(account))
         body = client.prepare_refresh_body(
@@ -308,8 +372,22 @@ def access_token(account: Account) -> str:
             raise _oauth_error(exc, account, "refresh") from None
         rotated = token.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != refresh:
-            log.info("the provider rotated the refresh token of account %r: stored", account.name)
-            credentials.set_refresh_token(account.name, rotated)
+            try:
+                credentials.set_refresh_token(account.name, rotated, interactive=interactive)
+            except CredentialError as exc:
+                # The access token works: this sweep goes on (a write that did not answer in
+                # time may still land); a provider that refuses the old token later says so.
+                log.warning(
+                    "%s: the rotated refresh token could not be stored: %s; if the next "
+                    "sign-in is refused, run `ndr-sweeper login %s`",
+                    account.name,
+                    exc,
+                    account.name,
+                )
+            else:
+                log.info(
+                    "the provider rotated the refresh token of account %r: stored", account.name
+                )
         return _remember(key, token)
 
 
@@ -341,32 +419,61 @@ def _via_https(url: str, build: Callable[[str], str]) -> str:
     a provider on this machine (the config accepts no other http URL). The builders only add
     or read the query, so build on https:// and put http:// back.
     """
-    if url.startswith("http://"):
-        return "http://" + build("https://" + url[len("http://") :])[len("https://") :]
+    scheme, sep, rest = url.partition(":")
+    if sep and scheme.lower() == "http":
+        return "http:" + build("https:" + rest)[len("https:") :]
     return build(url)
 
 
 class _RedirectCatcher:
-    """A one-shot HTTP listener on 127.0.0.1 for the provider's redirect back to us."""
+    """The loopback HTTP listener for the provider's redirect back to us.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        from http.server import BaseHTTPRequestHandler, HTTPServer
+    Anything on this machine can connect to it (a browser's pre-connect, another process), so:
+    each connection is served in its own daemon thread and may stay idle at most
+    ``connection_timeout`` seconds, :meth:`wait` has a wall deadline, and only a redirect that
+    carries this sign-in's ``state`` counts; anything else gets a harmless answer and the wait
+    goes on.
+    """
+
+    def __init__(
+        self,
+        state: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        connection_timeout: float = CONNECTION_TIMEOUT,
+    ) -> None:
+        import hmac
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         catcher = self
         self.target: str | None = None  # path + query of the redirect
+        self._done = threading.Event()
+        self._lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = connection_timeout  # every read of the connection, and it is closed
+
             def do_GET(self) -> None:
                 parts = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(parts.query)
                 if parts.path != "/" or not ({"code", "error"} & set(query)):
                     self._answer(404, "Not the sign-in answer.")
                     return
-                catcher.target = self.path
+                got = query.get("state", [])
+                if len(got) != 1 or not hmac.compare_digest(got[0].encode(), state.encode()):
+                    log.debug("ignored a request to the sign-in listener for another sign-in")
+                    self._answer(400, "Not the answer to the sign-in in progress.")
+                    return
+                with catcher._lock:
+                    first = catcher.target is None
+                    if first:
+                        catcher.target = self.path
                 if "error" in query:
                     self._answer(200, "Sign-in did not complete: see the terminal.")
                 else:
                     self._answer(200, "ndr-sweeper is signed in. You can close this tab.")
+                if first:
+                    catcher._done.set()  # after the answer: the page reaches the browser
 
             def _answer(self, status: int, text: str) -> None:
                 page = f"<!doctype html><title>ndr-sweeper</title><p>{text}</p>\n".encode()
@@ -374,34 +481,51 @@ class _RedirectCatcher:
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(page)))
                 self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(page)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the request line carries the code
 
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False  # closing never waits for a stalled connection
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                log.debug("sign-in listener: a connection failed", exc_info=True)
+
         try:
-            self.server = HTTPServer(("127.0.0.1", port), Handler)
+            self.server = Server(("127.0.0.1", port), Handler)
         except OSError as exc:
             raise ConnectError(
                 f"cannot listen on 127.0.0.1 for the sign-in redirect: {exc.strerror}"
             ) from None
         self.redirect_uri = f"http://{host}:{self.server.server_address[1]}/"
 
+    def close(self) -> None:
+        self.server.server_close()
+
     def wait(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        self.server.timeout = 0.5
+        """The redirect's path and query; CredentialError after ``timeout`` seconds."""
+        thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="oauth2 redirect listener",
+            daemon=True,
+        )
+        thread.start()
         try:
-            while self.target is None:
-                if time.monotonic() > deadline:
-                    raise CredentialError(
-                        f"no answer from the browser within {timeout:g}s: run the login again "
-                        "(on a machine without a browser: --device where the provider has it, "
-                        "or `ssh -L PORT:127.0.0.1:PORT` to this machine)"
-                    )
-                self.server.handle_request()
+            if not self._done.wait(timeout):
+                raise CredentialError(
+                    f"no answer from the browser within {timeout:g}s: run the login again "
+                    "(on a machine without a browser: --device where the provider has it, "
+                    "or `ssh -L PORT:127.0.0.1:PORT` to this machine)"
+                )
         finally:
+            self.server.shutdown()
             self.server.server_close()
+        assert self.target is not None
         return self.target
 
 
@@ -416,12 +540,14 @@ def login_browser(
     token. ``browser(url)`` opens the URL (None: only ``say`` it, for the user to open)."""
     oauth2 = _oauthlib()
     prov = provider(account)
+    check_endpoint(prov.authorize_url, "OAuth2 authorization endpoint")
+    check_endpoint(prov.token_url, "OAuth2 token endpoint")  # before the user signs in
     client = oauth2.WebApplicationClient(_client_id(account))
     secret = credentials.get_client_secret(account)  # before the user goes to the browser
     verifier = client.create_code_verifier(64)
     challenge = client.create_code_challenge(verifier, "S256")
     state = secrets.token_urlsafe(24)
-    catcher = _RedirectCatcher(prov.redirect_host)
+    catcher = _RedirectCatcher(state, prov.redirect_host)
     try:
         url = _via_https(
             prov.authorize_url,
@@ -436,7 +562,7 @@ def login_browser(
             ),
         )
     except BaseException:
-        catcher.server.server_close()
+        catcher.close()
         raise
     say(f"Sign in to account {account.name!r} ({account.username}) in your browser:")
     say(url)

@@ -1,6 +1,9 @@
 """All terminal output: rich on a terminal, plain text otherwise, JSON on request.
 
 This is the only module that prints. Errors and progress go to stderr; results to stdout.
+Everything shown passes through :func:`ndr_sweeper.textsafe.printable` (JSON through
+``json_safe``): server answers, folder names and message headers can hold terminal escapes,
+which are shown escaped, never interpreted; rich markup in them is escaped too.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from ndr_sweeper.textsafe import json_safe, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,52 +44,68 @@ def console(stderr: bool = False) -> Console:
 
 def error(message: str) -> None:
     """One line on stderr; never a traceback."""
-    print(f"ndr-sweeper: error: {message}", file=sys.stderr, flush=True)
+    print(f"ndr-sweeper: error: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def warning(message: str) -> None:
-    print(f"ndr-sweeper: warning: {message}", file=sys.stderr, flush=True)
+    print(f"ndr-sweeper: warning: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def say(
+    text: str, *, stderr: bool = False, out: Console | None = None, soft_wrap: bool | None = None
+) -> None:
+    """One line of text as it is: no markup, no highlighting, control characters escaped."""
+    out = out or console(stderr=stderr)
+    out.print(printable(text), markup=False, highlight=False, soft_wrap=soft_wrap)
 
 
 def json_line(obj: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    """One JSON object on a line. Non-ASCII text stays readable; the control characters
+    json.dumps leaves raw (DEL, C1, bidi) are written as \\u escapes."""
+    sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False, default=str)) + "\n")
 
 
 def json_doc(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False, indent=2, default=str)) + "\n")
 
 
 # ---------------------------------------------------------------- explain
+
+
+def _markup_safe(text: object) -> str:
+    """Text for a rich markup string: control characters escaped, then rich's markup."""
+    from rich.markup import escape
+
+    return escape(printable("" if text is None else text))
 
 
 def explain(
     name: str, verdict: Verdict, rule: str | None = None, out: Console | None = None
 ) -> None:
     """A readable view of one verdict."""
-    from rich.markup import escape
     from rich.table import Table
 
+    esc = _markup_safe
     out = out or console()
     style = "bold red" if verdict.is_ndr else "bold green"
     label = "NDR" if verdict.is_ndr else "not an NDR"
     out.print(
-        f"[bold]{escape(name)}[/]: [{style}]{label}[/] ({verdict.kind}, detector {verdict.detector})"
+        f"[bold]{esc(name)}[/]: [{style}]{label}[/] ({esc(verdict.kind)}, detector "
+        f"{esc(verdict.detector)})"
     )
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
     if verdict.subject:
-        grid.add_row("subject", escape(verdict.subject))
+        grid.add_row("subject", esc(verdict.subject))
     if verdict.is_ndr or verdict.original.message_id:
-        grid.add_row(
-            "original", escape(verdict.original.message_id or "(not carried: undetermined)")
-        )
+        grid.add_row("original", esc(verdict.original.message_id or "(not carried: undetermined)"))
     for other in verdict.original.other_message_ids:
-        grid.add_row("also", escape(other))
+        grid.add_row("also", esc(other))
     if verdict.original.from_ or verdict.original.subject:
         grid.add_row(
             "original from",
-            escape(f"{verdict.original.from_ or '?'}  subject: {verdict.original.subject or '?'}"),
+            esc(f"{verdict.original.from_ or '?'}  subject: {verdict.original.subject or '?'}"),
         )
     for r in verdict.recipients:
         bits = [r.address]
@@ -92,13 +113,13 @@ def explain(
             bits.append(r.status)
         if r.diagnostic:
             bits.append(r.diagnostic)
-        grid.add_row("recipient", escape("  ".join(bits)))
+        grid.add_row("recipient", esc("  ".join(bits)))
     for e in verdict.evidence:
-        grid.add_row("evidence", escape(e))
+        grid.add_row("evidence", esc(e))
     for d in verdict.defects:
-        grid.add_row("defect", escape(d))
+        grid.add_row("defect", esc(d))
     if rule is not None:
-        grid.add_row("rule", escape(rule))
+        grid.add_row("rule", esc(rule))
     out.print(grid)
     out.print()
 
@@ -110,16 +131,19 @@ def table(
     out: Console | None = None,
 ) -> None:
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
     out = out or console()
     plain = out.no_color or not out.is_terminal
-    t = Table(title=title, title_justify="left", box=box.ASCII if plain else box.HEAVY_HEAD)
+    t = Table(
+        title=_markup_safe(title),
+        title_justify="left",
+        box=box.ASCII if plain else box.HEAVY_HEAD,
+    )
     for i, c in enumerate(columns):
-        t.add_column(c, overflow="fold", no_wrap=i == 0)
+        t.add_column(_markup_safe(c), overflow="fold", no_wrap=i == 0)
     for row in rows:
-        t.add_row(*(escape("" if v is None else str(v)) for v in row))
+        t.add_row(*(_markup_safe(v) for v in row))
     out.print(t)
 
 
@@ -208,25 +232,24 @@ def sweep_summary(
     )
     for r in results:
         if r.run_id and not r.dry_run and r.acted:
-            out.print(
-                f"{r.account}: run {r.run_id} ({r.seconds:.2f} s); undo with `ndr-sweeper undo {r.run_id}`",
-                markup=False,
+            say(
+                f"{r.account}: run {r.run_id} ({r.seconds:.2f} s); undo with "
+                f"`ndr-sweeper undo {r.run_id}`",
+                out=out,
             )
         for n in r.notes:
-            out.print(f"{r.account}: note: {n}", markup=False)
+            say(f"{r.account}: note: {n}", out=out)
         if r.error:
             error(f"{r.account}: {r.error}")
         if (verbose or r.dry_run) and r.sent_folders:
-            out.print(
-                f"{r.account}: Sent folders checked: {', '.join(r.sent_folders)}", markup=False
-            )
+            say(f"{r.account}: Sent folders checked: {', '.join(r.sent_folders)}", out=out)
         if verbose or r.dry_run:
             for p in r.decisions:
                 if verbose or p.acts:
                     verb = str(p.action)
                     where = f" -> {p.dest}" if p.dest else ""
-                    out.print(
-                        f"{r.account} {p.folder} uid {p.uid}: {p.decision} {verb}{where}: {p.reason}"
-                        f" [bounce <{p.bounce_message_id or '?'}>]",
-                        markup=False,
+                    say(
+                        f"{r.account} {p.folder} uid {p.uid}: {p.decision} {verb}{where}: "
+                        f"{p.reason} [bounce <{p.bounce_message_id or '?'}>]",
+                        out=out,
                     )

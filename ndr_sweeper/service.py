@@ -773,7 +773,13 @@ def serve(service: Service, reload_config: Callable[[], Config]) -> bool:
 
 
 def setup_logging(level: str, stream: Any = None) -> logging.Handler:
-    """Rich's handler on a terminal, one plain line per record otherwise (journald, files)."""
+    """Rich's handler on a terminal, one plain line per record otherwise (journald, files).
+
+    Either way the message is made printable first (SafeFormatter): log lines carry server
+    answers, folder names and message headers.
+    """
+    from ndr_sweeper.textsafe import SafeFormatter
+
     stream = stream if stream is not None else sys.stderr
     root = logging.getLogger()
     for h in list(root.handlers):  # cli's default handler: ours replaces it
@@ -785,11 +791,11 @@ def setup_logging(level: str, stream: Any = None) -> logging.Handler:
 
         from ndr_sweeper import render
 
-        handler = RichHandler(console=render.console(stderr=True), show_path=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handler = RichHandler(console=render.console(stderr=True), show_path=False, markup=False)
+        handler.setFormatter(SafeFormatter("%(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+        handler.setFormatter(SafeFormatter(PLAIN_FORMAT))
     root.addHandler(handler)
     set_level(level)
     return handler

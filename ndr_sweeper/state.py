@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from .errors import LockedError, StateError
 from .msgid import normalise_message_id
+from .textsafe import printable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ BUSY_TIMEOUT: Final = 30.0  # seconds to wait for another process's write transa
 ENTRY_STATES: Final = ("planned", "sent", "copied", "done", "failed", "undone")
 PENDING_STATES: Final = ("planned", "sent", "copied")
 RUN_STATES: Final = ("running", "ok", "partial", "failed", "interrupted")
+ERROR_MAX: Final = 2000  # characters of an error kept (errors carry server answers)
+
+
+def _stored_text(text: str | None) -> str | None:
+    """Server text as stored: control characters escaped, bounded (shown later by history)."""
+    return None if text is None else printable(text, max_len=ERROR_MAX)
+
 
 _SCHEMA_V1: Final = """
 CREATE TABLE cursors (
@@ -638,7 +646,7 @@ class StateDB:
                         dest_uidvalidity,
                         dest_uidnext,
                         dest_uids.get(i),
-                        error,
+                        _stored_text(error),
                         left,
                         added.get(i),
                         i,
@@ -730,7 +738,7 @@ class StateDB:
                     _ts(_now()),
                     status,
                     json.dumps(dict(counts), sort_keys=True),
-                    error,
+                    _stored_text(error),
                     int(quiet),
                     run_id,
                 ),
@@ -838,7 +846,7 @@ class StateDB:
                     _ts(last_run),
                     run_id,
                     json.dumps(dict(counts), sort_keys=True),
-                    error,
+                    _stored_text(error),
                     _ts(next_run),
                     _ts(_now()),
                 ),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -260,6 +261,40 @@ def test_account_errors(tmp_path: Path, extra: str, key: str, words: str) -> Non
     msg = error(tmp_path, MINIMAL + extra)
     assert msg.startswith(f"{tmp_path / 'config.toml'}: {key}: "), msg
     assert words in msg
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://localhost.attacker.example/token", "https://"),
+        ("http://127.0.0.1.nip.io/token", "https://"),
+        ("http://localhost@attacker.example/token", "user@"),
+        ("https://me:hunter2@login.example.org/token", "user@"),
+        ("http://[::1]@attacker.example/token", "user@"),
+        ("http://localhost\\@attacker.example/token", "backslashes"),
+        ("http://127.0.0.1:port/token", "not a URL"),
+        ("ftp://127.0.0.1/token", "https://"),
+    ],
+)
+def test_oauth2_urls_are_judged_by_scheme_and_host(tmp_path: Path, url: str, words: str) -> None:
+    msg = error(tmp_path, MINIMAL + f"oauth2_token_url = {json.dumps(url)}\n")
+    assert msg.startswith(f"{tmp_path / 'config.toml'}: accounts.work.oauth2_token_url: "), msg
+    assert words in msg and "hunter2" not in msg
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.example.org/token",
+        "http://127.0.0.1:8080/token",
+        "http://127.0.0.5/token",
+        "http://[::1]:8080/token",
+        "http://localhost:8080/token",
+    ],
+)
+def test_oauth2_urls_accepted(tmp_path: Path, url: str) -> None:
+    cfg = load(tmp_path, MINIMAL + f"oauth2_token_url = {json.dumps(url)}\n")
+    assert cfg.accounts[0].oauth2_token_url == url
 
 
 def test_password_error_does_not_echo_secret(tmp_path: Path) -> None:

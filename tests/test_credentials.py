@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -156,6 +157,90 @@ def test_backend_error_is_wrapped() -> None:
             credentials.get_password(account())
     finally:
         keyring.set_keyring(old)
+
+
+class StuckKeyring(MemoryKeyring):
+    """A keyring waiting for a desktop unlock prompt that nobody answers (until unlock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unlocked = threading.Event()
+        self.reads = 0
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.reads += 1
+        self.unlocked.wait(60)
+        return super().get_password(service, username)
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.unlocked.wait(60)
+        super().set_password(service, username, password)
+
+
+@pytest.fixture
+def stuck(monkeypatch: pytest.MonkeyPatch) -> Iterator[StuckKeyring]:
+    kr = StuckKeyring()
+    old = keyring.get_keyring()
+    keyring.set_keyring(kr)
+    monkeypatch.setattr(credentials, "KEYRING_TIMEOUT", 0.3)
+    yield kr
+    kr.unlocked.set()
+    keyring.set_keyring(old)
+
+
+def test_stuck_keyring_read_gives_up_with_one_line(stuck: StuckKeyring) -> None:
+    stuck.store[("ndr-sweeper", "work")] = "s3cret"
+    for _ in range(2):
+        started = time.monotonic()
+        with pytest.raises(CredentialError) as info:
+            credentials.get_password(account())
+        assert time.monotonic() - started < 2
+        assert str(info.value) == (
+            "the keyring did not answer within 0.3s for the password of account 'work' "
+            "(locked, waiting for an unlock prompt?): unlock it, or set password_command for "
+            "it in the config file"
+        )
+    assert stuck.reads == 1  # the second caller waited for the read already stuck
+    stuck.unlocked.set()
+    assert credentials.get_password(account()) == "s3cret"
+
+
+def test_stuck_keyring_token_read_names_a_fix_for_tokens(stuck: StuckKeyring) -> None:
+    with pytest.raises(CredentialError, match=r"did not answer within 0\.3s") as info:
+        credentials.get_refresh_token("work")
+    assert "password_command" not in str(info.value)
+    assert "oauth2-refresh-token of account 'work'" in str(info.value)
+
+
+def test_interactive_reads_wait_for_the_unlock(stuck: StuckKeyring) -> None:
+    stuck.store[("ndr-sweeper", "work")] = "s3cret"
+    threading.Timer(0.8, stuck.unlocked.set).start()
+    started = time.monotonic()
+    assert credentials.get_password(account(), interactive=True) == "s3cret"
+    assert time.monotonic() - started >= 0.7
+
+
+def test_sweep_login_does_not_hang_on_a_stuck_keyring(stuck: StuckKeyring) -> None:
+    """What sweeps and the service use to log in: gives up, before any connection."""
+    from ndr_sweeper.connect import open_mailbox
+
+    acc = Account(name="work", host="127.0.0.1", port=1, security="plain", username="u")
+    started = time.monotonic()
+    with pytest.raises(CredentialError, match="did not answer"):
+        open_mailbox(acc)
+    assert time.monotonic() - started < 2
+    oauth = Account(
+        name="work",
+        host="127.0.0.1",
+        port=1,
+        security="plain",
+        username="u",
+        auth="oauth2",
+        oauth2_provider="google",
+        oauth2_client_id="c",
+    )
+    with pytest.raises(CredentialError, match="did not answer"):
+        open_mailbox(oauth)
 
 
 def test_keyring_imported_lazily() -> None:

@@ -11,6 +11,8 @@ import logging
 import re
 import sys
 import threading
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -135,12 +137,109 @@ def test_login_without_browser_prints_the_url(
     assert stored_refresh(memory)
 
 
-def test_state_mismatch_is_refused(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+def test_state_mismatch_is_ignored(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
+    """A redirect for another sign-in (or a forged one) does not end this one: it is answered
+    400 and the login keeps waiting, here until its timeout."""
     token_server.wrong_state = True
-    with pytest.raises(CredentialError, match="state mismatch"):
-        login(account(token_server))
+    statuses: list[int] = []
+
+    def browser_seeing(url: str) -> None:
+        def go() -> None:
+            try:
+                fetch(url)
+                statuses.append(200)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+
+        threading.Thread(target=go, daemon=True).start()
+
+    with pytest.raises(CredentialError, match="no answer from the browser within 1s"):
+        oauth2.login_browser(account(token_server), browser=browser_seeing, timeout=1.0)
+    assert statuses == [400]
     assert stored_refresh(memory) is None
     assert token_server.grants == []  # the code was never exchanged
+
+
+def _get(port: int, path: str) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _waiting(catcher: oauth2._RedirectCatcher, timeout: float) -> tuple[threading.Thread, list]:
+    """catcher.wait(timeout) in a thread (a hang fails the test instead of stalling it)."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(catcher.wait(timeout))
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_idle_connections_do_not_block_the_redirect() -> None:
+    import socket
+
+    catcher = oauth2._RedirectCatcher("st-123", connection_timeout=30.0)
+    port = catcher.server.server_address[1]
+    waiter, out = _waiting(catcher, 20.0)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    idle[1].sendall(b"GET /?code=half")  # half a request line, never finished
+    try:
+        assert _get(port, "/favicon.ico") == 404
+        assert _get(port, "/?code=c-1&state=other") == 400  # another sign-in's answer
+        assert _get(port, "/?code=c-1&state=st-123&state=st-123") == 400  # two states
+        started = time.monotonic()
+        assert _get(port, "/?code=c-2&state=st-123") == 200
+        waiter.join(5)
+        assert not waiter.is_alive() and time.monotonic() - started < 5
+    finally:
+        for s in idle:
+            s.close()
+    assert out == ["/?code=c-2&state=st-123"]
+
+
+def test_wall_deadline_holds_with_an_idle_connection() -> None:
+    import socket
+
+    catcher = oauth2._RedirectCatcher("st-123", connection_timeout=60.0)
+    port = catcher.server.server_address[1]
+    started = time.monotonic()
+    waiter, out = _waiting(catcher, 0.5)
+    idle = socket.create_connection(("127.0.0.1", port))
+    try:
+        waiter.join(5)
+        assert not waiter.is_alive(), "wait() is stuck behind an idle connection"
+    finally:
+        idle.close()
+    assert time.monotonic() - started < 3
+    assert isinstance(out[0], CredentialError) and "within 0.5s" in str(out[0])
+
+
+def test_idle_connection_is_closed_after_its_timeout() -> None:
+    import socket
+
+    catcher = oauth2._RedirectCatcher("st-123", connection_timeout=0.3)
+    port = catcher.server.server_address[1]
+    waiter, out = _waiting(catcher, 10.0)
+    idle = socket.create_connection(("127.0.0.1", port))
+    idle.settimeout(5)
+    try:
+        assert idle.recv(100) == b""  # closed by the listener, not by us
+    finally:
+        idle.close()
+    assert _get(port, "/?code=c&state=st-123") == 200
+    waiter.join(5)
+    assert out == ["/?code=c&state=st-123"]
 
 
 def test_denied_consent(token_server: lab.TokenServer, memory: MemoryKeyring) -> None:
@@ -293,6 +392,185 @@ def test_server_errors_say_try_later(memory: MemoryKeyring) -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# --------------------------------------------------------------------------- endpoint URLs
+
+LOOKALIKES = [
+    "http://localhost.attacker.example/token",
+    "http://127.0.0.1.nip.io/token",
+    "http://localhost@attacker.example/token",
+    "http://127.0.0.1:80@attacker.example/token",
+    "https://user:secret@attacker.example/token",
+    "http://attacker.example/token",
+    "http://localhost./token",
+    "http://127.1/token",
+    "http://local\thost/token",
+    "http://attacker.example\\@127.0.0.1/token",
+    "ftp://127.0.0.1/token",
+    "https:///token",
+]
+
+
+@pytest.mark.parametrize("url", LOOKALIKES)
+def test_lookalike_loopback_token_url_is_never_sent_anything(
+    url: str, memory: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Account built without the config file (whose check is the same) is checked too."""
+
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a request was about to go to {url}")
+
+    monkeypatch.setattr(urllib.request, "build_opener", no_request)
+    credentials.set_refresh_token("hosted", "rt-secret")
+    acc = Account(
+        name="hosted",
+        host="imap.example.org",
+        username="me",
+        auth="oauth2",
+        oauth2_provider="custom",
+        oauth2_client_id="c",
+        oauth2_client_secret_command="printf %s client-secret",
+        oauth2_authorize_url="https://login.example.org/authorize",
+        oauth2_token_url=url,
+        oauth2_scopes=("imap",),
+    )
+    with pytest.raises(CredentialError, match="check oauth2_token_url") as info:
+        oauth2.access_token(acc)
+    assert "secret" not in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CredentialError, match="oauth2_token_url"):
+        oauth2.login_browser(acc, browser=None, timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.example.org/token",
+        "http://127.0.0.1:8080/token",
+        "http://127.0.0.2/token",
+        "http://[::1]:9/token",
+        "HTTP://LOCALHOST:8080/token",
+    ],
+)
+def test_https_or_literal_loopback_is_accepted(url: str) -> None:
+    local = oauth2.check_endpoint(url, "OAuth2 token endpoint", resolve=_resolver("::1"))
+    assert local == ("login.example.org" not in url)
+
+
+def _resolver(*addresses: str):  # type: ignore[no-untyped-def]
+    import socket
+
+    def resolve(host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
+        fam = socket.AF_INET
+        return [(fam, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    return resolve
+
+
+def test_http_localhost_must_resolve_to_loopback_only() -> None:
+    url = "http://localhost:8080/token"
+    assert oauth2.check_endpoint(url, "OAuth2 token endpoint", resolve=_resolver("127.0.0.1"))
+    with pytest.raises(CredentialError, match=r"203\.0\.113\.9 \(not loopback\)"):
+        oauth2.check_endpoint(
+            url, "OAuth2 token endpoint", resolve=_resolver("127.0.0.1", "203.0.113.9")
+        )
+
+
+def test_token_endpoint_redirects_are_not_followed(memory: MemoryKeyring) -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    elsewhere: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            elsewhere.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = HTTPServer(("127.0.0.1", 0), Elsewhere)
+    target = f"http://127.0.0.1:{other.server_address[1]}/stolen"
+
+    class Redirects(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Redirects)
+    for s in (srv, other):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        credentials.set_refresh_token("hosted", "rt-x")
+        acc = Account(
+            name="hosted",
+            host="127.0.0.1",
+            username="me",
+            auth="oauth2",
+            oauth2_provider="custom",
+            oauth2_client_id="c",
+            oauth2_authorize_url=f"http://127.0.0.1:{srv.server_address[1]}/authorize",
+            oauth2_token_url=f"http://127.0.0.1:{srv.server_address[1]}/token",
+            oauth2_scopes=("imap",),
+            timeout=10.0,
+        )
+        with pytest.raises(CredentialError, match="answered HTTP 302"):
+            oauth2.access_token(acc)
+        assert elsewhere == []
+    finally:
+        for s in (srv, other):
+            s.shutdown()
+            s.server_close()
+
+
+def test_token_endpoint_that_is_not_http_is_one_line(memory: MemoryKeyring) -> None:
+    """Another service on the port (here an IMAP greeting), or an answer cut off."""
+    import socket
+
+    for answer in (
+        b"* OK [CAPABILITY IMAP4rev1] \x1b[2J ready\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ):
+        srv = socket.create_server(("127.0.0.1", 0))
+
+        def serve(srv: socket.socket = srv, answer: bytes = answer) -> None:
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+        threading.Thread(target=serve, daemon=True).start()
+        try:
+            credentials.set_refresh_token("hosted", "rt-x")
+            acc = Account(
+                name="hosted",
+                host="127.0.0.1",
+                username="me",
+                auth="oauth2",
+                oauth2_provider="custom",
+                oauth2_client_id="c",
+                oauth2_authorize_url="https://login.example.org/authorize",
+                oauth2_token_url=f"http://127.0.0.1:{srv.getsockname()[1]}/token",
+                oauth2_scopes=("imap",),
+                timeout=10.0,
+            )
+            with pytest.raises(ConnectError) as info:
+                oauth2.access_token(acc)
+            msg = str(info.value)
+            assert "did not answer in HTTP" in msg and "oauth2_token_url" in msg, msg
+            assert "\x1b" not in msg and "\n" not in msg
+        finally:
+            srv.close()
 
 
 def test_missing_oauthlib_names_the_extra(

@@ -464,3 +464,25 @@ def test_a_year_of_quiet_runs_stays_small_and_fast(db: StateDB) -> None:
     assert [r.id for r in runs] == [acted]
     assert len(db.runs(limit=100_000)) == 2
     assert took < 0.5
+
+
+def test_server_text_is_stored_escaped_and_bounded(db: StateDB) -> None:
+    """Errors carry server answers: stored with their controls escaped (history and status
+    print them later), at most ERROR_MAX characters. Folder names, the journal's keys, are
+    stored exactly."""
+    from ndr_sweeper.state import ERROR_MAX
+
+    hostile = "NO \x1b]0;pwned\x07 \x1b]52;c;eA==\x07\x1b[2J\r\n\x9b \u202e"
+    escaped = "NO \\x1b]0;pwned\\x07 \\x1b]52;c;eA==\\x07\\x1b[2J\\r\\n\\x9b \\u202e"
+    run = db.start_run("work", dry_run=False, command="sweep")
+    (i,) = db.journal_add(run, [entry(1, folder="Odd\x9bFolder")])
+    db.journal_update([i], "failed", error=hostile)
+    (row,) = db.run_entries(run)
+    assert row.error == escaped and row.folder == "Odd\x9bFolder"
+    db.finish_run(run, "failed", {}, hostile + "x" * 10_000)
+    (r,) = db.runs("work")
+    assert r.error is not None and r.error.startswith(escaped)
+    assert len(r.error) == ERROR_MAX and r.error.endswith("...")
+    db.set_account_status("work", None, {}, hostile, None)
+    (s,) = db.account_status()
+    assert s.error == escaped
