@@ -97,10 +97,9 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ndr_sweeper import render
-    from ndr_sweeper.connect import open_mailbox
     from ndr_sweeper.errors import LockedError
-    from ndr_sweeper.state import account_lock, open_state
-    from ndr_sweeper.sweep import AccountResult, sweep_account
+    from ndr_sweeper.state import open_state
+    from ndr_sweeper.sweep import AccountResult, run_sweep
 
     config = _load(args)
     accounts = config.select(args.account)
@@ -112,23 +111,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     ):
         for acc in accounts:
             try:
-                hook = None
-                if acc.rules:  # rules.py (tomllib, difflib) only for accounts that have rules
-                    from ndr_sweeper.rules import load_rules
-
-                    hook = load_rules(acc.rules).hook()
-                with account_lock(config.state_dir, acc.name):
-                    result = sweep_account(
-                        acc,
-                        state,
-                        open_mailbox,
-                        dry_run=args.dry_run,
-                        full=args.full,
-                        reporter=progress,
-                        rule_hook=hook,
-                        invocation=invocation,
-                    )
-                    invocation = invocation or result.run_id
+                result = run_sweep(
+                    config,
+                    acc,
+                    state,
+                    dry_run=args.dry_run,
+                    full=args.full,
+                    reporter=progress,
+                    invocation=invocation,
+                )
+                invocation = invocation or result.run_id
             except LockedError as exc:
                 result = AccountResult(acc.name, dry_run=args.dry_run, error=str(exc))
             results.append(result)

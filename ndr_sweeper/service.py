@@ -59,7 +59,7 @@ WATCH_SETTLE: Final = 1.0  # after an arrival, wait this long so a burst makes o
 STOP_TIMEOUT: Final = 8.0  # how long shutdown waits for sweeps in progress
 PLAIN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-SweepFn = Callable[..., "AccountResult"]
+SweepFn = Callable[..., "AccountResult"]  # sweep.run_sweep, or a test double of it
 MailboxFactory = Callable[["Account"], Any]
 
 
@@ -241,7 +241,7 @@ class Service:
         stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         if sweep is None:
-            from ndr_sweeper.sweep import sweep_account as sweep
+            from ndr_sweeper.sweep import run_sweep as sweep
         if mailbox_factory is None:
             from ndr_sweeper.connect import open_mailbox as mailbox_factory
         self.config = config
@@ -451,7 +451,7 @@ class Service:
                 self._inflight_cond.notify_all()
 
     def _run_account(self, rt: _Runtime) -> None:
-        from ndr_sweeper.state import account_lock, open_state
+        from ndr_sweeper.state import open_state
 
         started = datetime.now(UTC)
         with rt.lock:
@@ -464,10 +464,10 @@ class Service:
             if wait > 0:
                 log.debug("%s: login was refused: not trying again for %.0fs", name, wait)
                 return
-            state_dir = self.config.state_dir
+            config = self.config
             try:
-                with account_lock(state_dir, name), open_state(state_dir) as state:
-                    self._sweep_with(rt, account, state, started)
+                with open_state(config.state_dir) as state:
+                    self._sweep_with(rt, config, account, state, started)
             except LockedError as exc:
                 log.info("%s: skipped this run: %s", name, exc)
             except NdrSweeperError as exc:
@@ -480,7 +480,7 @@ class Service:
                 self._reschedule(rt)
 
     def _sweep_with(
-        self, rt: _Runtime, account: Account, state: StateDB, started: datetime
+        self, rt: _Runtime, config: Config, account: Account, state: StateDB, started: datetime
     ) -> None:
         auth_error: list[NdrSweeperError] = []
 
@@ -494,7 +494,15 @@ class Service:
             self._auth_ok(rt)
             return mb
 
-        result = self._sweep(account, state, factory, reporter=_StopReporter(self.stopping))
+        # The same sweep as `ndr-sweeper sweep` (rules, lock, credentials): only when it runs and
+        # how its outcome is shown differ.
+        result = self._sweep(
+            config,
+            account,
+            state,
+            reporter=_StopReporter(self.stopping),
+            mailbox_factory=factory,
+        )
         name = account.name
         if result.error and self.stopping.is_set() and not auth_error:
             log.info("%s: sweep stopped for shutdown; the next run continues", name)

@@ -20,15 +20,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
+from ndr_sweeper.progress import NullReporter, Reporter
 from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header, ids_in_message
 
 if TYPE_CHECKING:
     from ndr_sweeper.classify import Verdict
-    from ndr_sweeper.config import Account
+    from ndr_sweeper.config import Account, Config
     from ndr_sweeper.mailbox.base import FolderStatus, Mailbox
     from ndr_sweeper.state import StateDB
 
@@ -37,22 +38,6 @@ log = logging.getLogger(__name__)
 # Bodies of report candidates are fetched up to this size: the original's headers sit near the
 # top of every report format, and a 50 MB attachment must not be pulled in to find them.
 MAX_REPORT_BYTES = 1024 * 1024
-
-
-class Reporter(Protocol):
-    """Progress callbacks; the terminal renders them, everything else ignores them."""
-
-    def stage(self, account: str, name: str, total: int | None = None) -> None: ...
-
-    def advance(self, n: int = 1) -> None: ...
-
-
-class NullReporter:
-    def stage(self, account: str, name: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
 
 
 @dataclass
@@ -462,3 +447,56 @@ def sweep_account(
             result.error,
         )
     return result
+
+
+# ---------------------------------------------------------------- the one way in
+
+
+def run_sweep(
+    config: Config,
+    account: Account,
+    state: StateDB,
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    reporter: Reporter | None = None,
+    invocation: str | None = None,
+    mailbox_factory: Callable[[Account], Mailbox] | None = None,
+) -> AccountResult:
+    """Sweep a configured account: the one way in, whoever asks (the terminal, cron, the
+    service, a watcher), so they all do exactly the same thing.
+
+    Loads the account's rules, takes its lock, logs in through `mailbox_factory` (by default
+    ``connect.open_mailbox``: credentials, then the connection) and runs :func:`sweep_account`.
+    Raises LockedError when another sweep holds the account (the caller decides whether that
+    is news); every other failure is the result's one-line error, recorded as a failed run.
+    """
+    from ndr_sweeper.state import account_lock
+
+    if mailbox_factory is None:
+        from ndr_sweeper.connect import open_mailbox as mailbox_factory
+    with account_lock(config.state_dir, account.name):
+        hook: RuleHook | None = None
+        if account.rules:  # rules.py (tomllib, difflib) only for accounts that have rules
+            from ndr_sweeper.rules import load_rules
+
+            try:
+                hook = load_rules(account.rules).hook()
+            except NdrSweeperError as exc:
+                state.interrupt_stale_runs(account.name)
+                result = AccountResult(account.name, dry_run=dry_run, error=str(exc))
+                result.run_id = state.start_run(
+                    account.name, dry_run=dry_run, command="sweep", invocation=invocation
+                )
+                state.finish_run(result.run_id, "failed", result.counts(), result.error)
+                return result
+        return sweep_account(
+            account,
+            state,
+            mailbox_factory,
+            dry_run=dry_run,
+            full=full,
+            reporter=reporter,
+            rule_hook=hook,
+            invocation=invocation,
+        )

@@ -6,6 +6,7 @@ The sweep and the mailbox are fakes here; tests/test_service_imap.py runs the re
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from ndr_sweeper import service as svc
 from ndr_sweeper.config import Account, Config
 from ndr_sweeper.errors import AuthenticationError, ConfigError, NdrSweeperError
 from ndr_sweeper.state import account_lock, open_state
-from ndr_sweeper.sweep import AccountResult
+from ndr_sweeper.sweep import AccountResult, run_sweep
 
 
 def account(name: str, **kw: object) -> Account:
@@ -49,8 +50,13 @@ class FakeMailbox:
         pass
 
 
+RUN_SWEEP = inspect.signature(run_sweep)
+
+
 class FakeSweep:
-    """Stands in for sweep_account: logs in through the factory, counts its calls."""
+    """Stands in for sweep.run_sweep, with its signature: a call the real one would refuse
+    fails here too (so a parameter added to the real sweep cannot be left out by the service
+    unnoticed). Logs in through the factory, counts its calls."""
 
     def __init__(self, seconds: float = 0.0, refuse: set[str] | None = None) -> None:
         self.seconds = seconds
@@ -59,6 +65,7 @@ class FakeSweep:
         self.times: dict[str, list[float]] = {}
         self.active = 0
         self.max_active = 0
+        self.arguments: list[dict[str, object]] = []
         self._lock = threading.Lock()
 
     def mailbox(self, acc: Account) -> FakeMailbox:
@@ -66,7 +73,16 @@ class FakeSweep:
             raise AuthenticationError(f"{acc.host} refused the login of {acc.username}")
         return FakeMailbox()
 
-    def __call__(self, acc, state, factory, *, reporter) -> AccountResult:
+    def __call__(self, *args: object, **kwargs: object) -> AccountResult:
+        bound = RUN_SWEEP.bind(*args, **kwargs)  # TypeError when the real one would refuse
+        bound.apply_defaults()
+        acc, state = bound.arguments["account"], bound.arguments["state"]
+        factory, reporter = bound.arguments["mailbox_factory"], bound.arguments["reporter"]
+        self.arguments.append(dict(bound.arguments))
+        with account_lock(bound.arguments["config"].state_dir, acc.name):  # as run_sweep does
+            return self._sweep(acc, state, factory, reporter)
+
+    def _sweep(self, acc, state, factory, reporter) -> AccountResult:  # type: ignore[no-untyped-def]
         with self._lock:
             self.calls[acc.name] += 1
             self.times.setdefault(acc.name, []).append(time.monotonic())
@@ -287,11 +303,25 @@ def test_stop_ends_sweeps_at_next_stage_without_pool_errors(
     assert sum(fake.calls.values()) == 2  # nothing new started
 
 
+def test_the_fake_sweep_has_the_real_signature(tmp_path: Path, make_service) -> None:
+    """The service calls the one sweep every command uses (rules, lock, credentials); the
+    fake accepts exactly what the real one accepts, and the service passes its config."""
+    cfg = config(tmp_path, account("a", rules=(tmp_path / "r.toml",)))
+    fake = FakeSweep()
+    make_service(cfg, fake)
+    assert wait_until(lambda: fake.calls["a"] == 1)
+    (args,) = fake.arguments
+    assert args["config"] is cfg and args["account"].rules == (tmp_path / "r.toml",)
+    with pytest.raises(TypeError):
+        fake(cfg, cfg.accounts[0], None, rule_hook=None)  # sweep_account's way: not this one
+    assert "rule_hook" not in RUN_SWEEP.parameters  # rules come from the account, always
+
+
 def test_stop_gives_up_waiting_after_timeout(tmp_path: Path, make_service, caplog) -> None:
     gate = threading.Event()
 
     class Stuck(FakeSweep):
-        def __call__(self, acc, state, factory, *, reporter):
+        def _sweep(self, acc, state, factory, reporter):  # type: ignore[no-untyped-def]
             self.calls[acc.name] += 1
             gate.wait(10)  # e.g. a dead server, inside one network call
             return AccountResult(acc.name)

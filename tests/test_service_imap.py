@@ -287,11 +287,11 @@ def test_watch_sweeps_soon_after_delivery(
     d = daemon(cfg)
     d.wait_for(lambda: d.summaries("w") and "watching INBOX" in d.log, 15, "first run and IDLE")
     back = dsn("forged-watch@example.org")
-    t0 = time.monotonic()
     deliver(env, "INBOX", back)
     d.wait_for(lambda: bounce_id(back) in contents(env)["Junk"], 20, "the bounce in Junk")
-    assert time.monotonic() - t0 < 8
-    assert d.summaries("w") == 2  # the schedule (every 1h) did not do it
+    # the schedule (every 1h) did not do it: IDLE did (how soon is benchmark material, not a
+    # test's: on a loaded machine the 8 s bound this had failed now and then)
+    assert d.summaries("w") == 2
     assert d.stop(10) == 0
 
 
@@ -332,3 +332,73 @@ def test_sighup_reload_picks_up_changed_every(
     d.wait_for(lambda: "configuration reloaded" in d.log, 15, "the reload")
     d.wait_for(lambda: d.summaries("r") >= 4, 15, "runs every second")
     assert d.stop(10) == 0
+
+
+def test_sweep_and_run_decide_the_same_with_rules(
+    dovecot: lab.DovecotLab, new_imap_user, daemon, tmp_path: Path
+) -> None:
+    """The same mailbox and rules, once swept by `ndr-sweeper sweep` and once by the service:
+    the same messages end in Junk and the same counts are recorded (the service used to skip
+    every account's rules, so the newsletter bounce the rule keeps went to Junk)."""
+    import bounces
+
+    rules = REPO / "sample_rules" / "keep-newsletter-bounces.toml"
+    sent_id = bounces.new_id("mine")
+    newsletter = bounces.dsn(bounces.new_id("nl"), sender="list@news.example.com")
+    inbox = [
+        bounces.dsn(sent_id),  # own bounce: kept
+        bounces.dsn(bounces.new_id("forged")),  # backscatter: Junk
+        newsletter,  # backscatter by the built-in check, kept by the rule
+        bounces.freetext_ndr_without_original(),  # undetermined: kept
+        bounces.ordinary(),
+    ]
+    boxes = {}
+    for name in ("terminal", "service"):
+        env = new_imap_user(dovecot)
+        deliver(env, "Sent", bounces.original(sent_id))
+        deliver(env, "INBOX", *inbox)
+        boxes[name] = env
+
+    # the terminal's sweep, with its own state
+    term = tmp_path / "term"
+    term.mkdir()
+    cfg_t = write_config(
+        term / "config.toml", account_keys("lab", boxes["terminal"], rules=[str(rules)])
+    )
+    env_t = {**os.environ, "XDG_CONFIG_HOME": str(term), "XDG_STATE_HOME": str(term / "state")}
+    out = subprocess.run(
+        command("sweep", "--json", "--config", str(cfg_t)),
+        capture_output=True, text=True, env=env_t, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    terminal = json.loads(out.stdout)["accounts"][0]
+
+    # the service's first scheduled run, with its own state
+    cfg_s = write_config(
+        tmp_path / "config.toml",
+        account_keys("lab", boxes["service"], rules=[str(rules)], every="1h"),
+    )
+    d = daemon(cfg_s)
+    d.wait_for(lambda: d.summaries("lab"), 20, "the service's first run")
+    assert d.stop(10) == 0
+    hist = subprocess.run(
+        command("history", "--json", "--config", str(cfg_s)),
+        capture_output=True, text=True, env=d.env, cwd=REPO, timeout=30,
+    )  # fmt: skip
+    service = json.loads(hist.stdout)[0]["counts"]
+
+    keys = ("scanned", "ndrs", "own", "backscatter", "acted", "undetermined")
+    assert {k: terminal[k] for k in keys} == {k: service[k] for k in keys}
+    assert terminal["acted"] == 1 and terminal["backscatter"] == 2
+    kept_by_rule = [d for d in terminal["decisions"] if d["rule"] == "newsletter-bounces"]
+    assert len(kept_by_rule) == 1 and kept_by_rule[0]["action"] == "keep"
+    assert contents(boxes["terminal"]) == contents(boxes["service"])
+    assert bounce_id_of(newsletter) in contents(boxes["service"])["INBOX"]
+
+
+def bounce_id_of(raw: bytes) -> str:
+    import re
+
+    m = re.search(rb"^Message-ID: <([^>]+)>", raw, re.M)
+    assert m
+    return m.group(1).decode()

@@ -45,8 +45,8 @@ from ndr_sweeper.mailbox import uidset
 
 if TYPE_CHECKING:
     from ndr_sweeper.mailbox.base import FolderStatus, Mailbox
+    from ndr_sweeper.progress import Reporter
     from ndr_sweeper.state import JournalEntry, JournalRow, StateDB
-    from ndr_sweeper.sweep import Reporter
 
 log = logging.getLogger(__name__)
 
