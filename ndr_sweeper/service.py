@@ -123,14 +123,27 @@ def build_trigger(account: Account) -> tuple[Any, int, str]:
 
     if account.cron:
         parts = account.cron.replace("?", "*").split()
-        try:
-            trigger = CronTrigger(
+
+        def cron(day: str, day_of_week: str) -> Any:
+            return CronTrigger(
                 minute=parts[0],
                 hour=parts[1],
-                day=parts[2],
+                day=day,
                 month=parts[3],
-                day_of_week=cron_day_of_week(parts[4]),
+                day_of_week=cron_day_of_week(day_of_week),
             )
+
+        try:
+            if len(parts) != 5:
+                raise ValueError(f"a crontab line has 5 fields, not {len(parts)}")
+            if parts[2] != "*" and parts[4] != "*":
+                # cron runs when EITHER the day of month or the day of week matches (crontab(5));
+                # APScheduler's CronTrigger wants both: one trigger for each, either one fires.
+                from apscheduler.triggers.combining import OrTrigger
+
+                trigger = OrTrigger([cron(parts[2], "*"), cron("*", parts[4])])
+            else:
+                trigger = cron(parts[2], parts[4])
         except (ValueError, IndexError) as exc:
             raise ConfigError(
                 f"account {account.name!r}: cron {account.cron!r} cannot be scheduled: {exc}"
@@ -158,21 +171,20 @@ def schedule_text(account: Account) -> str:
 
 
 class _SkippedRunFilter(logging.Filter):
-    """A run skipped because the account's previous sweep is still going is expected (a slow
-    first sweep, a short ``every``): one INFO line naming the account, not APScheduler's
-    WARNING with its job repr."""
+    """A run skipped because the account's previous sweep is still going: not APScheduler's
+    WARNING with its job repr each time, but the service's own account of it (``on_skip``):
+    said once at WARNING with how long the sweep has been going, then quietly."""
+
+    def __init__(self, on_skip: Callable[[str], None]) -> None:
+        super().__init__()
+        self.on_skip = on_skip
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "maximum number of running instances" not in str(record.msg):
             return True
         job = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        name = (getattr(job, "args", None) or ["?"])[0]
-        log.info("%s: the previous sweep is still running: skipping this run", name)
+        self.on_skip(str((getattr(job, "args", None) or ["?"])[0]))
         return False
-
-
-if not any(isinstance(f, _SkippedRunFilter) for f in scheduler_log.filters):
-    scheduler_log.addFilter(_SkippedRunFilter())
 
 
 # ---------------------------------------------------------------- per-account runtime state
@@ -185,6 +197,8 @@ class _Runtime:
     account: Account
     lock: threading.Lock = field(default_factory=threading.Lock)
     running: bool = False
+    running_since: float = 0.0  # time.monotonic() when the sweep in progress began
+    stuck_reported: bool = False  # a skipped run was reported for the sweep in progress
     wakeups: list[datetime] = field(default_factory=list)  # sweeps asked for by watchers
     auth_failures: int = 0
     auth_retry_at: float = 0.0  # time.monotonic() before which logins are not tried
@@ -275,6 +289,8 @@ class Service:
         triggers = {a.name: build_trigger(a) for a in accounts}
         with open_state(self.config.state_dir):  # fail now, not in every job, when unusable
             pass
+        self._skip_filter = _SkippedRunFilter(self._skipped)
+        scheduler_log.addFilter(self._skip_filter)
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(self.config.max_parallel)},
             job_defaults={"coalesce": True, "max_instances": 1},
@@ -322,6 +338,7 @@ class Service:
             w.join(timeout=2.0)
         self._watchers.clear()
         self._record_stopped()
+        scheduler_log.removeFilter(self._skip_filter)
         log.info("stopped")
         return clean
 
@@ -455,7 +472,7 @@ class Service:
 
         started = datetime.now(UTC)
         with rt.lock:
-            rt.running = True
+            rt.running, rt.running_since, rt.stuck_reported = True, time.monotonic(), False
             rt.wakeups = [w for w in rt.wakeups if w > started]
             account = rt.account
         name = account.name
@@ -476,6 +493,9 @@ class Service:
             with rt.lock:
                 rt.running = False
                 pending = bool(rt.wakeups)
+                stuck, took = rt.stuck_reported, time.monotonic() - rt.running_since
+            if stuck:
+                log.info("%s: the long sweep ended after %s", name, format_seconds(round(took)))
             if pending:
                 self._reschedule(rt)
 
@@ -536,6 +556,28 @@ class Service:
             self.next_run(name),
             run_id=result.run_id,
         )
+
+    def _skipped(self, name: str) -> None:
+        """A scheduled run found the account's previous sweep still going (a slow first
+        sweep, or a server that stopped answering: every command ends at its deadline)."""
+        rt = self._accounts.get(name)
+        if rt is None:
+            return
+        with rt.lock:
+            first = rt.running and not rt.stuck_reported
+            rt.stuck_reported = rt.stuck_reported or rt.running
+            took = time.monotonic() - rt.running_since
+        if first:
+            log.warning(
+                "%s: the sweep started %s ago is still running (a large first sweep, or a server "
+                "that stopped answering: each command gives up after timeout = %s); later runs "
+                "wait for it",
+                name,
+                format_seconds(round(took)),
+                format_seconds(rt.account.timeout),
+            )
+        else:
+            log.debug("%s: the previous sweep is still running: skipping this run", name)
 
     # --- errors, reported once
 

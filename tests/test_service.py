@@ -175,6 +175,29 @@ def test_cron_day_of_week_is_crontab_numbering(field: str, expected: str) -> Non
     assert svc.cron_day_of_week(field) == expected
 
 
+def test_cron_with_day_of_month_and_day_of_week_runs_when_either_matches() -> None:
+    """As cron does (crontab(5)): "0 3 1,15 * 1" is 03:00 on the 1st, the 15th and every
+    Monday. APScheduler alone wanted both, so the first run came months late."""
+    trig, _grace, _text = svc.build_trigger(account("a", cron="0 3 1,15 * 1"))
+    tz = getattr(trig, "timezone", None) or trig.triggers[0].timezone
+    t = datetime(2026, 12, 2, 12, 0, tzinfo=tz)  # a Wednesday
+    fires = []
+    for _ in range(5):
+        t = trig.get_next_fire_time(None, t + timedelta(seconds=1))
+        fires.append(t.replace(tzinfo=None))
+    assert fires == [
+        datetime(2026, 12, 7, 3, 0),  # Monday
+        datetime(2026, 12, 14, 3, 0),  # Monday
+        datetime(2026, 12, 15, 3, 0),  # the 15th
+        datetime(2026, 12, 21, 3, 0),
+        datetime(2026, 12, 28, 3, 0),
+    ]
+    # only one of them restricted: as before
+    trig, _grace, _text = svc.build_trigger(account("a", cron="0 3 1,15 * *"))
+    first = trig.get_next_fire_time(None, datetime(2026, 12, 2, 12, 0, tzinfo=trig.timezone))
+    assert first.replace(tzinfo=None) == datetime(2026, 12, 15, 3, 0)
+
+
 def test_unschedulable_cron_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot be scheduled"):
         svc.build_trigger(account("a", cron="99 * * * *"))
@@ -301,6 +324,21 @@ def test_stop_ends_sweeps_at_next_stage_without_pool_errors(
     assert "a0: the previous sweep is still running: skipping this run" in caplog.text
     assert "maximum number of running instances" not in caplog.text
     assert sum(fake.calls.values()) == 2  # nothing new started
+
+
+def test_a_stuck_sweep_is_reported_once_and_then_when_it_ends(
+    tmp_path: Path, make_service, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake = FakeSweep(seconds=1.0)  # a sweep far longer than the schedule
+    make_service(config(tmp_path, account("a", every=0.05)), fake)
+    assert wait_until(lambda: "the long sweep ended after" in caplog.text, timeout=10)
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "still running" in r.message
+    ]
+    assert len(warnings) == 1, [r.message for r in warnings]
+    assert "a: the sweep started" in warnings[0].message and "timeout = 1m" in warnings[0].message
+    assert "maximum number of running instances" not in caplog.text
 
 
 def test_the_fake_sweep_has_the_real_signature(tmp_path: Path, make_service) -> None:
