@@ -13,17 +13,20 @@ A read still stuck is not started again: the next caller waits for the same one.
 
 from __future__ import annotations
 
+import errno
 import logging
 import subprocess
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import CredentialError
+from .errors import BusyError, CredentialError
 
 if TYPE_CHECKING:
     from .config import Account
 
 log = logging.getLogger(__name__)
+# Starting password_command failed because this machine is at a limit, not the command.
+_BUSY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 SERVICE = "ndr-sweeper"
 REFRESH_TOKEN = "oauth2-refresh-token"
@@ -52,7 +55,12 @@ def run_secret_command(
     log.debug("running %s", what)
     try:
         proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as exc:  # pragma: no cover - /bin/sh missing, fd exhaustion
+    except OSError as exc:
+        if exc.errno in _BUSY_ERRNOS:  # this machine is at a limit, the secret is fine
+            raise BusyError(
+                f"{what} could not be started: {exc.strerror}; the next run tries again "
+                "(raise the open-file limit if it keeps happening)"
+            ) from None
         raise CredentialError(f"{what} could not be started: {exc.strerror}") from None
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -33,6 +33,12 @@ class ConnectError(NdrSweeperError, OSError):
     exit_code = 5
 
 
+class BusyError(ConnectError):
+    """Not a refusal of the credentials: the server is at its limit (it closed the connection
+    or said UNAVAILABLE at login), or this machine ran out of file descriptors. The next run
+    tries again; no back-off for a wrong password."""
+
+
 class ServerLimitError(ConnectError):
     """The server sent more than an answer may hold, or too slowly; the connection was closed."""
 

@@ -276,6 +276,28 @@ def test_refused_login_backs_off_and_is_reported_once(tmp_path: Path, make_servi
         assert wait_until(lambda: state.account_status("bad")[0].error is None, timeout=10)
 
 
+def test_a_server_at_its_limit_is_not_a_wrong_password(
+    tmp_path: Path, make_service, caplog
+) -> None:
+    """BusyError at login (the server closed the connection, NO [UNAVAILABLE], no file
+    descriptor for password_command): reported once as such, tried again at the next run,
+    never the hour-long back-off of a refused password."""
+    from ndr_sweeper.errors import BusyError
+
+    caplog.set_level(logging.DEBUG, logger="ndr_sweeper")
+
+    class Full(FakeSweep):
+        def mailbox(self, acc: Account) -> FakeMailbox:
+            raise BusyError("127.0.0.1:143 closed the connection at login; not a password problem")
+
+    fake = Full()
+    make_service(config(tmp_path, account("a", every=0.1)), fake, auth_backoff=(60.0, 3600.0))
+    assert wait_until(lambda: fake.calls["a"] >= 5)  # no back-off: every scheduled run tries
+    assert "not trying again" not in caplog.text
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "closed the connection at login" in errors[0].getMessage()
+
+
 def test_other_errors_are_reported_once_then_recovery(tmp_path: Path, make_service, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="ndr_sweeper")
     broken = {"on": True}

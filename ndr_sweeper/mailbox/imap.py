@@ -30,6 +30,7 @@ from imapclient.response_parser import parse_fetch_response
 
 from ndr_sweeper.errors import (
     AuthenticationError,
+    BusyError,
     CapabilityError,
     ConnectError,
     CredentialError,
@@ -278,6 +279,14 @@ class ImapMailbox(LogoutOnExit):
                     c.login(username, password)
         except imapexc.LoginError as exc:
             detail = _scrub(_text(exc.args[0] if exc.args else ""), password, token)
+            busy = _busy_at_login(exc, detail)
+            if busy is not None:
+                # Not a refusal of the password: the server is full or went away (imapclient
+                # calls a connection closed during LOGIN a LoginError too).
+                raise BusyError(
+                    f"{self.host}:{self.port} {busy} at login ({detail.strip() or 'no answer'}); "
+                    "not a password problem: the next run tries again"
+                ) from None
             raise AuthenticationError(
                 f"login to {self.host} as {username} refused ({detail.strip()}): check the "
                 f"{what} (or run `ndr-sweeper login {account or 'ACCOUNT'}`)"
@@ -288,6 +297,12 @@ class ImapMailbox(LogoutOnExit):
             ) from None
         except imaplib.IMAP4.error as exc:
             detail = _scrub(str(exc), password, token)
+            busy = _busy_at_login(exc, detail)
+            if busy is not None:
+                raise BusyError(
+                    f"{self.host}:{self.port} {busy} at login ({detail.strip()}); not a "
+                    "password problem: the next run tries again"
+                ) from None
             raise AuthenticationError(
                 f"login to {self.host} as {username} failed ({detail}): check the {what} "
                 f"(or run `ndr-sweeper login {account or 'ACCOUNT'}`)"
@@ -733,6 +748,24 @@ def _oauth_responder(username: str, token: str, bearer: bool) -> Callable[[bytes
         return first
 
     return respond
+
+
+# RFC 5530 codes a server sends when a login fails for a reason other than the credentials.
+_BUSY_CODES = {b"UNAVAILABLE", b"SERVERBUG", b"LIMIT", b"INUSE"}
+
+
+def _busy_at_login(exc: BaseException, detail: str) -> str | None:
+    """Why a failed login is the server's capacity, not the credentials; None when it is a
+    refusal of the credentials (an explicit NO, with AUTHENTICATIONFAILED or no code)."""
+    cause = exc.__context__ or exc.__cause__
+    if isinstance(exc, imaplib.IMAP4.abort) or isinstance(cause, imaplib.IMAP4.abort | OSError):
+        return "closed the connection"
+    if _codes(detail) & _BUSY_CODES:
+        return "is busy or at its limit"
+    lowered = detail.lower()
+    if "bye" in lowered.split()[:3] or "eof" in lowered or "socket error" in lowered:
+        return "closed the connection"
+    return None
 
 
 def _scrub(text: str, *secrets: str | None) -> str:
