@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ndr_sweeper.errors import ConfigError, ConnectError
+from ndr_sweeper.errors import AuthenticationError, ConfigError, ConnectError
 
 if TYPE_CHECKING:
     from ndr_sweeper.config import Account
@@ -93,14 +93,21 @@ def open_mailbox(
         from ndr_sweeper.credentials import get_password
 
         password = get_password(account, interactive=interactive)
-    return connect(
-        account.host,
-        account.port,
-        security=account.security,
-        username=account.username,
-        password=password,
-        oauth2_token=token,
-        ca_file=str(account.tls_ca_file) if account.tls_ca_file else None,
-        timeout=account.timeout,
-        account=account.name,
-    )
+    try:
+        return connect(
+            account.host,
+            account.port,
+            security=account.security,
+            username=account.username,
+            password=password,
+            oauth2_token=token,
+            ca_file=str(account.tls_ca_file) if account.tls_ca_file else None,
+            timeout=account.timeout,
+            account=account.name,
+        )
+    except AuthenticationError:
+        if token is not None:  # refused: the next try gets a new one, not the same refusal
+            from ndr_sweeper.oauth2 import forget
+
+            forget(account.name)
+        raise

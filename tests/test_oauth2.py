@@ -668,3 +668,25 @@ def test_tokens_never_in_logs_or_errors(
         assert token not in seen
     assert "\n" not in str(refused.value)
     assert str(refused.value).startswith("login to 127.0.0.1 as oauth-user refused")
+
+
+@pytest.mark.imap
+def test_a_refused_access_token_is_dropped_before_the_next_try(
+    token_server: lab.TokenServer, dovecot_oauth2: lab.DovecotLab, memory: MemoryKeyring
+) -> None:
+    """The provider kills the access token (password change, admin action) while it is still
+    cached: the login refused with it drops it, and the next try (the service's next run)
+    gets a fresh one from the refresh token instead of the same refusal until it expires."""
+    from ndr_sweeper.connect import open_mailbox
+
+    acc = account(token_server, dovecot_oauth2.port)
+    login(acc)
+    open_mailbox(acc).logout()
+    with token_server._lock:
+        token_server._access.clear()  # the access token dies; the refresh token lives
+    with pytest.raises(AuthenticationError):
+        open_mailbox(acc)
+    assert not [k for k in oauth2._cache if k[0] == acc.name]
+    box = open_mailbox(acc)  # a new access token, and in
+    box.logout()
+    assert token_server.grants[-1] == "refresh_token"
