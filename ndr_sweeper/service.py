@@ -271,6 +271,11 @@ class Service:
         self._watchers: dict[tuple[str, str], _Watcher] = {}
         self._inflight = 0
         self._inflight_cond = threading.Condition()
+        # Mailboxes being swept, by (host, port, username), and by which account: the file lock
+        # is named after the account and lives in state_dir, so after a reload that renamed an
+        # account or moved the state, only this tells that a new job is the same mailbox.
+        self._sweeping: dict[tuple[str, int, str], str] = {}
+        self._sweeping_lock = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
 
     # --- lifecycle
@@ -476,6 +481,21 @@ class Service:
             rt.wakeups = [w for w in rt.wakeups if w > started]
             account = rt.account
         name = account.name
+        mailbox = (account.host.lower(), account.port, account.username)
+        with self._sweeping_lock:
+            holder = self._sweeping.get(mailbox)
+            if holder is None:
+                self._sweeping[mailbox] = name
+        if holder is not None:
+            log.info(
+                "%s: the same mailbox is still being swept (as %r, before a reload): "
+                "skipping this run",
+                name,
+                holder,
+            )
+            with rt.lock:
+                rt.running = False
+            return
         try:
             wait = rt.auth_retry_at - time.monotonic()
             if wait > 0:
@@ -490,6 +510,8 @@ class Service:
             except NdrSweeperError as exc:
                 self._report_error(rt, str(exc))
         finally:
+            with self._sweeping_lock:
+                self._sweeping.pop(mailbox, None)
             with rt.lock:
                 rt.running = False
                 pending = bool(rt.wakeups)

@@ -6,6 +6,7 @@ The sweep and the mailbox are fakes here; tests/test_service_imap.py runs the re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import logging
@@ -66,6 +67,8 @@ class FakeSweep:
         self.active = 0
         self.max_active = 0
         self.arguments: list[dict[str, object]] = []
+        self.by_mailbox: Counter[tuple[str, int, str]] = Counter()  # sweeps going, per mailbox
+        self.max_by_mailbox = 0
         self._lock = threading.Lock()
 
     def mailbox(self, acc: Account) -> FakeMailbox:
@@ -83,6 +86,17 @@ class FakeSweep:
             return self._sweep(acc, state, factory, reporter)
 
     def _sweep(self, acc, state, factory, reporter) -> AccountResult:  # type: ignore[no-untyped-def]
+        mailbox = (acc.host, acc.port, acc.username)
+        with self._lock:
+            self.by_mailbox[mailbox] += 1
+            self.max_by_mailbox = max(self.max_by_mailbox, self.by_mailbox[mailbox])
+        try:
+            return self._sweep_one(acc, state, factory, reporter)
+        finally:
+            with self._lock:
+                self.by_mailbox[mailbox] -= 1
+
+    def _sweep_one(self, acc, state, factory, reporter) -> AccountResult:  # type: ignore[no-untyped-def]
         with self._lock:
             self.calls[acc.name] += 1
             self.times.setdefault(acc.name, []).append(time.monotonic())
@@ -517,6 +531,30 @@ def test_reload_reschedules_adds_and_removes(tmp_path: Path, make_service, caplo
     assert s._scheduler.get_job("sweep:a").trigger.interval == timedelta(seconds=0.2)
     assert wait_until(lambda: fake.calls["a"] >= 4 and fake.calls["c"] == 1)
     assert "added c, changed a, removed b" in caplog.text
+
+
+@pytest.mark.parametrize("change", ["rename", "state_dir"])
+def test_reload_never_sweeps_one_mailbox_twice_at_once(
+    tmp_path: Path, make_service, caplog, change: str
+) -> None:
+    """SIGHUP while a sweep runs, with the account renamed (or the state moved): the lock it
+    holds has the old name (or lives in the old folder), so only the service can tell that
+    the new job is the same mailbox. It waits for the sweep in progress."""
+    caplog.set_level(logging.DEBUG, logger="ndr_sweeper")
+    fake = FakeSweep(seconds=1.0)
+    s = make_service(config(tmp_path, account("old", username="me", every=0.05)), fake)
+    assert wait_until(lambda: fake.active == 1)
+    if change == "rename":
+        new = config(tmp_path, account("new", username="me", every=0.05))
+    else:
+        new = dataclasses.replace(
+            config(tmp_path, account("old", username="me", every=0.05)),
+            state_dir=tmp_path / "elsewhere",
+        )
+    s.reload(new)
+    name = "new" if change == "rename" else "old"
+    assert wait_until(lambda: fake.calls[name] >= (1 if change == "rename" else 2), timeout=10)
+    assert fake.max_by_mailbox == 1, "two sweeps of one mailbox at the same time"
 
 
 def test_reload_without_enabled_accounts_keeps_the_old(tmp_path: Path, make_service) -> None:
