@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ndr_sweeper import __version__
 from ndr_sweeper.errors import NdrSweeperError
+
+if TYPE_CHECKING:
+    from ndr_sweeper.config import Config
 
 log = logging.getLogger("ndr_sweeper")
 
@@ -333,16 +339,133 @@ def cmd_logout(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from ndr_sweeper.service import cmd_run
+# ---------------------------------------------------------------- the service
 
-    return cmd_run(args)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`ndr-sweeper run`: sweep every enabled account on its schedule until stopped."""
+    from ndr_sweeper import logs
+    from ndr_sweeper.config import load_config
+    from ndr_sweeper.service import Service, serve
+
+    config = load_config(args.config)
+    logs.setup_service(args.log_level or config.log_level)
+    for w in config.warnings:
+        log.warning("%s", w)
+
+    def reload_config() -> Config:
+        new = load_config(args.config)
+        for w in new.warnings:
+            log.warning("%s", w)
+        if not args.log_level:
+            logs.set_level(new.log_level)
+        return new
+
+    clean = serve(Service(config), reload_config)
+    if not clean:
+        # Pool threads would keep the interpreter alive until their sweep ends.
+        for h in logging.getLogger().handlers:
+            h.flush()
+        os._exit(0)
+    return 0
+
+
+def _when(dt: datetime | None) -> str:
+    return "" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def status_rows(
+    config: Config, statuses: Mapping[str, Any], last: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One row per account: its last run (service, terminal or cron alike), the service's
+    next run. `statuses`: the service's account_status rows; `last`: each account's latest
+    sweep run from the journal."""
+    from ndr_sweeper.service import schedule_text
+
+    rows = []
+    for acc in config.accounts:
+        s = statuses.get(acc.name)
+        run = (last or {}).get(acc.name)
+        if run is not None and (s is None or s.last_run is None or run.started >= s.last_run):
+            last_run, run_id, counts, error = run.started, run.id, run.counts, run.error
+            running = run.status == "running"
+        else:
+            last_run = s.last_run if s else None
+            run_id = s.run_id if s else None
+            counts = s.counts if s else {}
+            error = s.error if s else None
+            running = False
+        rows.append(
+            {
+                "account": acc.name,
+                "enabled": acc.enabled,
+                "schedule": schedule_text(acc),
+                "last_run": last_run,
+                "run_id": run_id,
+                "running": running,
+                "counts": counts,
+                "error": error,
+                "next_run": s.next_run if s else None,
+            }
+        )
+    return rows
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ndr_sweeper.service import cmd_status
+    """`ndr-sweeper status`: each account's last run, its counts and error, and the next run."""
+    from ndr_sweeper import render
+    from ndr_sweeper.config import load_config
+    from ndr_sweeper.state import open_state
 
-    return cmd_status(args)
+    config = load_config(args.config)
+    for w in config.warnings:
+        render.warning(w)
+    with open_state(config.state_dir) as state:
+        statuses = {s.account: s for s in state.account_status()}
+        last = state.last_runs("sweep")
+    rows = status_rows(config, statuses, last)
+    if getattr(args, "json", False):
+        render.json_doc(
+            [
+                {
+                    **r,
+                    "last_run": r["last_run"].isoformat() if r["last_run"] else None,
+                    "next_run": r["next_run"].isoformat() if r["next_run"] else None,
+                }
+                for r in rows
+            ]
+        )
+        return 0
+    # Every count is in --json; the table keeps what fits 100 columns.
+    columns = ["account", "schedule", "last run", "NDRs", "backscatter", "acted", "error"]
+    columns.append("next run")
+    table_rows = []
+    for r in rows:
+        c = r["counts"]
+        if not r["enabled"]:
+            nxt = "disabled"
+        elif r["next_run"] is None:
+            nxt = "not scheduled"
+        else:
+            nxt = _when(r["next_run"])
+        when = _when(r["last_run"]) or "never"
+        if r["running"]:
+            minutes = (datetime.now(UTC) - r["last_run"]).total_seconds() / 60
+            when = f"running for {minutes:.0f} min"
+        table_rows.append(
+            [
+                r["account"],
+                r["schedule"],
+                when,
+                c.get("ndrs"),
+                c.get("backscatter"),
+                c.get("acted"),
+                r["error"] or "",
+                nxt,
+            ]
+        )
+    render.table("ndr-sweeper status", columns, table_rows)
+    return 0
 
 
 # ---------------------------------------------------------------- parser
@@ -447,26 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str | None) -> None:
-    from ndr_sweeper.textsafe import SafeFormatter
-
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    # Log lines carry server answers and folder names: escaped, never interpreted.
-    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, (level or "warning").upper()))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    _setup_logging(args.log_level)
+    from ndr_sweeper import logs
+
+    logs.setup_command(args.log_level)
     try:
         return int(args.func(args))
     except NdrSweeperError as exc:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -37,8 +35,6 @@ from ndr_sweeper.errors import (
 )
 
 if TYPE_CHECKING:
-    import argparse
-
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from ndr_sweeper.config import Account, Config
@@ -57,7 +53,6 @@ IDLE_POLL: Final = 1.0  # idle_check timeout: how fast a watcher notices shutdow
 HEALTHY: Final = 60.0  # an IDLE connection that lasted this long ends a series of failures
 WATCH_SETTLE: Final = 1.0  # after an arrival, wait this long so a burst makes one sweep
 STOP_TIMEOUT: Final = 8.0  # how long shutdown waits for sweeps in progress
-PLAIN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 SweepFn = Callable[..., "AccountResult"]  # sweep.run_sweep, or a test double of it
 MailboxFactory = Callable[["Account"], Any]
@@ -839,168 +834,3 @@ def serve(service: Service, reload_config: Callable[[], Config]) -> bool:
             for s, handler in previous.items():
                 signal.signal(s, handler)
     return clean
-
-
-# ---------------------------------------------------------------- logging
-
-
-def setup_logging(level: str, stream: Any = None) -> logging.Handler:
-    """Rich's handler on a terminal, one plain line per record otherwise (journald, files).
-
-    Either way the message is made printable first (SafeFormatter): log lines carry server
-    answers, folder names and message headers.
-    """
-    from ndr_sweeper.textsafe import SafeFormatter
-
-    stream = stream if stream is not None else sys.stderr
-    root = logging.getLogger()
-    for h in list(root.handlers):  # cli's default handler: ours replaces it
-        if type(h) is logging.StreamHandler and h.stream in (sys.stderr, stream):
-            root.removeHandler(h)
-    handler: logging.Handler
-    if stream.isatty() and not os.environ.get("NO_COLOR"):
-        from rich.logging import RichHandler
-
-        from ndr_sweeper import render
-
-        handler = RichHandler(console=render.console(stderr=True), show_path=False, markup=False)
-        handler.setFormatter(SafeFormatter("%(name)s: %(message)s"))
-    else:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(SafeFormatter(PLAIN_FORMAT))
-    root.addHandler(handler)
-    set_level(level)
-    return handler
-
-
-def set_level(level: str) -> None:
-    numeric = getattr(logging, level.upper())
-    logging.getLogger().setLevel(numeric)
-    # APScheduler says "Running job ..." at INFO for every run: only its warnings, unless debugging.
-    logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
-    scheduler_log.setLevel(max(numeric, logging.WARNING))
-
-
-# ---------------------------------------------------------------- commands
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """`ndr-sweeper run`: sweep every enabled account on its schedule until stopped."""
-    from ndr_sweeper.config import load_config
-
-    config = load_config(args.config)
-    setup_logging(args.log_level or config.log_level)
-    for w in config.warnings:
-        log.warning("%s", w)
-
-    def reload_config() -> Config:
-        new = load_config(args.config)
-        for w in new.warnings:
-            log.warning("%s", w)
-        if not args.log_level:
-            set_level(new.log_level)
-        return new
-
-    clean = serve(Service(config), reload_config)
-    if not clean:
-        # Pool threads would keep the interpreter alive until their sweep ends.
-        for h in logging.getLogger().handlers:
-            h.flush()
-        os._exit(0)
-    return 0
-
-
-def _when(dt: datetime | None) -> str:
-    return "" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-def status_rows(
-    config: Config, statuses: Mapping[str, Any], last: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """One row per account: its last run (service, terminal or cron alike), the service's
-    next run. `statuses`: the service's account_status rows; `last`: each account's latest
-    sweep run from the journal."""
-    rows = []
-    for acc in config.accounts:
-        s = statuses.get(acc.name)
-        run = (last or {}).get(acc.name)
-        if run is not None and (s is None or s.last_run is None or run.started >= s.last_run):
-            last_run, run_id, counts, error = run.started, run.id, run.counts, run.error
-            running = run.status == "running"
-        else:
-            last_run = s.last_run if s else None
-            run_id = s.run_id if s else None
-            counts = s.counts if s else {}
-            error = s.error if s else None
-            running = False
-        rows.append(
-            {
-                "account": acc.name,
-                "enabled": acc.enabled,
-                "schedule": schedule_text(acc),
-                "last_run": last_run,
-                "run_id": run_id,
-                "running": running,
-                "counts": counts,
-                "error": error,
-                "next_run": s.next_run if s else None,
-            }
-        )
-    return rows
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """`ndr-sweeper status`: each account's last run, its counts and error, and the next run."""
-    from ndr_sweeper import render
-    from ndr_sweeper.config import load_config
-    from ndr_sweeper.state import open_state
-
-    config = load_config(args.config)
-    for w in config.warnings:
-        render.warning(w)
-    with open_state(config.state_dir) as state:
-        statuses = {s.account: s for s in state.account_status()}
-        last = state.last_runs("sweep")
-    rows = status_rows(config, statuses, last)
-    if getattr(args, "json", False):
-        render.json_doc(
-            [
-                {
-                    **r,
-                    "last_run": r["last_run"].isoformat() if r["last_run"] else None,
-                    "next_run": r["next_run"].isoformat() if r["next_run"] else None,
-                }
-                for r in rows
-            ]
-        )
-        return 0
-    # Every count is in --json; the table keeps what fits 100 columns.
-    columns = ["account", "schedule", "last run", "NDRs", "backscatter", "acted", "error"]
-    columns.append("next run")
-    table_rows = []
-    for r in rows:
-        c = r["counts"]
-        if not r["enabled"]:
-            nxt = "disabled"
-        elif r["next_run"] is None:
-            nxt = "not scheduled"
-        else:
-            nxt = _when(r["next_run"])
-        when = _when(r["last_run"]) or "never"
-        if r["running"]:
-            minutes = (datetime.now(UTC) - r["last_run"]).total_seconds() / 60
-            when = f"running for {minutes:.0f} min"
-        table_rows.append(
-            [
-                r["account"],
-                r["schedule"],
-                when,
-                c.get("ndrs"),
-                c.get("backscatter"),
-                c.get("acted"),
-                r["error"] or "",
-                nxt,
-            ]
-        )
-    render.table("ndr-sweeper status", columns, table_rows)
-    return 0

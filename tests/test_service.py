@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from ndr_sweeper import cli, logs
 from ndr_sweeper import service as svc
 from ndr_sweeper.config import Account, Config
 from ndr_sweeper.errors import AuthenticationError, ConfigError, NdrSweeperError
@@ -623,8 +624,8 @@ def test_plain_log_lines_when_not_a_terminal(tmp_path: Path) -> None:
     saved = (root.handlers[:], root.level)
     with open(tmp_path / "log", "w") as f:
         try:
-            handler = svc.setup_logging("info", stream=f)
-            assert handler.formatter._fmt == svc.PLAIN_FORMAT
+            handler = logs.setup_service("info", stream=f)
+            assert handler.formatter._fmt == logs.PLAIN_FORMAT
             assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.WARNING
             logging.getLogger("ndr_sweeper.service").info("a: scanned %d", 5)
         finally:
@@ -657,7 +658,7 @@ def test_status_table_and_json(tmp_path: Path, capsys) -> None:
             last + timedelta(minutes=5),
             run_id="r1",
         )
-    assert svc.cmd_status(argparse.Namespace(config=str(cfg), json=True)) == 0
+    assert cli.cmd_status(argparse.Namespace(config=str(cfg), json=True)) == 0
     doc = {r["account"]: r for r in json.loads(capsys.readouterr().out)}
     assert doc["work"]["counts"]["backscatter"] == 2
     assert doc["work"]["last_run"] == last.isoformat()
@@ -666,6 +667,6 @@ def test_status_table_and_json(tmp_path: Path, capsys) -> None:
     assert (
         doc["home"]["last_run"] is None and doc["home"]["schedule"] == "cron */30 * * * * + watch"
     )
-    assert svc.cmd_status(argparse.Namespace(config=str(cfg), json=False)) == 0
+    assert cli.cmd_status(argparse.Namespace(config=str(cfg), json=False)) == 0
     out = capsys.readouterr().out
     assert "work" in out and "home" in out and "never" in out and "not scheduled" in out
