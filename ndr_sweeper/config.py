@@ -393,8 +393,31 @@ _ACCOUNT_KEYS: Final = tuple(_ACCOUNT_CHECKS)
 _SECRETISH_COMMAND_RE: Final = re.compile(r"^\s*(echo|printf)\s")
 
 
+# Names people reach for first, and the key that does it.
+_ALIASES: Final = {
+    "junk": "junk_folder",
+    "spam": "junk_folder",
+    "spam_folder": "junk_folder",
+    "trash": "trash_folder",
+    "sent": "sent_folders",
+    "sent_folder": "sent_folders",
+    "folder": "folders",
+    "inbox": "folders",
+    "server": "host",
+    "hostname": "host",
+    "user": "username",
+    "login": "username",
+    "email": "username",
+    "ssl": "security",
+    "tls": "security",
+}
+
+
 def unknown_key(key: str, known: Sequence[str]) -> str:
     """The problem text for a key that is not in `known`, with the closest one if any."""
+    alias = _ALIASES.get(key.lower())
+    if alias in known:
+        return f"unknown key (did you mean {alias!r}?)"
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
     if close:
         return f"unknown key (did you mean {close[0]!r}?)"
@@ -423,6 +446,12 @@ class _Loader:
                 fix = _SECRET_KEYS[key].format(name=name or "NAME")
                 raise self.fail(keypath, f"secrets are never kept in the config file: {fix}")
             if key not in known:
+                if not where and key in _ACCOUNT_KEYS:  # an account key at the top level
+                    raise self.fail(
+                        keypath,
+                        f"{key!r} belongs to an account: put it under [defaults] (every account)"
+                        " or under an [[accounts]] entry",
+                    )
                 raise self.fail(keypath, unknown_key(key, known))
 
     def load(self, data: dict[str, Any], source: str, env: Mapping[str, str]) -> Config:
@@ -631,6 +660,11 @@ class _Loader:
                     f"{self.path}: others can read this file and account {inline[0]!r} seems to "
                     f"hold a secret inline (echo/printf): chmod 600 {self.path}, or store it "
                     f"with `ndr-sweeper login {inline[0]}`"
+                )
+            elif any(a.password_command or a.oauth2_client_secret_command for a in accounts):
+                self.warnings.append(
+                    f"{self.path}: others can read this file, and it says how your passwords "
+                    f"are fetched (password_command): chmod 600 {self.path}"
                 )
 
 

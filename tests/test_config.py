@@ -387,17 +387,48 @@ def test_warns_on_inline_secret_in_readable_file(tmp_path: Path) -> None:
     assert "chmod 600" in warning and "hunter2" not in warning
 
 
-def test_no_warning_for_plain_password_command(tmp_path: Path) -> None:
+def test_no_warning_for_a_private_file_with_password_command(tmp_path: Path) -> None:
     text = MINIMAL + 'password_command = "pass show mail/work"\n'
-    assert load(tmp_path, text, mode=0o644).warnings == ()
+    assert load(tmp_path, text, mode=0o600).warnings == ()
 
 
 def test_warns_on_writable_file_that_runs_commands(tmp_path: Path) -> None:
     text = MINIMAL + 'password_command = "pass show mail/work"\n'
-    (warning,) = load(tmp_path, text, mode=0o666).warnings
-    assert "chmod go-w" in warning
+    writable, readable = load(tmp_path, text, mode=0o666).warnings
+    assert "chmod go-w" in writable and "chmod 600" in readable
 
 
 def test_warns_on_oauth2_keys_without_oauth2(tmp_path: Path) -> None:
     (warning,) = load(tmp_path, MINIMAL + 'oauth2_client_id = "x"\n').warnings
     assert "accounts.work.oauth2_client_id" in warning and "ignored" in warning
+
+
+def test_the_key_people_reach_for_first_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[accounts]]\nname = "a"\nhost = "h"\nusername = "u"\njunk = "Spam"\n')
+    path.chmod(0o600)
+    with pytest.raises(
+        ConfigError, match=r"accounts\.a\.junk: unknown key \(did you mean 'junk_folder'\?\)"
+    ):
+        load_config(path)
+
+
+def test_an_account_key_at_the_top_level_says_where_it_goes(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('junk_folder = "Spam"\n[[accounts]]\nname = "a"\nhost = "h"\nusername = "u"\n')
+    path.chmod(0o600)
+    with pytest.raises(
+        ConfigError, match=r"junk_folder: .*put it under \[defaults\].*\[\[accounts\]\]"
+    ):
+        load_config(path)
+
+
+def test_a_readable_config_with_password_command_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[accounts]]\nname = "a"\nhost = "h"\nusername = "u"\n'
+        'password_command = "pass show mail/a"\n'
+    )
+    path.chmod(0o644)
+    config = load_config(path)
+    assert any("others can read this file" in w and "chmod 600" in w for w in config.warnings)

@@ -336,3 +336,12 @@ def test_uidvalidity_change_rescans_the_folder(dovecot, new_imap_user, tmp_path)
     assert len(lab.read_folder(client, "Junk")) == 4
     assert lab.read_folder(client, "Bounces") == []
     client.logout()
+
+
+def test_a_refused_login_reads_as_the_server_wrote_it(dovecot, new_imap_user, tmp_path) -> None:
+    env = new_imap_user(dovecot)
+    xdg = xdg_dirs(tmp_path)
+    cfg = write_config(tmp_path / "c.toml", env, password_command="printf %s wrong")
+    result = run_cli(xdg, "sweep", "--config", str(cfg))
+    assert "([AUTHENTICATIONFAILED] Authentication failed.)" in result.stderr, result.stderr
+    assert "b'" not in result.stderr

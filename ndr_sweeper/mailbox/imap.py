@@ -278,7 +278,7 @@ class ImapMailbox(LogoutOnExit):
                 else:
                     c.login(username, password)
         except imapexc.LoginError as exc:
-            detail = _scrub(_text(exc.args[0] if exc.args else ""), password, token)
+            detail = _scrub(_unrepr(_text(exc.args[0] if exc.args else "")), password, token)
             busy = _busy_at_login(exc, detail)
             if busy is not None:
                 # Not a refusal of the password: the server is full or went away (imapclient
@@ -296,7 +296,7 @@ class ImapMailbox(LogoutOnExit):
                 f"connection to {self.host}:{self.port} lost during login: {_reason(exc)}"
             ) from None
         except imaplib.IMAP4.error as exc:
-            detail = _scrub(str(exc), password, token)
+            detail = _scrub(_unrepr(str(exc)), password, token)
             busy = _busy_at_login(exc, detail)
             if busy is not None:
                 raise BusyError(
@@ -343,7 +343,7 @@ class ImapMailbox(LogoutOnExit):
                 f"{_reason(exc)}; check the network and try again"
             ) from None
         except imaplib.IMAP4.error as exc:
-            text = str(exc)
+            text = _unrepr(str(exc))
             if folder is not None and may_be_missing and self._missing(folder, text):
                 raise MailboxError(missing_folder_message(folder)) from None
             if _codes(text) & _QUOTA_CODES:
@@ -766,6 +766,15 @@ def _busy_at_login(exc: BaseException, detail: str) -> str | None:
     if "bye" in lowered.split()[:3] or "eof" in lowered or "socket error" in lowered:
         return "closed the connection"
     return None
+
+
+_BYTES_REPR = re.compile(r"""b(['"])(.*?)\1""")
+
+
+def _unrepr(text: str) -> str:
+    """imapclient words a server's answer as Python bytes (``b'[AUTHENTICATIONFAILED] ...'``):
+    the text the server sent, as it sent it."""
+    return _BYTES_REPR.sub(lambda m: m.group(2), text).strip()
 
 
 def _scrub(text: str, *secrets: str | None) -> str:
