@@ -289,18 +289,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     render.table(
         "ndr-sweeper history",
-        [
-            "run",
-            "account",
-            "started",
-            "status",
-            "scanned",
-            "NDRs",
-            "own",
-            "backscatter",
-            "acted",
-            "error",
-        ],
+        ["run", "account", "started (UTC)", "status", "scanned", "backscatter", "acted"],
         [
             [
                 r.id,
@@ -308,15 +297,15 @@ def cmd_history(args: argparse.Namespace) -> int:
                 f"{r.started:%Y-%m-%d %H:%M}",
                 ("dry run" if r.dry_run else r.status if r.command == "sweep" else r.command),
                 r.counts.get("scanned"),
-                r.counts.get("ndrs"),
-                r.counts.get("own"),
                 r.counts.get("backscatter"),
                 r.counts.get("acted", r.counts.get("restored")),
-                r.error or "",
             ]
             for r in runs
         ],
     )
+    for r in runs:  # errors under the table: a column of them would not fit 80 columns
+        if r.error:
+            render.say(f"{r.id} {r.account}: {r.error}")
     out = render.console()
     for q in summaries:
         render.say(
@@ -371,7 +360,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _when(dt: datetime | None) -> str:
-    return "" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M")
+    return "" if dt is None else dt.astimezone().strftime("%m-%d %H:%M")
 
 
 def status_rows(
@@ -436,9 +425,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             ]
         )
         return 0
-    # Every count is in --json; the table keeps what fits 100 columns.
-    columns = ["account", "schedule", "last run", "NDRs", "backscatter", "acted", "error"]
-    columns.append("next run")
+    # Every count is in --json; the table keeps what fits 80 columns, errors go under it.
+    columns = ["account", "schedule", "last run", "backscatter", "acted", "next run"]
     table_rows = []
     for r in rows:
         c = r["counts"]
@@ -451,20 +439,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         when = _when(r["last_run"]) or "never"
         if r["running"]:
             minutes = (datetime.now(UTC) - r["last_run"]).total_seconds() / 60
-            when = f"running for {minutes:.0f} min"
+            when = f"running {minutes:.0f} min"
         table_rows.append(
-            [
-                r["account"],
-                r["schedule"],
-                when,
-                c.get("ndrs"),
-                c.get("backscatter"),
-                c.get("acted"),
-                r["error"] or "",
-                nxt,
-            ]
+            [r["account"], r["schedule"], when, c.get("backscatter"), c.get("acted"), nxt]
         )
     render.table("ndr-sweeper status", columns, table_rows)
+    for r in rows:
+        if r["error"]:
+            render.say(f"{r['account']}: {r['error']}")
     return 0
 
 

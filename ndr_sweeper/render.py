@@ -26,6 +26,23 @@ def _plain() -> bool:
     return bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
 
 
+PIPE_WIDTH = 80  # columns of output that goes to a pipe or file, unless COLUMNS says
+
+
+def width(stream: Any = None) -> int:
+    """The width to lay output out in: $COLUMNS when set, else the terminal's, else 80."""
+    raw = os.environ.get("COLUMNS", "")
+    if raw.isdigit() and 20 <= int(raw) <= 1000:
+        return int(raw)
+    stream = stream or sys.stdout
+    try:
+        if stream.isatty():
+            return max(os.get_terminal_size(stream.fileno()).columns, 20)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return PIPE_WIDTH
+
+
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
@@ -37,8 +54,8 @@ def console(stderr: bool = False) -> Console:
         color_system=None if plain else "auto",
         highlight=False,
         emoji=False,
-        soft_wrap=plain,
-        width=100 if plain else None,
+        soft_wrap=False,  # fit the width (80 in a pipe): every screen fits
+        width=width(stream),
     )
 
 
@@ -124,26 +141,52 @@ def explain(
     out.print()
 
 
+def _ascii_head() -> Any:
+    from rich.box import Box
+
+    # rich's SIMPLE_HEAD (a rule under the header, nothing else) drawn with "-"
+    return Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+
+
 def table(
-    title: str,
+    title: str | None,
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     out: Console | None = None,
+    *,
+    flexible: Sequence[str] = ("error", "reason", "note"),
 ) -> None:
+    """A plain table that fits the width: no borders, one space between columns, headers and
+    numbers never broken; only the `flexible` text columns (errors, reasons) fold."""
     from rich import box
     from rich.table import Table
 
     out = out or console()
+    rows = [list(r) for r in rows]
     plain = out.no_color or not out.is_terminal
     t = Table(
-        title=_markup_safe(title),
+        title=_markup_safe(title) if title else None,
         title_justify="left",
-        box=box.ASCII if plain else box.HEAVY_HEAD,
+        title_style=None if plain else "bold",
+        box=_ascii_head() if plain else box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 0),  # the box draws one space between columns
     )
     for i, c in enumerate(columns):
-        t.add_column(_markup_safe(c), overflow="fold", no_wrap=i == 0)
+        numeric = bool(rows) and all(isinstance(r[i], int) or r[i] is None for r in rows)
+        # Text (an account, an error) folds onto a second line rather than being cut;
+        # headers and numbers never break.
+        fold = c in flexible or (i == 0 and not numeric)
+        t.add_column(
+            _markup_safe(c),
+            justify="right" if numeric else "left",
+            no_wrap=not fold,
+            overflow="fold",
+            min_width=len(c),
+        )
     for row in rows:
-        t.add_row(*(_markup_safe(v) for v in row))
+        t.add_row(*(_markup_safe("" if v is None else v) for v in row))
     out.print(t)
 
 
@@ -188,48 +231,71 @@ class Progress:
             self._progress.advance(self._task, n)
 
 
-_ACTED = {"move": "moved", "delete": "deleted", "flag": "flagged", "none": "reported"}
+PREVIEW_LINES = 20  # plan entries a dry run shows without -v
 
 
-def sweep_summary(
-    results: Sequence[Any], verbose: bool = False, actions: Mapping[str, str] | None = None
-) -> None:
-    """The per-account table, notes, errors and (verbose) one line per decision."""
+def _plan_lines(account: str, p: Any, verbose: bool = False) -> list[str]:
+    """One decision as a user checks it: what happens, and the message by date, sender and
+    subject (not only by Message-ID; -v adds the IDs)."""
+    what = f"{p.action}" + (f" -> {p.dest}" if p.dest else "")
+    when = (p.arrived or "")[:16].replace("T", " ")
+    head = f"{account} {p.folder} #{p.uid}: {what}"
+    lines = [head]
+    lines.append(f"    {when}  {p.sender or '(no From)'}".rstrip())
+    lines.append(f"    {p.subject or '(no Subject)'}")
+    reason = f"    {p.decision}: {p.reason}"
+    if p.rule:
+        reason += f" [rule {p.rule}]"
+    lines.append(reason)
+    if verbose:
+        lines.append(f"    bounce <{p.bounce_message_id or '?'}>")
+    return lines
+
+
+def sweep_summary(results: Sequence[Any], verbose: bool = False) -> None:
+    """The plan (dry run: what would act; -v: every decision), then the per-account table,
+    then what the user should know: where to undo, notes, errors, what the columns hold."""
     out = console()
     dry = any(r.dry_run for r in results)
-    acted = "would act" if dry else "acted"
-    rows = []
     for r in results:
-        rows.append(
+        shown = [p for p in r.decisions if verbose or (r.dry_run and p.acts)]
+        limit = None if verbose else PREVIEW_LINES
+        for p in shown[:limit]:
+            for line in _plan_lines(r.account, p, verbose):
+                say(line, out=out)
+        if limit is not None and len(shown) > limit:
+            say(f"{r.account}: ... and {len(shown) - limit} more (`-v` shows all)", out=out)
+    swept = [r for r in results if r.scanned or not r.error]
+    if swept:
+        table(
+            "ndr-sweeper: dry run, nothing changed" if dry else "ndr-sweeper sweep",
             [
-                r.account,
-                r.scanned,
-                r.ndrs,
-                r.own,
-                r.backscatter,
-                r.acted if not r.dry_run else r.backscatter,
-                r.undetermined,
-                r.too_young,
-                r.errors + (1 if r.error else 0),
-            ]
+                "account",
+                "scanned",
+                "NDRs",
+                "own",
+                "backscatter",
+                "would act" if dry else "acted",
+                "undetermined",
+                "waiting",
+                "errors",
+            ],
+            [
+                [
+                    r.account,
+                    r.scanned,
+                    r.ndrs,
+                    r.own,
+                    r.backscatter,
+                    r.would_act if r.dry_run else r.acted,
+                    r.undetermined,
+                    r.too_young,
+                    r.errors + (1 if r.error else 0),
+                ]
+                for r in swept
+            ],
+            out=out,
         )
-    title = "ndr-sweeper: dry run (nothing changed)" if dry else "ndr-sweeper sweep"
-    table(
-        title,
-        [
-            "account",
-            "scanned",
-            "NDRs",
-            "own kept",
-            "backscatter",
-            acted,
-            "undetermined",
-            "waiting",
-            "errors",
-        ],
-        rows,
-        out=out,
-    )
     for r in results:
         if r.run_id and not r.dry_run and r.acted:
             say(
@@ -243,13 +309,28 @@ def sweep_summary(
             error(f"{r.account}: {r.error}")
         if (verbose or r.dry_run) and r.sent_folders:
             say(f"{r.account}: Sent folders checked: {', '.join(r.sent_folders)}", out=out)
-        if verbose or r.dry_run:
-            for p in r.decisions:
-                if verbose or p.acts:
-                    verb = str(p.action)
-                    where = f" -> {p.dest}" if p.dest else ""
-                    say(
-                        f"{r.account} {p.folder} uid {p.uid}: {p.decision} {verb}{where}: "
-                        f"{p.reason} [bounce <{p.bounce_message_id or '?'}>]",
-                        out=out,
-                    )
+    if swept:
+        for line in _legend(swept, dry, verbose):
+            say(line, out=out)
+
+
+def _legend(results: Sequence[Any], dry: bool, verbose: bool) -> list[str]:
+    """What the columns that need it mean, said only when they hold something."""
+    lines = []
+    kept = sum(r.backscatter - (r.would_act if r.dry_run else r.acted) for r in results)
+    if kept > 0:
+        lines.append(
+            f"{kept} backscatter bounce(s) were not acted on: see the notes (put back by an "
+            'undo, action = "none", or waiting for an earlier action)'
+        )
+    if any(r.undetermined for r in results):
+        lines.append(
+            "undetermined: NDRs that carry no usable original Message-ID; they stay where they "
+            "are for you to look at" + ("" if verbose else " (`sweep --dry-run -v` lists them)")
+        )
+    if any(r.too_young for r in results):
+        lines.append(
+            "waiting: bounces younger than min_age (your Sent copy may not be saved yet), or "
+            "to be tried again; a later sweep takes them"
+        )
+    return lines

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +54,7 @@ class AccountResult:
     acted: int = 0
     undetermined: int = 0
     too_young: int = 0
+    would_act: int = 0  # dry run: what a real sweep would act on, after every check
     errors: int = 0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -74,6 +75,7 @@ class AccountResult:
             "acted": self.acted,
             "undetermined": self.undetermined,
             "too_young": self.too_young,
+            "would_act": self.would_act,
             "errors": self.errors,
         }
 
@@ -100,6 +102,9 @@ class AccountResult:
                     "dest": p.dest,
                     "reason": p.reason,
                     "rule": p.rule,
+                    "sender": p.sender,
+                    "subject": p.subject,
+                    "arrived": p.arrived,
                 }
                 for p in self.decisions
             ],
@@ -352,6 +357,8 @@ def sweep_account(
             plan = decide(
                 f.folder, f.uid, f.verdict, sent_match, age, policy, rule_hook, reply_in_sent
             )
+            if f.internaldate is not None:
+                plan = dataclasses.replace(plan, arrived=f.internaldate.isoformat())
             if quoted_match is not None and plan.decision is Decision.OWN and not plan.rule:
                 plan = dataclasses.replace(
                     plan, reason=f"<{quoted_match}>, quoted in the bounce, is in Sent: kept"
@@ -368,6 +375,14 @@ def sweep_account(
         prepared = prepare(mb, state, account.name, plans, write=not dry_run, known=selected)
         plans = prepared.plans
         result.notes.extend(prepared.notes)
+        result.would_act = sum(p.acts for p in plans)
+        held: Counter[str] = Counter(
+            'action = "none": reported only' if p.action is Action.NONE else p.reason
+            for p in plans
+            if p.decision is Decision.BACKSCATTER and not p.acts and not p.rule
+        )
+        for why, n in held.items():
+            result.notes.append(f"{n} backscatter bounce(s) not acted on: {why}")
         for p in plans:
             if p.decision is Decision.OWN:
                 result.own += 1

@@ -460,6 +460,9 @@ class DovecotLab:
             }}
             mail_location = {"sdbox:~/sdbox" if self.mail_format == "sdbox" else "maildir:~/Maildir"}
             mail_fsync = never
+            # IDLE learns of new mail by inotify; when a busy machine has no inotify instance
+            # left (many lab servers run as one user), it polls: every second, not every 30.
+            mailbox_idle_check_interval = 1 secs
             namespace inbox {{
               inbox = yes
               separator = /

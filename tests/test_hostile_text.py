@@ -247,7 +247,7 @@ def test_folder_names_with_controls_on_dovecot(dovecot, new_imap_user, tmp_path:
         assert result.returncode == 0, result.stderr
         assert_clean(result, " ".join(args))
         if args[0] == "sweep":
-            assert "Bounces\\x9b2J\\u202eevil uid 1: backscatter" in result.stdout, result.stdout
+            assert "lab Bounces\\x9b2J\\u202eevil #1: " in result.stdout, result.stdout
     client = env.connect()
     try:
         assert [e.message_id for e in lab.read_folder(client, folder)] == [bounce_id]

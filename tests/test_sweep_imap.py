@@ -204,8 +204,14 @@ def test_dry_run_changes_nothing_and_shows_the_plan(box: Box) -> None:
     result = box.run("sweep", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert box.folders() == before
+    # the preview names each message as the user sees it, the summary comes last
+    assert result.stdout.count("-> Junk") == 6
+    assert result.stdout.count("Undelivered Mail Returned to Sender") >= 6
+    assert "MAILER-DAEMON@mx.example.net" in result.stdout
+    assert result.stdout.index("-> Junk") < result.stdout.index("dry run, nothing changed")
+    verbose = box.run("sweep", "--dry-run", "-v")
     for bounce_id in box.backscatter:
-        assert bounce_id in result.stdout
+        assert bounce_id in verbose.stdout
     assert ": Sent folders checked: Sent\n" in result.stdout
     # a real run afterwards still sees everything (the dry run moved no cursor)
     assert box.run("sweep").returncode == 0
@@ -345,3 +351,38 @@ def test_a_refused_login_reads_as_the_server_wrote_it(dovecot, new_imap_user, tm
     result = run_cli(xdg, "sweep", "--config", str(cfg))
     assert "([AUTHENTICATIONFAILED] Authentication failed.)" in result.stderr, result.stderr
     assert "b'" not in result.stderr
+
+
+def test_every_screen_fits_80_columns_through_a_pipe(box: Box) -> None:
+    """sweep --dry-run -v, sweep, history and status as a new user runs them, with COLUMNS=80
+    and output to a pipe: no line is wider, no header is broken, the numbers match."""
+    env = {"COLUMNS": "80"}
+    outputs = {}
+    for args in (("sweep", "--dry-run", "-v"), ("sweep",), ("history",), ("status",)):
+        out = run_cli(box.xdg, *args, "--config", str(box.config), env_extra=env)
+        assert out.returncode == 0, out.stderr
+        outputs[args[0] + ("-dry" if "--dry-run" in args else "")] = out.stdout
+        for line in (out.stdout + out.stderr).splitlines():
+            assert len(line.rstrip()) <= 80, f"{args}: {len(line)} columns: {line!r}"
+    table = outputs["sweep-dry"].splitlines()
+    header = next(i for i, ln in enumerate(table) if ln.startswith("account "))
+    assert table[header].split() == [
+        "account", "scanned", "NDRs", "own", "backscatter", "would", "act",
+        "undetermined", "waiting", "errors",
+    ]  # fmt: skip
+    would = table[header + 2].split()
+    done = outputs["sweep"].splitlines()
+    row = done[next(i for i, ln in enumerate(done) if ln.startswith("account ")) + 2].split()
+    assert would[5] == row[5] == "6"  # what the preview said is what the sweep did
+
+
+def test_the_dry_run_after_an_undo_says_what_the_sweep_will_do(box: Box) -> None:
+    """After `undo`, the backscatter is still backscatter, but nothing would move: the dry
+    run's count is the real sweep's, and a note says why."""
+    assert box.run("sweep").returncode == 0
+    assert box.run("undo", "--last").returncode == 0
+    dry = json.loads(box.run("sweep", "--dry-run", "--full", "--json").stdout)["accounts"][0]
+    real = json.loads(box.run("sweep", "--full", "--json").stdout)["accounts"][0]
+    assert dry["backscatter"] == real["backscatter"] == 6
+    assert dry["would_act"] == real["acted"] == 0
+    assert any("put back by an earlier undo" in n for n in dry["notes"]), dry["notes"]

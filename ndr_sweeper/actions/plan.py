@@ -49,6 +49,11 @@ class Plan:
     original_message_id: str | None = None
     dest: str | None = None  # destination folder (MOVE/DELETE) or keyword (FLAG)
     rule: str | None = None  # the rule that changed the built-in decision, if any
+    # What a user recognises the message by in a preview (the bounce's own From and Subject,
+    # and when it arrived, ISO 8601); shown, never decided on.
+    sender: str | None = None
+    subject: str | None = None
+    arrived: str | None = None
 
     @property
     def acts(self) -> bool:
@@ -119,6 +124,8 @@ def decide(
             bounce_message_id=verdict.message_id,
             original_message_id=verdict.original.message_id,
             dest=dest,
+            sender=verdict.from_,
+            subject=verdict.subject,
         )
 
     ids = verdict.all_original_ids()
