@@ -129,6 +129,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 invocation = invocation or result.run_id
             except LockedError as exc:
                 result = AccountResult(acc.name, dry_run=args.dry_run, error=str(exc))
+            except KeyboardInterrupt:
+                progress.__exit__(None, None, None)  # the progress line goes, the message stays
+                finished = [r.account for r in results]
+                render.error(
+                    f"interrupted (Ctrl-C) while sweeping {acc.name}: what it had already done "
+                    "is journalled (`ndr-sweeper history` shows the run as interrupted, `undo "
+                    "--last` can put it back) and the next sweep continues from there"
+                    + (f"; swept before it: {', '.join(finished)}" if finished else "")
+                )
+                return 130
             results.append(result)
     if args.json:
         render.json_doc(
@@ -569,6 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         render.error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
+        from ndr_sweeper import render
+
+        render.error("interrupted (Ctrl-C)")
         return 130
     except BrokenPipeError:
         return 0

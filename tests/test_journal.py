@@ -527,8 +527,10 @@ def test_one_message_id_normaliser(world: World) -> None:
 
 def test_ctrl_c_is_recorded_as_interrupted(world: World) -> None:
     world.mb.fail_next("fetch_messages", KeyboardInterrupt())
-    code, _out, _err = world.cli("sweep")
+    code, _out, err = world.cli("sweep")
     assert code == 130
+    (line,) = err.splitlines()
+    assert line.startswith("ndr-sweeper: error: interrupted (Ctrl-C) while sweeping acc: ")
     code, out, _err = world.cli("history", "--json", "--all")
     runs = json.loads(out)
     assert runs[0]["status"] == "interrupted", runs[0]
