@@ -300,3 +300,35 @@ def get_client_secret(account: Account) -> str | None:
         account=account.name,
         key="oauth2_client_secret_command",
     )
+
+
+# --------------------------------------------------------------------------- unattended use
+
+
+def unattended_problem(backend: Any = None) -> str | None:
+    """Why the keyring cannot give a secret to a sweep nobody is watching (cron, the
+    service), or None when it can, as far as we can tell without reading a secret.
+
+    A file keyring that is encrypted with its own password (keyrings.cryptfile,
+    keyrings.alt's EncryptedKeyring) asks for that password on every run; the desktop
+    keyrings (Secret Service, KWallet) need the desktop session's D-Bus.
+    """
+    import os
+
+    import keyring
+
+    backend = backend if backend is not None else keyring.get_keyring()
+    for b in getattr(backend, "backends", None) or [backend]:
+        kind = f"{type(b).__module__}.{type(b).__qualname__}".lower()
+        if "cryptfile" in kind or "encryptedkeyring" in kind:
+            return (
+                f"the keyring in use ({type(b).__name__}) asks for its own password on every "
+                "run, which cron and the background service cannot type"
+            )
+        desktop = "secretservice" in kind or "kwallet" in kind or "libsecret" in kind
+        if desktop and not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+            return (
+                f"the keyring in use ({type(b).__name__}) lives in your desktop session, which "
+                "cron and a service started outside it cannot reach"
+            )
+    return None

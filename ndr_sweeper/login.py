@@ -126,6 +126,7 @@ def login_password(account: Account, *, from_stdin: bool = False, verify: bool =
             render.warning(f"the password is stored but could not be checked: {exc}")
     credentials.set_password(account.name, password)
     _done(f"{account.name}: password stored in the keyring{checked}")
+    _warn_if_unattended_cannot_read(account.name)
 
 
 # --------------------------------------------------------------------------- OAuth2
@@ -156,6 +157,19 @@ def login_oauth2(
         box.logout()
         checked = f"; {account.host} accepts it"
     _done(f"{account.name}: signed in, OAuth2 token stored in the keyring{checked}")
+    _warn_if_unattended_cannot_read(account.name)
+
+
+def _warn_if_unattended_cannot_read(name: str) -> None:
+    from . import render
+
+    problem = credentials.unattended_problem()
+    if problem:
+        render.warning(
+            f"{problem}: sweeps from cron or `ndr-sweeper run` will fail for {name!r}. For "
+            "those, set password_command instead (README, Sign-in: e.g. a chmod 600 file "
+            f'read with password_command = "cat ~/.config/ndr-sweeper/{name}.password")'
+        )
 
 
 # --------------------------------------------------------------------------- commands

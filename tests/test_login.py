@@ -308,3 +308,31 @@ def test_login_refuses_password_flags_for_oauth2(
     res = run_cli(tmp_path, "login", "hosted", "--config", str(cfg), "--device")
     assert res.returncode == CredentialError.exit_code
     assert "set oauth2_device_url" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_login_says_when_the_keyring_cannot_work_unattended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keyrings.cryptfile asks for its own password on every run: cron and the service
+    cannot type it. login says so, and what to use instead."""
+    from keyrings import MemoryKeyring
+
+    class CryptFileKeyring(MemoryKeyring):  # what keyrings.cryptfile's backend is called
+        pass
+
+    old = keyring.get_keyring()
+    keyring.set_keyring(CryptFileKeyring())
+    try:
+        cfg = write_config(tmp_path / "c.toml", "lab", "127.0.0.1", 1, "me")
+        monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
+        assert cmd_login(args(cfg, "lab", password_stdin=True, no_verify=True)) == 0
+    finally:
+        keyring.set_keyring(old)
+    err = capsys.readouterr().err
+    assert "asks for its own password on every run" in err and "password_command" in err
+
+
+def test_no_warning_for_a_keyring_that_works_unattended(file_keyring: Path) -> None:
+    from ndr_sweeper.credentials import unattended_problem
+
+    assert unattended_problem() is None
