@@ -122,6 +122,15 @@ class _Found:
 
 # ---------------------------------------------------------------- discovery
 
+GMAIL_SPAM_NOTE = (
+    "Gmail deletes what is in {junk} after 30 days: until then `ndr-sweeper undo` can put it back"
+)
+
+
+def _gmail_spam(mb: Mailbox, junk: str) -> bool:
+    """Is the Junk folder Gmail's Spam (emptied by Gmail after 30 days)?"""
+    return mb.has("X-GM-EXT-1") or junk.lower().startswith(("[gmail]/", "[google mail]/"))
+
 
 def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | None, str | None]:
     """Sent folders, and the destination folders the account's action needs."""
@@ -419,6 +428,8 @@ def sweep_account(
             result.acted = outcome.done
             result.errors += outcome.failed
             result.notes.extend(n for n in outcome.notes if n not in result.notes)
+            if outcome.done and junk and _gmail_spam(mb, junk):
+                result.notes.append(GMAIL_SPAM_NOTE.format(junk=junk))
             for folder, failed in outcome.retry.items():
                 retry[folder].extend(failed)
 

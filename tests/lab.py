@@ -43,6 +43,40 @@ from pathlib import Path
 
 MAIL_SYSUSER = "dovelab"
 SPECIAL_FOLDERS = {"Drafts": "\\Drafts", "Sent": "\\Sent", "Junk": "\\Junk", "Trash": "\\Trash"}
+# Provider layouts a test can ask for (DovecotLab(layout=...)): the folders (name -> SPECIAL-USE
+# flag, "" for none), the personal namespace's prefix and separator.
+LAYOUTS: dict[str, tuple[dict[str, str], str, str]] = {
+    "default": (SPECIAL_FOLDERS, "", "/"),
+    # Courier-IMAP and Debian's Cyrus: everything below "INBOX.", "." as the separator
+    "courier": (SPECIAL_FOLDERS, "INBOX.", "."),
+    # Gmail: [Gmail]/... names; All Mail (\All) holds every message, INBOX's too
+    "gmail": (
+        {
+            "[Gmail]/Drafts": "\\Drafts",
+            "[Gmail]/Sent Mail": "\\Sent",
+            "[Gmail]/Spam": "\\Junk",
+            "[Gmail]/Trash": "\\Trash",
+            "[Gmail]/All Mail": "\\All",
+            "[Gmail]/Important": "\\Important",
+        },
+        "",
+        "/",
+    ),
+    # Microsoft 365 / Outlook.com names
+    "microsoft": (
+        {
+            "Drafts": "\\Drafts",
+            "Sent Items": "\\Sent",
+            "Junk Email": "\\Junk",
+            "Deleted Items": "\\Trash",
+            "Archive": "\\Archive",
+        },
+        "",
+        "/",
+    ),
+    # A server without SPECIAL-USE: folders found by their (localised) names only
+    "no-special-use": ({"Entwürfe": "", "Gesendet": "", "Spam": "", "Papierkorb": ""}, "", "/"),
+}
 _USER_RE = re.compile(r"^[A-Za-z0-9._@+-]+$")
 
 
@@ -211,6 +245,8 @@ class DovecotLab:
     oauth2_introspection_url: str | None = None
     oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer")
     mail_format: str = "maildir"  # or "sdbox" (benchmarks: server cost without Maildir's)
+    layout: str = "default"  # a key of LAYOUTS: the folders and namespace of a provider
+    hide: tuple[str, ...] = ()  # more capabilities to hide (e.g. "CONDSTORE", "SPECIAL-USE")
     # Dovecot's quota plugin (count backend) with this many messages per user; None: no quota.
     quota_messages: int | None = None
     keep: bool = field(default_factory=lambda: bool(os.environ.get("NDR_KEEP_LAB")))
@@ -240,7 +276,9 @@ class DovecotLab:
     # ------------------------------------------------------------------ public
     @property
     def hidden_caps(self) -> frozenset[str]:
-        hidden = set()
+        hidden = {c.upper() for c in self.hide}
+        if self.layout == "no-special-use":
+            hidden.add("SPECIAL-USE")
         if self.no_move:
             hidden.add("MOVE")
         uidplus = (not self.no_move) if self.uidplus is None else self.uidplus
@@ -417,9 +455,12 @@ class DovecotLab:
             internal_user, internal_group = me, grp.getgrgid(os.getgid()).gr_name
             login_user, chroot = me, "chroot ="
         instance = hashlib.sha1(str(d).encode()).hexdigest()[:10]
+        layout_folders, prefix, separator = LAYOUTS[self.layout]
         folders = "".join(
-            f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}\n"
-            for name, flag in SPECIAL_FOLDERS.items()
+            f'  mailbox "{name}" {{\n'
+            + (f"    special_use = {flag}\n" if flag else "")
+            + "    auto = subscribe\n  }\n"
+            for name, flag in layout_folders.items()
         )
         conf = textwrap.dedent(
             f"""\
@@ -465,7 +506,8 @@ class DovecotLab:
             mailbox_idle_check_interval = 1 secs
             namespace inbox {{
               inbox = yes
-              separator = /
+              separator = {separator}
+              prefix = {prefix}
             """
         )
         conf += folders + "}\n"

@@ -1,0 +1,78 @@
+"""The sweep on the folder layouts hosted mail uses, on a real Dovecot set up like each
+provider (tests/lab.py LAYOUTS): a sweep, a re-run and an undo, counting own bounces junked
+(must be 0), backscatter junked, and messages in Gmail's All Mail touched (must be 0)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bounces
+import lab
+from test_sweep_imap import run_cli, write_config, xdg_dirs
+
+pytestmark = pytest.mark.imap
+
+# layout -> (Sent folder, Junk folder) as the server names them
+FOLDERS = {
+    "default": ("Sent", "Junk"),
+    "courier": ("INBOX.Sent", "INBOX.Junk"),
+    "gmail": ("[Gmail]/Sent Mail", "[Gmail]/Spam"),
+    "microsoft": ("Sent Items", "Junk Email"),
+    "no-special-use": ("Gesendet", "Spam"),
+}
+
+
+def _ids(client, folder: str) -> list[str | None]:  # type: ignore[no-untyped-def]
+    return sorted((e.message_id or "") for e in lab.read_folder(client, folder))
+
+
+@pytest.mark.parametrize("layout", list(FOLDERS))
+def test_sweep_rerun_undo_on_each_layout(dovecot_factory, new_imap_user, tmp_path, layout) -> None:
+    server = dovecot_factory(layout=layout)
+    env = new_imap_user(server)
+    sent_folder, junk_folder = FOLDERS[layout]
+    mine = [bounces.new_id("mine") for _ in range(2)]
+    forged = [bounces.new_id("bs") for _ in range(3)]
+    own = [bounces.dsn(m, bounce_id=bounces.new_id("own")) for m in mine]
+    backscatter = [bounces.dsn(bounces.new_id("forged"), bounce_id=b) for b in forged]
+    inbox = [*own, *backscatter, bounces.ordinary()]
+    client = env.connect()
+    try:
+        lab.append_messages(client, sent_folder, [bounces.original(m) for m in mine])
+        lab.append_messages(client, "INBOX", inbox)
+        if layout == "gmail":  # every INBOX message is in All Mail too
+            lab.append_messages(client, "[Gmail]/All Mail", inbox)
+            all_mail = lab.read_folder(client, "[Gmail]/All Mail")
+        before = _ids(client, "INBOX")
+    finally:
+        client.logout()
+    xdg = xdg_dirs(tmp_path)
+    cfg = write_config(tmp_path / "c.toml", env)
+    out = run_cli(xdg, "sweep", "--json", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr + out.stdout
+    acc = json.loads(out.stdout)["accounts"][0]
+    assert (acc["own"], acc["backscatter"], acc["acted"]) == (2, 3, 3), acc
+    client = env.connect()
+    try:
+        assert _ids(client, junk_folder) == sorted(forged)
+        assert not set(_ids(client, junk_folder)) & {b for b in _ids(client, "INBOX")}
+        if layout == "gmail":
+            assert lab.read_folder(client, "[Gmail]/All Mail") == all_mail  # untouched
+    finally:
+        client.logout()
+    again = json.loads(run_cli(xdg, "sweep", "--json", "--config", str(cfg)).stdout)
+    assert again["accounts"][0]["acted"] == 0
+    undo = run_cli(xdg, "undo", "--last", "--config", str(cfg))
+    assert undo.returncode == 0, undo.stderr
+    client = env.connect()
+    try:
+        assert _ids(client, "INBOX") == before
+        assert _ids(client, junk_folder) == []
+        if layout == "gmail":
+            assert lab.read_folder(client, "[Gmail]/All Mail") == all_mail
+    finally:
+        client.logout()
+    gmail_note = [n for n in acc["notes"] if "Gmail deletes what is in [Gmail]/Spam" in n]
+    assert len(gmail_note) == (1 if layout == "gmail" else 0), acc["notes"]
