@@ -131,6 +131,8 @@ CREATE INDEX sent_ids_nocase ON sent_ids (account, message_id COLLATE NOCASE);
 # point at the entry they undo. Runs of one command invocation share an invocation id.
 # A run that found and changed nothing is "quiet": only the last one of each account is kept,
 # the others are counted in quiet_runs (a service sweeping every minute adds no rows).
+# A Sent folder's extent: its oldest message (INTERNALDATE) and how many it holds, so that a
+# bounce of mail older than every Sent folder is not judged by a folder that cannot know.
 _SCHEMA_V3: Final = """
 ALTER TABLE journal ADD COLUMN fingerprint TEXT;
 ALTER TABLE journal ADD COLUMN size INTEGER;
@@ -146,6 +148,8 @@ CREATE INDEX journal_by_undoes ON journal (undoes);
 CREATE INDEX runs_by_invocation ON runs (invocation);
 CREATE INDEX runs_by_started ON runs (started);
 ALTER TABLE runs ADD COLUMN quiet INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sent_folders ADD COLUMN oldest TEXT;
+ALTER TABLE sent_folders ADD COLUMN messages INTEGER;
 CREATE TABLE quiet_runs (
     account TEXT PRIMARY KEY,
     runs    INTEGER NOT NULL,
@@ -415,12 +419,17 @@ class StateDB:
         uidvalidity: int,
         rows: Iterable[tuple[int, Iterable[str]]],
         last_uid: int,
+        *,
+        oldest: datetime | None = None,
+        messages: int | None = None,
     ) -> int:
         """Index (uid, Message-IDs) pairs of a Sent folder and move its cursor to ``last_uid``.
 
         IDs are normalised (no ``<>``, no whitespace), case kept. When ``uidvalidity`` differs
-        from the stored one, the folder's old entries are dropped first. One transaction.
-        Returns how many (uid, id) pairs were given.
+        from the stored one, the folder's old entries are dropped first. ``oldest``: the oldest
+        INTERNALDATE among the messages given (the folder's extent only grows back with it);
+        ``messages``: how many the folder holds now. One transaction. Returns how many
+        (uid, id) pairs were given.
         """
         values = [
             (account, norm, folder, uid)
@@ -449,14 +458,47 @@ class StateDB:
                 "VALUES (?, ?, ?, ?)",
                 values,
             )
+            renumbered = row is not None and row[0] != uidvalidity
             c.execute(
-                "INSERT INTO sent_folders (account, folder, uidvalidity, last_uid, updated) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, folder) DO UPDATE SET "
-                "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
-                "updated = excluded.updated",
-                (account, folder, uidvalidity, last_uid, _ts(_now())),
+                "INSERT INTO sent_folders (account, folder, uidvalidity, last_uid, updated, "
+                "oldest, messages) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, folder) "
+                "DO UPDATE SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
+                "updated = excluded.updated, messages = COALESCE(excluded.messages, messages), "
+                "oldest = CASE WHEN ? OR oldest IS NULL THEN excluded.oldest "
+                "WHEN excluded.oldest IS NULL THEN oldest "
+                "ELSE MIN(oldest, excluded.oldest) END",
+                (
+                    account,
+                    folder,
+                    uidvalidity,
+                    last_uid,
+                    _ts(_now()),
+                    _ts(oldest),
+                    messages,
+                    int(renumbered),
+                ),
             )
         return len(values)
+
+    def sent_extent(self, account: str, folder: str) -> tuple[datetime | None, int | None]:
+        """(oldest INTERNALDATE, messages) of a Sent folder as last indexed; (None, None) when
+        never indexed or indexed before extents were kept."""
+        rows = self._read(
+            "SELECT oldest, messages FROM sent_folders WHERE account = ? AND folder = ?",
+            (account, folder),
+        )
+        return (_dt(rows[0][0]), rows[0][1]) if rows else (None, None)
+
+    def set_sent_extent(
+        self, account: str, folder: str, oldest: datetime | None, messages: int
+    ) -> None:
+        """Overwrite a Sent folder's extent, read whole from the server (messages were
+        deleted since it was last indexed: the oldest may be gone)."""
+        with self._write() as c:
+            c.execute(
+                "UPDATE sent_folders SET oldest = ?, messages = ? WHERE account = ? AND folder = ?",
+                (_ts(oldest), messages, account, folder),
+            )
 
     def drop_sent_folder(self, account: str, folder: str) -> None:
         """Forget a Sent folder's index and cursor (its UIDVALIDITY changed, or it is gone)."""

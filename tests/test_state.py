@@ -486,3 +486,23 @@ def test_server_text_is_stored_escaped_and_bounded(db: StateDB) -> None:
     db.set_account_status("work", None, {}, hostile, None)
     (s,) = db.account_status()
     assert s.error == escaped
+
+
+def test_a_sent_folders_extent(db: StateDB) -> None:
+    """The oldest message a Sent folder held when indexed: it only grows back as older mail
+    is indexed, is reset with the folder's UIDVALIDITY, and is overwritten after deletions."""
+    from datetime import timedelta
+
+    t = datetime(2024, 5, 1, tzinfo=UTC)
+    assert db.sent_extent("work", "Sent") == (None, None)
+    db.add_sent_ids("work", "Sent", 1, [(1, ["a@x"])], last_uid=1, oldest=t, messages=1)
+    db.add_sent_ids("work", "Sent", 1, [(2, ["b@x"])], 2, oldest=t + timedelta(days=9), messages=2)
+    assert db.sent_extent("work", "Sent") == (t, 2)
+    db.add_sent_ids("work", "Sent", 1, [(3, ["c@x"])], 3, oldest=t - timedelta(days=1), messages=3)
+    assert db.sent_extent("work", "Sent") == (t - timedelta(days=1), 3)
+    db.add_sent_ids("work", "Sent", 1, [], 3, messages=3)  # nothing new: the oldest stays
+    assert db.sent_extent("work", "Sent")[0] == t - timedelta(days=1)
+    db.set_sent_extent("work", "Sent", t + timedelta(days=30), 1)  # old mail was purged
+    assert db.sent_extent("work", "Sent") == (t + timedelta(days=30), 1)
+    db.add_sent_ids("work", "Sent", 2, [(1, ["d@x"])], 1, oldest=t + timedelta(days=60), messages=1)
+    assert db.sent_extent("work", "Sent") == (t + timedelta(days=60), 1)  # renumbered: anew
