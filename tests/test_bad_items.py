@@ -390,3 +390,41 @@ def test_non_ascii_and_ampersand_names_round_trip_on_dovecot(dovecot, new_imap_u
     undo = run_cli(xdg, "undo", "--last", "--config", str(cfg))
     assert undo.returncode == 0, undo.stderr
     assert ids(junk) == [] and ids(swept) == sorted([own, back[1]]) and ids("INBOX") == [back[0]]
+
+
+@pytest.mark.imap
+def test_a_bogus_search_uid_on_dovecot_does_not_blind_the_folder(
+    dovecot, new_imap_user, imap_proxy, tmp_path
+):
+    """Dovecot behind a proxy that adds UID 4294967295 to every SEARCH answer."""
+    from test_sweep_imap import fill
+
+    env = new_imap_user(dovecot)
+    backscatter, _keep, _ = fill(env)
+    proxy = imap_proxy(dovecot)
+    rule = proxy.rewrite(
+        ("UID SEARCH", "SEARCH"),
+        lambda line: line + " 4294967295" if line.startswith("* SEARCH") else line,
+        times=None,
+    )
+    cfg = write_config(tmp_path / "c.toml", proxy.wrap(env))
+    xdg = xdg_dirs(tmp_path)
+    first = run_cli(xdg, "sweep", "--json", "--config", str(cfg))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["accounts"][0]["acted"] == len(backscatter)
+    assert rule.hits and "4294967295" in first.stderr
+    late = bounces.new_id("bs")
+    client = env.connect()
+    try:
+        lab.append_messages(client, "INBOX", [bounces.dsn(bounces.new_id("f"), bounce_id=late)])
+    finally:
+        client.logout()
+    again = run_cli(xdg, "sweep", "--json", "--config", str(cfg))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["accounts"][0]["acted"] == 1
+    client = env.connect()
+    try:
+        junk = {m.message_id for m in lab.read_folder(client, "Junk")}
+    finally:
+        client.logout()
+    assert junk == backscatter | {late}
