@@ -205,8 +205,10 @@ class Rule:
             return False
         if self.reply_to_sent is not None and ctx.reply_in_sent is not self.reply_to_sent:
             return False
-        if self.age is not None and not all(test(ctx.age) for test in self.age):
-            return False
+        if self.age is not None:
+            age = ctx.age  # None: the arrival time is unknown, so no age test holds
+            if age is None or not all(test(age) for test in self.age):
+                return False
         if self.bounce_from is not None and not _glob_any(self.bounce_from, verdict.from_):
             return False
         if self.subject is not None and (

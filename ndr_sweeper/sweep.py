@@ -116,7 +116,7 @@ class _Found:
     folder: str
     uid: int
     verdict: Verdict
-    internaldate: datetime
+    internaldate: datetime | None  # None: the server's INTERNALDATE was garbage
     quoted_ids: tuple[str, ...] = ()  # every <id> in an NDR: the Sent check's safety net
 
 
@@ -133,14 +133,17 @@ def _gmail_spam(mb: Mailbox, junk: str) -> bool:
 
 
 def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | None, str | None]:
-    """Sent folders, and the destination folders the account's action needs."""
+    """Sent folders, and the destination folders the account's action needs.  Refuses a
+    destination that is swept or the \\All folder; warns once per folder it cannot use."""
+    from ndr_sweeper.mailbox import discovery
     from ndr_sweeper.mailbox.discovery import find_all, find_folder
 
     folders = mb.list_folders()
     prefix = mb.personal_prefix()
-    names = {f.name for f in folders}
+    names = {f.name for f in folders if f.unusable is None}
     for f in account.folders:
         if f not in names:
+            discovery.refuse_unusable(f, folders, "`folders`")
             raise MailboxError(
                 f"account {account.name!r}: folder {f!r} does not exist on the server; "
                 "check `folders` in the config"
@@ -148,6 +151,7 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
     if account.sent_folders:
         missing = [s for s in account.sent_folders if s not in names]
         if missing:
+            discovery.refuse_unusable(missing[0], folders, "`sent_folders`")
             raise MailboxError(
                 f"account {account.name!r}: Sent folder {missing[0]!r} does not exist on the "
                 "server; check `sent_folders` in the config"
@@ -159,11 +163,20 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
         sent = find_all("sent", folders, prefix=prefix) or [
             find_folder("sent", folders, None, prefix=prefix)  # raises, saying what to set
         ]
+    swept = account.folders
+    discovery.check_swept(swept, folders)
     junk = trash = None
     if account.action == "move":
-        junk = find_folder("junk", folders, account.junk_folder, prefix=prefix)
+        junk = find_folder("junk", folders, account.junk_folder, prefix=prefix, exclude=swept)
+        fix = "set junk_folder to another folder"
+        discovery.check_destination("junk_folder is", junk, swept, folders, fix)
     elif account.action == "delete":
-        trash = find_folder("trash", folders, account.trash_folder, prefix=prefix)
+        trash = find_folder("trash", folders, account.trash_folder, prefix=prefix, exclude=swept)
+        fix = "set trash_folder to another folder"
+        discovery.check_destination("trash_folder is", trash, swept, folders, fix)
+    for f in folders:
+        if f.unusable is not None:
+            log.warning("%s: ignoring folder %r: %s", account.name, f.name, f.unusable)
     return sent, junk, trash
 
 
@@ -184,8 +197,8 @@ def update_sent_index(
         last = cursor[1] if cursor else 0
         if st.uidnext - 1 <= last:
             continue
-        mb.select(folder, readonly=True)
-        uids = mb.search_uids(last + 1)
+        sel = mb.select(folder, readonly=True)
+        uids = mb.search_uids(last + 1, below=sel.uidnext)
         if not uids:
             state.add_sent_ids(account, folder, st.uidvalidity, [], last_uid=st.uidnext - 1)
             continue
@@ -246,14 +259,14 @@ def scan_folder(
         selected[folder] = sel
     if sel.uidvalidity != st.uidvalidity:
         raise MailboxError(f"UIDVALIDITY of {folder!r} changed while it was opened: sweep again")
-    uids = mb.search_uids(last + 1)
+    uids = mb.search_uids(last + 1, below=sel.uidnext)
     if not uids:
         return st.uidvalidity, [], []
     # Loaded only when there is something new: a no-op sweep never pays for it.
     from ndr_sweeper.classify import HEADER_FIELDS, classify, may_be_report
 
     reporter.stage(account, f"scanning {folder}", len(uids))
-    candidates: dict[int, datetime] = {}
+    candidates: dict[int, datetime | None] = {}
     for item in mb.fetch_headers(uids, HEADER_FIELDS):
         reporter.advance()
         if may_be_report(item.header):
@@ -270,6 +283,39 @@ def scan_folder(
             quoted = tuple(ids_in_message(raw)) if verdict.is_ndr else ()
             found.append(_Found(folder, uid, verdict, candidates[uid], quoted))
     return st.uidvalidity, uids, found
+
+
+def _check_rule_destinations(mb: Mailbox, account: Account, plans: Iterable[Plan]) -> None:
+    """Refuse, before anything is acted on, a rule that moves (or deletes) messages into a
+    swept folder or the \\All folder."""
+    from ndr_sweeper.mailbox import discovery
+
+    dests = {
+        (p.rule, p.action, p.dest)
+        for p in plans
+        if p.rule and p.dest and p.action in (Action.MOVE, Action.DELETE)
+    }
+    if not dests:
+        return
+    folders = mb.list_folders()
+    for rule, action, dest in sorted(dests, key=str):
+        assert dest is not None
+        fix = "change the rule's move" if action is Action.MOVE else "set trash_folder"
+        what = f"rule {rule!r} moves messages to"
+        discovery.check_destination(what, dest, account.folders, folders, fix)
+
+
+def _undated_notes(found: Iterable[_Found]) -> list[str]:
+    """One note per folder holding bounces whose INTERNALDATE was garbage (they wait)."""
+    count: dict[str, int] = defaultdict(int)
+    for f in found:
+        if f.internaldate is None and f.verdict.is_ndr:
+            count[f.folder] += 1
+    return [
+        f"{n} bounce(s) in {folder!r} came with a garbage INTERNALDATE (arrival time unknown): "
+        "they wait, and are read again next sweep"
+        for folder, n in count.items()
+    ]
 
 
 # ---------------------------------------------------------------- the sweep
@@ -362,7 +408,7 @@ def sweep_account(
                     sent_match = quoted_match = state.find_sent(account.name, f.quoted_ids)
             elif replies and f.verdict.reply_to_ids:
                 reply_in_sent = state.find_sent(account.name, f.verdict.reply_to_ids) is not None
-            age = (at - f.internaldate).total_seconds()
+            age = None if f.internaldate is None else (at - f.internaldate).total_seconds()
             plan = decide(
                 f.folder, f.uid, f.verdict, sent_match, age, policy, rule_hook, reply_in_sent
             )
@@ -375,10 +421,16 @@ def sweep_account(
             if plan.action is Action.DELETE and plan.dest is None:
                 # A rule said delete: that means Trash, found the same way as for action = "delete".
                 trash = trash or find_folder(
-                    "trash", mb.list_folders(), account.trash_folder, prefix=mb.personal_prefix()
+                    "trash",
+                    mb.list_folders(),
+                    account.trash_folder,
+                    prefix=mb.personal_prefix(),
+                    exclude=account.folders,
                 )
                 plan = dataclasses.replace(plan, dest=trash)
             plans.append(plan)
+        _check_rule_destinations(mb, account, plans)
+        result.notes.extend(_undated_notes(found))
         # What each acting plan's message is; those put back by an undo, acted on already or
         # waiting for an earlier action to finish are kept (the dry run shows the same).
         prepared = prepare(mb, state, account.name, plans, write=not dry_run, known=selected)

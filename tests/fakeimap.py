@@ -33,6 +33,11 @@ times (default once; ``None``: always).  What it does is chained on it:
 - ``.trickle(rate)``: everything this answer sends goes out at *rate* bytes per second;
 - ``.hang()``: send nothing more and never read again (the connection stays open).
 
+Hostile data is served as given: a folder name is sent on the wire as its UTF-8 bytes, with
+``surrogateescape`` (so ``"\udcff"`` serves the byte 0xff, and ``"&A-"``, invalid modified
+UTF-7, goes out as it is); a message added with ``wire_date=...`` answers FETCH INTERNALDATE
+with that text instead of its date (``add("INBOX", raw, wire_date="garbage")``).
+
 Everything is held in memory; tests read and change it with :meth:`add`, :meth:`messages`,
 :meth:`folder`.  The server thread holds ``server.lock`` while it carries out a command, so
 the same calls are safe from the test thread.
@@ -89,6 +94,7 @@ class Message:
     flags: set[str]
     internaldate: datetime
     modseq: int = 1
+    wire_date: str | None = None  # sent as INTERNALDATE instead of internaldate (garbage)
 
     @property
     def header(self) -> bytes:
@@ -109,7 +115,13 @@ class Folder:
     highestmodseq: int = 1
     messages: list[Message] = field(default_factory=list)
 
-    def add(self, data: bytes, flags: Iterable[str] = (), date: datetime | None = None) -> int:
+    def add(
+        self,
+        data: bytes,
+        flags: Iterable[str] = (),
+        date: datetime | None = None,
+        wire_date: str | None = None,
+    ) -> int:
         self.highestmodseq += 1
         msg = Message(
             self.uidnext,
@@ -117,6 +129,7 @@ class Folder:
             set(flags),
             date or datetime.now(UTC).replace(microsecond=0),
             self.highestmodseq,
+            wire_date,
         )
         self.uidnext += 1
         self.messages.append(msg)
@@ -278,6 +291,13 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _name(value: Any) -> str:
+    """A folder name argument: its bytes kept (invalid UTF-8 as surrogates, see the module doc)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
 def parse_set(text: str, largest: int) -> list[tuple[int, int]]:
     """A sequence set as (lo, hi) ranges; ``*`` is *largest*."""
     out = []
@@ -305,7 +325,7 @@ def uid_set(uids: Iterable[int]) -> str:
 
 
 def quote(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
+    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
     if any(b > 126 or b in (0, 10, 13) for b in raw):
         return b"{%d}\r\n" % len(raw) + raw
     return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
@@ -566,16 +586,19 @@ class FakeImapServer:
         data: bytes,
         flags: Iterable[str] = (),
         date: datetime | None = None,
+        *,
+        wire_date: str | None = None,
     ) -> int:
-        """Deliver a message (as another client or the MTA would); returns its UID."""
+        """Deliver a message (as another client or the MTA would); returns its UID.
+        *wire_date*: what FETCH INTERNALDATE answers for it instead of *date* (any text)."""
         with self.lock:
-            return self.folders[self._resolve(folder)].add(data, flags, date)
+            return self.folders[self._resolve(folder)].add(data, flags, date, wire_date)
 
     def messages(self, folder: str) -> list[Message]:
         """A snapshot of the folder's messages, in UID order."""
         with self.lock:
             return [
-                Message(m.uid, m.data, set(m.flags), m.internaldate, m.modseq)
+                Message(m.uid, m.data, set(m.flags), m.internaldate, m.modseq, m.wire_date)
                 for m in self.folders[self._resolve(folder)].messages
             ]
 
@@ -820,7 +843,7 @@ class _Session:
         return untagged + tag + b" " + status + b"\r\n"
 
     def _folder_arg(self, value: Any) -> Folder | None:
-        name = _text(value)
+        name = _name(value)
         return self.server.folders.get(self.server._resolve(name))
 
     # --- any state
@@ -867,14 +890,14 @@ class _Session:
         args = list(cmd.args)
         if args and isinstance(args[0], list):  # LIST (selection options) ref pattern
             args = args[1:]
-        ref, pattern = _text(args[0]), _text(args[1])
+        ref, pattern = _name(args[0]), _name(args[1])
         delim = self.server.delimiter
         regex = (
             re.escape(ref + pattern).replace(r"\*", ".*").replace("%", f"[^{re.escape(delim)}]*")
         )
         out = []
         for f in self.server.folders.values():
-            if not re.fullmatch(regex, f.name, re.I if f.name.upper() == "INBOX" else 0):
+            if not re.fullmatch(regex, f.name, re.S | (re.I if f.name.upper() == "INBOX" else 0)):
                 continue
             attrs = [a for a in f.attrs if self.has("SPECIAL-USE") or a in ("\\Noselect",)]
             children = any(o.name.startswith(f.name + delim) for o in self.server.folders.values())
@@ -946,7 +969,7 @@ class _Session:
         return self._select(cmd, True)
 
     def cmd_create(self, cmd: Command) -> tuple[bytes, bytes]:
-        name = _text(cmd.args[0]).rstrip(self.server.delimiter)
+        name = _name(cmd.args[0]).rstrip(self.server.delimiter)
         if self.server._resolve(name) in self.server.folders:
             return b"", b"NO [ALREADYEXISTS] Mailbox already exists"
         if not name or name.startswith("~"):
@@ -1051,7 +1074,8 @@ class _Session:
         if item == "FLAGS":
             return b"FLAGS (" + " ".join(sorted(m.flags)).encode() + b")"
         if item == "INTERNALDATE":
-            return b'INTERNALDATE "' + imap_date(m.internaldate).encode() + b'"'
+            date = m.wire_date if m.wire_date is not None else imap_date(m.internaldate)
+            return b"INTERNALDATE " + quote(date)
         if item == "RFC822.SIZE":
             return b"RFC822.SIZE %d" % len(m.data)
         if item == "MODSEQ":
@@ -1132,7 +1156,7 @@ class _Session:
             return None, targets, b""
         src_uids, dst_uids = [], []
         for _seq, m in targets:
-            dst_uids.append(dest.add(m.data, m.flags - {"\\Recent"}, m.internaldate))
+            dst_uids.append(dest.add(m.data, m.flags - {"\\Recent"}, m.internaldate, m.wire_date))
             src_uids.append(m.uid)
         code = b""
         if self.has("UIDPLUS") and targets:

@@ -297,3 +297,19 @@ def test_transcript_keeps_what_each_session_sent(server) -> None:
     ]
     assert login.session == 0
     assert server.received("SELECT")[0].raw.endswith(b'SELECT "INBOX"\r\n')
+
+
+def test_hostile_folder_names_and_dates_are_served_as_given(fake_imap) -> None:
+    """Names as their exact bytes (invalid modified UTF-7, a line break as a literal, a byte
+    that is not UTF-8 through surrogateescape); wire_date answers INTERNALDATE verbatim."""
+    s = fake_imap(folders={"INBOX": (), "&A-": (), "a\r\nb": (), "Gel\udcf6scht": ("\\Junk",)})
+    s.add("INBOX", msg("a@x"), wire_date="not a date")
+    c = client(s)
+    c.folder_encode = False
+    names = {name for _f, _d, name in c.list_folders()}
+    assert names == {b"INBOX", b"&A-", b"a\r\nb", b"Gel\xf6scht"}
+    typ, data = c._imap.select('"&A-"')
+    assert typ == "OK"
+    c.select_folder("INBOX")
+    typ, data = c._imap.uid("FETCH", "1", "(INTERNALDATE)")
+    assert typ == "OK" and b'INTERNALDATE "not a date"' in data[0]

@@ -119,12 +119,26 @@ def test_empty_and_none():
         [(b"1 (UID 1 BODY[] {10}", b"short")],  # literal shorter than announced
         [(b"1 (UID 1 BODY[] {3}", b"abc")],  # the line never goes on
         [b"garbage"],
-        [b'1 (UID 1 INTERNALDATE "32-Foo-2024 00:00:00 +0000")'],
     ],
 )
 def test_unknown_shapes_raise_unparsed(data):
     with pytest.raises(Unparsed):
         parse_fetch(data)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b'"32-Foo-2024 00:00:00 +0000"', b'"garbage"', b'""', b"NIL", b"12345", b"(1 2)"],
+)
+def test_a_garbage_internaldate_is_none_not_the_batch_s_problem(value):
+    got = parse_fetch(
+        [
+            b"1 (UID 1 INTERNALDATE " + value + b" RFC822.SIZE 5)",
+            b'2 (UID 2 INTERNALDATE " 1-Jan-2024 00:00:00 +0000" RFC822.SIZE 6)',
+        ]
+    )
+    assert got[1][b"INTERNALDATE"] is None and got[1][b"RFC822.SIZE"] == 5
+    assert got[2][b"INTERNALDATE"] == datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def test_internaldate_forms():

@@ -44,8 +44,9 @@ def assert_clean(result: subprocess.CompletedProcess[str], what: str) -> None:
 class HostileImap:
     """Answers like an IMAP server, with hostile text in every answer the client shows.
 
-    User ``refused``: LOGIN NO with HOSTILE. Anyone else: logged in; LIST names a \\Sent
-    folder with ESC, C1 and bidi in its name; STATUS and SELECT are refused with HOSTILE.
+    User ``refused``: LOGIN NO with HOSTILE. Anyone else: logged in; LIST names two \\Sent
+    folders, one with ESC, C1 and bidi in its name (never named in a command: ignored with a
+    warning); STATUS and SELECT are refused with HOSTILE.
     """
 
     # "Sent" + ESC ] 0 ; x BEL ESC [ 2 J (raw, as a careless server sends them) + U+009B
@@ -84,6 +85,7 @@ class HostileImap:
                 elif cmd == b"LIST":
                     out = (
                         b'* LIST () "/" INBOX\r\n* LIST (\\Junk) "/" Junk\r\n'
+                        b'* LIST (\\Sent) "/" "Sent Items"\r\n'
                         b'* LIST (\\Sent) "/" "' + self.SENT + b'"\r\n' + tag + b" OK done\r\n"
                     )
                 elif cmd in (b"STATUS", b"SELECT", b"EXAMINE"):
@@ -139,7 +141,9 @@ def test_hostile_server_text_is_escaped_everywhere(hostile: HostileImap, tmp_pat
         seen += result.stdout + result.stderr
     # Shown, escaped: not dropped.
     assert "\\x1b]0;pwned\\x07" in seen or "\\\\x1b]0;pwned\\\\x07" in seen
-    assert "Sent\\x1b]0;x\\x07\\x1b[2J\\x9b\\u202e" in seen  # the -v line naming the Sent folder
+    # a Sent folder's name holds control characters: no command may name it, and the warning
+    # that says so shows it escaped
+    assert "'Sent\\x1b]0;x\\x07\\x1b[2J&AJsgLg-'" in seen
     assert b"LOGIN refused" in b"".join(hostile.commands)  # both accounts were tried
     db = Path(xdg["XDG_STATE_HOME"]) / "ndr-sweeper" / "state.db"
     stored = 0

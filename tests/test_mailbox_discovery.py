@@ -12,6 +12,8 @@ from ndr_sweeper.mailbox.discovery import (
     JUNK_NAMES,
     SENT_NAMES,
     TRASH_NAMES,
+    check_destination,
+    check_swept,
     decode_mutf7,
     find_all,
     find_folder,
@@ -135,3 +137,45 @@ def test_name_lists_have_no_duplicates():
 )
 def test_decode_mutf7(raw, decoded):
     assert decode_mutf7(raw) == decoded
+
+
+def test_junk_and_trash_are_never_a_swept_folder_an_empty_name_or_all_mail():
+    fs = [
+        FolderInfo("INBOX", frozenset({"\\Junk"})),
+        FolderInfo("", frozenset({"\\Junk", "\\Trash"})),
+        FolderInfo("[Gmail]/All Mail", frozenset({"\\All", "\\Trash"})),
+        FolderInfo("Spam", frozenset({"\\All"})),  # a known name, but every message is in it
+        *folders("Bulk", "Bin"),
+    ]
+    assert find_folder("junk", fs, exclude=["inbox"]) == "Bulk"
+    assert find_folder("trash", fs, exclude=["INBOX"]) == "Bin"
+    # Sent discovery is not limited (issue 12 will say more about Gmail)
+    assert find_all("junk", fs, prefix="") == ["INBOX", "Bulk"]  # nothing excluded here
+    with pytest.raises(MailboxError, match=r"flags 'INBOX' \\Junk, but it is a swept folder"):
+        find_folder("junk", fs[:1], exclude=["INBOX"])
+    with pytest.raises(MailboxError, match=r"flags '' \\Junk, but it has an empty name"):
+        find_folder("junk", fs[1:2])
+    with pytest.raises(MailboxError, match=r"flags '\[Gmail\]/All Mail' \\Trash, but it is the"):
+        find_folder("trash", fs[2:3])
+
+
+def test_an_unusable_folder_is_never_chosen_and_is_named_when_it_was_the_one():
+    bad = FolderInfo("&A-", frozenset({"\\Junk"}), "/", unusable="it is not valid UTF-7")
+    assert not bad.selectable
+    assert find_folder("junk", [bad, *folders("Spam")]) == "Spam"
+    with pytest.raises(MailboxError, match=r"only junk folder .*'&A-', cannot be used: it is not"):
+        find_folder("junk", [bad, *folders("INBOX")])
+    with pytest.raises(MailboxError, match=r"lists folder '&A-', but no command .*fix junk_folder"):
+        find_folder("junk", [bad, *folders("INBOX")], "&A-")
+
+
+def test_check_destination_and_check_swept():
+    fs = [*folders("INBOX", "Junk"), FolderInfo("[Gmail]/All Mail", frozenset({"\\All"}))]
+    check_destination("junk_folder is", "Junk", ["INBOX"], fs, "fix it")  # fine
+    with pytest.raises(MailboxError, match=r"^junk_folder is 'Inbox', which is also a swept"):
+        check_destination("junk_folder is", "Inbox", ["INBOX"], fs, "fix it")
+    with pytest.raises(MailboxError, match=r"'\[Gmail\]/All Mail', the server's \\All folder"):
+        check_destination("junk_folder is", "[Gmail]/All Mail", ["INBOX"], fs, "fix it")
+    check_swept(["INBOX", "Junk"], fs)
+    with pytest.raises(MailboxError, match=r"remove it from `folders`"):
+        check_swept(["INBOX", "[Gmail]/All Mail"], fs)

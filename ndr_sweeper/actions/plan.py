@@ -64,7 +64,8 @@ class Plan:
 class Context:
     """What a rule may look at besides the verdict and the built-in plan."""
 
-    age: float  # seconds since the message arrived (INTERNALDATE)
+    # seconds since the message arrived (INTERNALDATE); None when the server's date is garbage
+    age: float | None
     # For messages with In-Reply-To/References (auto-replies, challenge/response): whether one
     # of those IDs is in Sent. None when the message names no such ID or nobody looked.
     reply_in_sent: bool | None = None
@@ -106,12 +107,13 @@ def decide(
     uid: int,
     verdict: Verdict,
     sent_match: str | None,
-    age: float,
+    age: float | None,
     policy: Policy,
     rule_hook: RuleHook | None = None,
     reply_in_sent: bool | None = None,
 ) -> Plan:
-    """Decide one message. `sent_match` is the original ID found in Sent, if any."""
+    """Decide one message. `sent_match` is the original ID found in Sent, if any; `age` is
+    None when the message's arrival time is unknown: an NDR then waits, as a young one does."""
 
     def plan_(decision: Decision, action: Action, reason: str, dest: str | None = None) -> Plan:
         return Plan(
@@ -131,6 +133,12 @@ def decide(
     ids = verdict.all_original_ids()
     if not verdict.is_ndr:
         plan = plan_(Decision.NOT_NDR, Action.KEEP, f"not an NDR ({verdict.kind})")
+    elif age is None:
+        plan = plan_(
+            Decision.TOO_YOUNG,
+            Action.KEEP,
+            "arrival time unknown (the server sent a garbage INTERNALDATE): look again later",
+        )
     elif age < policy.min_age:
         plan = plan_(
             Decision.TOO_YOUNG,

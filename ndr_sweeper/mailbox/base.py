@@ -21,10 +21,19 @@ class FolderInfo:
     name: str
     flags: frozenset[str]  # e.g. "\\Sent", "\\Noselect", "\\HasNoChildren"
     delimiter: str | None = None  # hierarchy separator ("/" or "."), None when flat
+    # Why no command may name this folder ("it is not valid modified UTF-7"), None when one
+    # can.  Such a folder's ``name`` is only the server's bytes as text, for messages.
+    unusable: str | None = None
 
     @property
     def selectable(self) -> bool:
+        if self.unusable is not None:
+            return False
         return not ({"\\noselect", "\\nonexistent"} & {f.lower() for f in self.flags})
+
+    def has_flag(self, flag: str) -> bool:
+        """Whether the server lists it with *flag* ("\\Junk", "\\All"), in any case."""
+        return flag.lower() in {f.lower() for f in self.flags}
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class FolderStatus:
 class HeaderItem:
     uid: int
     header: bytes  # the requested header lines (or the whole header), ending in a blank line
-    internaldate: datetime  # tz-aware
+    internaldate: datetime | None  # tz-aware; None when the server's INTERNALDATE is garbage
     flags: frozenset[str]  # without the session-only "\\Recent"
     size: int  # RFC822.SIZE of the whole message
 
@@ -77,8 +86,10 @@ class Mailbox(Protocol):
         """SELECT, or EXAMINE when readonly."""
         ...
 
-    def search_uids(self, min_uid: int = 1) -> list[int]:
-        """UIDs >= min_uid in the selected folder, ascending."""
+    def search_uids(self, min_uid: int = 1, below: int | None = None) -> list[int]:
+        """UIDs >= min_uid in the selected folder, ascending.  *below*: only UIDs under it
+        (the UIDNEXT the folder had when selected: a higher one the server names cannot exist,
+        and must never move a cursor)."""
         ...
 
     def search_uid_set(self, uids: Sequence[int]) -> list[int]:

@@ -3,8 +3,14 @@
 Order of preference: the config override; the RFC 6154 SPECIAL-USE flag (``\\Sent``,
 ``\\Junk``, ``\\Trash``); then well-known names, English first, then localised ones, compared
 case-insensitively (and Unicode-normalised) with and without the personal namespace prefix
-(``INBOX.``, ``INBOX/``).  Folder names are decoded str (imapclient decodes modified UTF-7;
-``decode_mutf7`` is here for raw names).
+(``INBOX.``, ``INBOX/``).  Folder names are decoded str (``decode_mutf7`` is here for raw
+names).
+
+Never chosen as Junk or Trash: a swept folder (the bounces would be "moved" to where they are),
+a folder with an empty name, the SPECIAL-USE ``\\All`` folder (Gmail's All Mail: every message
+is in it).  A folder whose LIST name no command can carry (``FolderInfo.unusable``) is never
+chosen for anything; when it is the one the server flags, the error says so.  ``check_swept``
+and ``check_destination`` refuse the same things when the config (or a rule) names them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ndr_sweeper.mailbox.base import FolderInfo
 Role = Literal["sent", "junk", "trash"]
 
 SPECIAL_USE: dict[Role, str] = {"sent": "\\Sent", "junk": "\\Junk", "trash": "\\Trash"}
+ALL = "\\All"  # RFC 6154: the folder that holds every message (Gmail's "All Mail")
 CONFIG_KEY: dict[Role, str] = {
     "sent": "sent_folders",
     "junk": "junk_folder",
@@ -76,35 +83,63 @@ def _strip_prefix(name: str, prefixes: Iterable[str]) -> str | None:
     return None
 
 
+def same_folder(a: str, b: str) -> bool:
+    """Whether two names name one folder: the same, or both INBOX (in any case)."""
+    return a == b or (_norm(a) == "inbox" and _norm(b) == "inbox")
+
+
 def find_folder(
     role: Role,
     folders: Sequence[FolderInfo],
     override: str | None = None,
     *,
     prefix: str = "",
+    exclude: Iterable[str] = (),
 ) -> str:
     """Name of the folder for *role* ("sent", "junk" or "trash").
 
     *override* (from the config) wins, but must be in *folders*.  *prefix* is the personal
     namespace prefix (``Mailbox.personal_prefix()``); ``INBOX.`` and ``INBOX/`` are always
-    tried too.  Raises MailboxError saying which config key to set when nothing fits.
+    tried too.  *exclude*: folders never to discover (the swept ones).  Raises MailboxError
+    saying which config key to set when nothing fits.
     """
     key = CONFIG_KEY[role]
     usable = [f for f in folders if f.selectable]
     if override:
         for f in usable:
-            if f.name == override or (_norm(f.name) == "inbox" and _norm(override) == "inbox"):
+            if same_folder(f.name, override):
                 return f.name
+        refuse_unusable(override, folders, key)
         raise MailboxError(
             f"{key} is set to {override!r}, but the server has no such folder; "
             f"fix {key} in the config"
         )
-    name = next(_candidates(role, usable, prefix), None)
+    skip = tuple(exclude)
+    name = next(_candidates(role, usable, prefix, exclude=skip), None)
     if name is not None:
         return name
+    flag = SPECIAL_USE[role]
+    for f in folders:
+        if f.unusable is not None and f.has_flag(flag):
+            raise MailboxError(
+                f"the only {role} folder the server flags {flag}, {f.name!r}, cannot be used: "
+                f"{f.unusable}; rename it (in webmail or another mail client), or set {key}"
+            )
+    for f in usable:
+        if f.has_flag(flag):
+            why = (
+                "it has an empty name"
+                if not f.name
+                else "it is a swept folder (in `folders`)"
+                if any(same_folder(f.name, x) for x in skip)
+                else f"it is the {ALL} folder (every message is in it)"
+            )
+            raise MailboxError(
+                f"no usable {role} folder: the server flags {f.name!r} {flag}, but {why}; "
+                f"set {key} in the config"
+            )
     raise MailboxError(
-        f"no {role} folder found (no {SPECIAL_USE[role]} flag, no known name); "
-        f"set {key} in the config"
+        f"no {role} folder found (no {flag} flag, no known name); set {key} in the config"
     )
 
 
@@ -116,11 +151,68 @@ def find_all(role: Role, folders: Sequence[FolderInfo], *, prefix: str = "") -> 
     return list(dict.fromkeys(_candidates(role, usable, prefix, every=True)))
 
 
+def refuse_unusable(name: str, folders: Sequence[FolderInfo], key: str) -> None:
+    """Raise MailboxError when *name* (from the config key *key*) is a folder the server lists
+    under a name no command can carry; return when it is not."""
+    for f in folders:
+        if f.unusable is not None and f.name == name:
+            raise MailboxError(
+                f"the server lists folder {name!r}, but no command can name it: {f.unusable}; "
+                f"rename it (in webmail or another mail client) and fix {key}"
+            )
+
+
+def check_swept(swept: Iterable[str], folders: Sequence[FolderInfo]) -> None:
+    """Refuse (MailboxError, one line) to sweep the ``\\All`` folder."""
+    for name in swept:
+        if any(_is_all(f, name) for f in folders):
+            raise MailboxError(
+                f"{name!r} is the server's {ALL} folder (every message of the account is in it, "
+                "as in Gmail's All Mail): sweeping it would move mail out of every other folder; "
+                "remove it from `folders`"
+            )
+
+
+def check_destination(
+    what: str, dest: str, swept: Iterable[str], folders: Sequence[FolderInfo], fix: str
+) -> None:
+    """Refuse (MailboxError, one line) a destination that is a swept folder or the ``\\All``
+    folder: *what* says whose it is ("junk_folder is"), *fix* how to change it."""
+    for name in swept:
+        if same_folder(dest, name):
+            raise MailboxError(
+                f"{what} {dest!r}, which is also a swept folder ({name!r} is in `folders`): "
+                f"the bounces would stay where they are; {fix}, or take {name!r} out of `folders`"
+            )
+    if any(_is_all(f, dest) for f in folders):
+        raise MailboxError(
+            f"{what} {dest!r}, the server's {ALL} folder (every message of the account is in "
+            f"it, as in Gmail's All Mail): mail moved there is not taken away; {fix}"
+        )
+
+
+def _is_all(f: FolderInfo, name: str) -> bool:
+    return f.unusable is None and same_folder(f.name, name) and f.has_flag(ALL)
+
+
 def _candidates(
-    role: Role, usable: Sequence[FolderInfo], prefix: str, *, every: bool = False
+    role: Role,
+    usable: Sequence[FolderInfo],
+    prefix: str,
+    *,
+    every: bool = False,
+    exclude: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """Folder names for *role* in order of preference; without *every*, the flagged folders
-    end the search (a server that flags one has said which it is)."""
+    end the search (a server that flags one has said which it is).  Never a folder with an
+    empty name, one in *exclude*, or (for Junk and Trash) the \\All folder."""
+
+    def fits(f: FolderInfo) -> bool:
+        if not f.name or any(same_folder(f.name, x) for x in exclude):
+            return False
+        return role == "sent" or not f.has_flag(ALL)
+
+    usable = [f for f in usable if fits(f)]
     flag = SPECIAL_USE[role].lower()
     flagged = [f for f in usable if flag in {x.lower() for x in f.flags}]
     yield from (f.name for f in flagged)

@@ -10,7 +10,9 @@ parser handles exactly those shapes, straight from imaplib's raw response list:
   the rest of the line (``b')'``, ``b' UID 7)'``, ...) as bytes, items in any order;
 - NIL, numbers, quoted strings, flat parenthesised lists (FLAGS, MODSEQ), literals;
 - unsolicited FETCH responses (a flag change by another client) without UID are skipped;
-  two responses for one UID are merged.
+  two responses for one UID are merged;
+- an INTERNALDATE that is not a date (garbage text, a number, a list) becomes None: one bad
+  message's date is that message's problem (its age is unknown), not the batch's.
 
 Anything else (nested lists such as BODYSTRUCTURE, a malformed response) raises
 :class:`Unparsed`, and the caller falls back to imapclient's parser: a surprise costs speed,
@@ -66,6 +68,15 @@ def parse_internaldate(value: bytes) -> datetime:
         return datetime(int(year), _MONTHS[mon.upper()], int(day), int(h), int(m), int(s), 0, tz)
     except (ValueError, KeyError) as exc:
         raise Unparsed(f"bad INTERNALDATE {value!r}") from exc
+
+
+def _date_or_none(value: object) -> datetime | None:
+    if not isinstance(value, bytes):
+        return None
+    try:
+        return parse_internaldate(value)
+    except Unparsed:
+        return None
 
 
 def _unquote(raw: bytes) -> bytes:
@@ -134,8 +145,8 @@ def parse_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]]:
         uid = item.get(b"UID")
         if uid is None:
             continue  # unsolicited (another client changed flags): not an answer to us
-        if b"INTERNALDATE" in item and item[b"INTERNALDATE"] is not None:
-            item[b"INTERNALDATE"] = parse_internaldate(item[b"INTERNALDATE"])
+        if b"INTERNALDATE" in item:
+            item[b"INTERNALDATE"] = _date_or_none(item[b"INTERNALDATE"])
         if b"MODSEQ" in item and isinstance(item[b"MODSEQ"], tuple):
             item[b"MODSEQ"] = int(item[b"MODSEQ"][0]) if item[b"MODSEQ"] else None
         prev = out.get(uid)

@@ -10,6 +10,12 @@ headers), with imapclient's parser as the fallback for any shape it does not kno
 
 Everything the server sends is read through ``guard`` (time and size limits per command); a
 server that oversteps them ends the session with ``ServerLimitError``.
+
+Folder names go back to the server exactly as its LIST gave them: callers use the decoded
+``str`` (config names are Unicode), and each decoded name maps to the listed bytes
+(``_wire_name``); a name the server did not list is encoded canonically (``mutf7.encode``).
+A listed name that decodes to nothing usable (not modified UTF-7, a control character) is
+returned with ``FolderInfo.unusable`` set and never sent in any command.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from ndr_sweeper.errors import (
     MailboxError,
     ServerLimitError,
 )
-from ndr_sweeper.mailbox import fastfetch, guard, uidset
+from ndr_sweeper.mailbox import fastfetch, guard, mutf7, uidset
 from ndr_sweeper.mailbox.base import (
     SYSTEM_FLAG_SEARCH,
     FolderInfo,
@@ -57,6 +63,7 @@ _QUOTA_CODES = {b"OVERQUOTA"}  # RFC 5530
 # what one FETCH may then hold in memory.
 BODY_BATCH_BYTES = 64 * 1024 * 1024
 HEADER_BATCH = 500  # whole headers (no field list) per FETCH: each may be up to 2 MB
+MAX_NAME_BYTES = 1024  # a longer folder name from LIST is not used (and never sent back)
 
 
 def _text(data: object) -> str:
@@ -110,6 +117,17 @@ def _parse_copyuid(entries: Sequence[bytes], sent: Sequence[int]) -> dict[int, i
     return mapping
 
 
+class _Client(guard.GuardedClient):
+    """Folder names as ImapMailbox gives them: bytes are the server's own form (from LIST),
+    sent as they are; str is encoded canonically (imapclient would decode bytes as ASCII and
+    encode them again, turning "&A-" into "&-A-").  ImapMailbox sets ``folder_encode`` off,
+    so LIST and NAMESPACE answer raw bytes too."""
+
+    def _normalise_folder(self, folder_name: str | bytes) -> bytes:
+        raw = mutf7.encode(folder_name) if isinstance(folder_name, str) else bytes(folder_name)
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
 class ImapMailbox(LogoutOnExit):
     """A logged-in IMAP connection.  Create it with ``ImapMailbox.connect(...)``.
 
@@ -136,6 +154,9 @@ class ImapMailbox(LogoutOnExit):
         self.readonly = False
         self.capabilities: frozenset[str] = frozenset()
         self._prefix: str | None = None
+        client.folder_encode = False  # names are ours to decode and encode (_wire_name)
+        self._wire: dict[str, bytes] | None = None  # decoded name -> as LIST gave it
+        self._status_uidnext: dict[str, int] = {}  # UIDNEXT of the last STATUS per folder
 
     # ---------------------------------------------------------------- connect
     @classmethod
@@ -178,7 +199,7 @@ class ImapMailbox(LogoutOnExit):
             # Reaching the server gets at most 30 s; each read gets the whole *timeout* (a
             # server waiting on a lock of its own says so only every 30 s).
             limits = imapclient.SocketTimeout(connect=min(timeout, 30.0), read=timeout)
-            client = guard.GuardedClient(
+            client = _Client(
                 host,
                 port,
                 ssl=security == "tls",
@@ -391,16 +412,28 @@ class ImapMailbox(LogoutOnExit):
     def list_folders(self) -> list[FolderInfo]:
         with self._op("LIST"):
             rows = self.client.list_folders()
-        out = []
+        entries = []
         for flags, delim, name in rows:
-            out.append(
-                FolderInfo(
-                    name=str(name),
-                    flags=frozenset(_text(f) for f in flags),
-                    delimiter=_text(delim) if delim else None,
-                )
+            raw = name if isinstance(name, bytes) else str(name).encode("ascii", "replace")
+            entries.append(
+                (frozenset(_text(f) for f in flags), _text(delim) if delim else None, raw)
             )
+        named = _names([raw for _f, _d, raw in entries])
+        self._wire = {}
+        out = []
+        for (flags, delim, raw), (name, why) in zip(entries, named, strict=True):
+            if why is None:
+                self._wire[name] = raw
+            out.append(FolderInfo(name=name, flags=flags, delimiter=delim, unusable=why))
         return out
+
+    def _wire_name(self, folder: str, *, list_first: bool = True) -> bytes:
+        """*folder* as the server's LIST gave it (LISTing first if it has not been, unless
+        *list_first* is false); a name it did not list, encoded canonically."""
+        if self._wire is None and list_first:
+            self.list_folders()
+        raw = (self._wire or {}).get(folder)
+        return raw if raw is not None else mutf7.encode(folder)
 
     def personal_prefix(self) -> str:
         if self._prefix is None:
@@ -409,30 +442,40 @@ class ImapMailbox(LogoutOnExit):
                 with self._op("NAMESPACE"):
                     ns = self.client.namespace()
                 if ns.personal:
-                    self._prefix = str(ns.personal[0][0])
+                    prefix = ns.personal[0][0]
+                    if isinstance(prefix, bytes):
+                        prefix = _names([prefix])[0][0]  # only used to match names: as text
+                    self._prefix = str(prefix)
         return self._prefix
 
     def status(self, folder: str) -> FolderStatus:
         items = ["UIDVALIDITY", "UIDNEXT", "MESSAGES"]
         if self.has("CONDSTORE"):
             items.append("HIGHESTMODSEQ")
+        # A sweep with nothing new costs one STATUS: a plain name needs no LIST first.
+        wire = self._wire_name(folder, list_first=not _plain(folder))
         with self._op("STATUS", folder):
-            st = self.client.folder_status(folder, items)
-        return FolderStatus(
+            st = self.client.folder_status(wire, items)
+        status = FolderStatus(
             uidvalidity=int(st[b"UIDVALIDITY"]),
             uidnext=int(st[b"UIDNEXT"]),
             messages=int(st[b"MESSAGES"]),
             highestmodseq=int(st[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in st else None,
         )
+        self._status_uidnext[folder] = status.uidnext
+        return status
 
     def select(self, folder: str, readonly: bool = False) -> FolderStatus:
         self.selected = None
+        wire = self._wire_name(folder)
         with self._op("EXAMINE" if readonly else "SELECT", folder):
-            resp = self.client.select_folder(folder, readonly=readonly)
+            resp = self.client.select_folder(wire, readonly=readonly)
         self.selected, self.readonly = folder, readonly
         exists = int(resp.get(b"EXISTS", 0))
         uidnext = resp.get(b"UIDNEXT")
-        if uidnext is None:  # not sent by every server: derive it
+        if uidnext is None:  # not sent by every server: what STATUS said, else derive it
+            uidnext = self._status_uidnext.get(folder)
+        if uidnext is None:
             uids = self.search_uids()
             uidnext = (uids[-1] + 1) if uids else 1
         modseq = resp.get(b"HIGHESTMODSEQ")
@@ -449,13 +492,32 @@ class ImapMailbox(LogoutOnExit):
             ),
         )
 
-    def search_uids(self, min_uid: int = 1) -> list[int]:
+    def search_uids(self, min_uid: int = 1, below: int | None = None) -> list[int]:
         folder = self._sel("SEARCH")
-        criteria = ["ALL"] if min_uid <= 1 else ["UID", f"{min_uid}:*"]
+        min_uid = max(min_uid, 1)
+        if below is not None and below <= min_uid:
+            return []
+        if below is not None:
+            criteria = ["UID", f"{min_uid}:{below - 1}"]
+        else:
+            criteria = ["ALL"] if min_uid <= 1 else ["UID", f"{min_uid}:*"]
         with self._op("SEARCH", folder):
             uids = self.client.search(criteria)
         # "UID N:*" also matches the last message when its UID is below N (RFC 3501 6.4.8)
-        return sorted(u for u in uids if u >= min_uid)
+        found = sorted(u for u in uids if u >= min_uid)
+        if below is None or not found or found[-1] < below:
+            return found
+        beyond = [u for u in found if u >= below]
+        log.warning(
+            "%s named %d UID(s) in %r at or beyond its UIDNEXT %d, which cannot exist "
+            "(e.g. %d): ignored",
+            self.host,
+            len(beyond),
+            folder,
+            below,
+            beyond[-1],
+        )
+        return [u for u in found if u < below]
 
     def search_uid_set(self, uids: Sequence[int]) -> list[int]:
         folder = self._sel("SEARCH")
@@ -501,7 +563,10 @@ class ImapMailbox(LogoutOnExit):
                 return fastfetch.parse_fetch(data)
             except fastfetch.Unparsed as exc:  # a shape the fast path does not know
                 log.debug("FETCH response left to imapclient's parser: %s", exc)
+            try:
                 return parse_fetch_response(data, normalise_times=False, uid_is_key=True)
+            except (AttributeError, TypeError, ValueError) as exc:  # imapclient's own surprise
+                raise imaplib.IMAP4.error(f"FETCH answer not understood: {exc}") from None
 
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
@@ -522,11 +587,11 @@ class ImapMailbox(LogoutOnExit):
                 header = _body(item, b"BODY[HEADER")
                 if header is None or b"INTERNALDATE" not in item:
                     continue  # an unsolicited FETCH (flag update) without our data
-                date = _aware(item[b"INTERNALDATE"])
+                date = item[b"INTERNALDATE"]  # None (or text) when the server sent garbage
                 yield HeaderItem(
                     uid=uid,
                     header=header,
-                    internaldate=date,
+                    internaldate=_aware(date) if isinstance(date, datetime) else None,
                     flags=_flags(item.get(b"FLAGS", ())),
                     size=int(item.get(b"RFC822.SIZE", 0)),
                 )
@@ -549,6 +614,7 @@ class ImapMailbox(LogoutOnExit):
 
     def _copy_or_move(self, command: str, uids: Sequence[int], dest: str) -> dict[int, int]:
         folder = self._sel(command, write=command == "MOVE")
+        wire = self._wire_name(dest)
         untagged = self.client._imap.untagged_responses
         mapping: dict[int, int] = {}
         for b in uidset.batches(uids, max_count=self.store_batch, max_bytes=self.max_set_bytes):
@@ -557,9 +623,9 @@ class ImapMailbox(LogoutOnExit):
             with self._op(f"{command} to {dest!r}", folder):
                 try:
                     if command == "MOVE":
-                        self.client.move(b.set, dest)
+                        self.client.move(b.set, wire)
                     else:
-                        self.client.copy(b.set, dest)
+                        self.client.copy(b.set, wire)
                 except imaplib.IMAP4.error as exc:
                     if self._missing(dest, str(exc)):
                         raise MailboxError(missing_folder_message(dest)) from None
@@ -628,14 +694,18 @@ class ImapMailbox(LogoutOnExit):
     def create_folder(self, name: str) -> None:
         # A refused CREATE is about a folder that does not exist yet: never report it as
         # "folder does not exist".
+        wire = self._wire_name(name, list_first=False)
         with self._op("CREATE", name, may_be_missing=False):
-            self.client.create_folder(name)
+            self.client.create_folder(wire)
+        self._wire = None  # LIST again before the next name is sent
 
     def folder_exists(self, name: str) -> bool:
+        wire = self._wire_name(name, list_first=False)
         with self._op("LIST", name):
-            rows = self.client.list_folders("", name)
+            rows = self.client.list_folders("", wire)
         for flags, _delim, found in rows:
-            same = found == name or (found.upper() == "INBOX" and name.upper() == "INBOX")
+            raw = found if isinstance(found, bytes) else str(found).encode("ascii", "replace")
+            same = raw == wire or (raw.upper() == b"INBOX" and wire.upper() == b"INBOX")
             if same and b"\\NonExistent" not in flags:
                 return True
         return False
@@ -647,8 +717,9 @@ class ImapMailbox(LogoutOnExit):
         flags: Sequence[str] = (),
         internaldate: datetime | None = None,
     ) -> int | None:
+        wire = self._wire_name(folder)
         with self._op("APPEND to", folder):
-            resp = self.client.append(folder, msg, list(flags), internaldate)
+            resp = self.client.append(wire, msg, list(flags), internaldate)
         m = re.search(rb"\[APPENDUID \d+ (\d+)\]", resp if isinstance(resp, bytes) else b"")
         return int(m.group(1)) if m else None
 
@@ -685,6 +756,69 @@ def _body(item: dict[bytes, Any], prefix: bytes) -> bytes | None:
         if isinstance(key, bytes) and key.startswith(prefix):
             return value if isinstance(value, bytes) else b""
     return None
+
+
+def _plain(name: str) -> bool:
+    """Printable ASCII without "&": a name whose canonical form is itself."""
+    return all(" " <= ch <= "~" for ch in name) and "&" not in name
+
+
+def _names(raws: Sequence[bytes]) -> list[tuple[str, str | None]]:
+    """(name, why it is unusable or None) for each folder name LIST gave.
+
+    A name decodes from modified UTF-7, or from UTF-8 when it has 8-bit bytes (RFC 3501 has no
+    room for them, but some servers send UTF-8).  One that does not, holds a raw control byte
+    (CR or LF would end a command line) or is over MAX_NAME_BYTES is unusable: its text is only
+    for messages.  Two entries that decode to the same name (one of them in a non-canonical form):
+    the canonical one keeps it, the other goes by its bytes as text."""
+    decoded: list[tuple[str, str | None]] = []
+    for raw in raws:
+        text = raw.decode("utf-8", "backslashreplace")
+        try:
+            if len(raw) > MAX_NAME_BYTES:
+                raise ValueError(f"it is longer than {MAX_NAME_BYTES} bytes")
+            name = _decode_name(raw)
+        except ValueError as exc:
+            decoded.append((text, str(exc)))
+            continue
+        decoded.append((name, None))
+    forms: dict[str, set[bytes]] = {}
+    for raw, (name, why) in zip(raws, decoded, strict=True):
+        if why is None:
+            forms.setdefault(name, set()).add(raw)
+    out: list[tuple[str, str | None]] = []
+    taken: set[str] = set()
+    for raw, (name, why) in zip(raws, decoded, strict=True):
+        if why is None and len(forms[name]) > 1 and raw != mutf7.encode(name):
+            alias = raw.decode("utf-8", "backslashreplace")
+            if alias in forms or alias in taken or not raw.isascii():
+                why = f"another folder's name is {name!r} too"
+            else:
+                name = alias
+        if why is None:
+            taken.add(name)
+        out.append((name, why))
+    return out
+
+
+def _decode_name(raw: bytes) -> str:
+    if any(b < 0x20 or b == 0x7F for b in raw):
+        raise ValueError("it holds a control character")
+    if raw.isascii():
+        try:
+            name = mutf7.decode(raw)
+        except ValueError:
+            raise ValueError("it is not valid modified UTF-7 (RFC 3501 5.1.3)") from None
+    else:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("it is neither modified UTF-7 nor UTF-8") from None
+    if any(ch < " " or ch == "\x7f" for ch in name):  # a line break or ESC, encoded
+        raise ValueError("it holds a control character")
+    # C1 controls and bidi marks go back as the bytes LIST gave and are escaped wherever a
+    # name is shown: such a folder stays usable (Dovecot allows them, and people use them).
+    return name
 
 
 def _aware(date: datetime) -> datetime:

@@ -229,9 +229,10 @@ class MemoryMailbox(LogoutOnExit):
             self._status(f), permanent_flags=None if readonly else self.permanent_flags
         )
 
-    def search_uids(self, min_uid: int = 1) -> list[int]:
+    def search_uids(self, min_uid: int = 1, below: int | None = None) -> list[int]:
         lie = self._command("search_uids", min_uid)
-        return self._answer(lie, [u for u in sorted(self._sel().messages) if u >= min_uid])
+        uids = self._answer(lie, [u for u in sorted(self._sel().messages) if u >= min_uid])
+        return uids if below is None else [u for u in uids if u < below]
 
     def search_uid_set(self, uids: Sequence[int]) -> list[int]:
         out: list[int] = []
