@@ -117,3 +117,31 @@ def walk(root: Path) -> Iterator[Path]:
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             yield Path(dirpath) / f
+
+
+@dataclass
+class Stored:
+    data: bytes
+    flags: set[str]
+
+
+LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
+
+
+class MaildirServer:
+    """A Maildir tree seen the way test_journal's World looks at a server: ``contents(folder)``
+    (numbered in file name order, not by our UIDs) and ``add_message``."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+
+    def contents(self, folder: str) -> dict[int, Stored]:
+        out = {}
+        for i, (data, letters) in enumerate(self.tree.messages(folder), 1):
+            flags = {f for f, c in LETTERS.items() if c in letters}
+            out[i] = Stored(data, flags)
+        return out
+
+    def add_message(self, folder: str, raw: bytes, flags: tuple[str, ...] = ()) -> None:
+        letters = "".join(sorted(LETTERS[f] for f in flags if f in LETTERS))
+        self.tree.deliver(folder, raw, new=not letters, flags=letters)
