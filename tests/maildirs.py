@@ -134,6 +134,7 @@ class MaildirServer:
 
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
+        self._uids = itertools.count(1)
 
     def contents(self, folder: str) -> dict[int, Stored]:
         out = {}
@@ -143,5 +144,8 @@ class MaildirServer:
         return out
 
     def add_message(self, folder: str, raw: bytes, flags: tuple[str, ...] = ()) -> None:
+        """Delivered (new/) when it has no flags; else in cur/. In the mbsync layout every
+        message carries ``,U=<n>``, as one that mbsync downloaded does."""
         letters = "".join(sorted(LETTERS[f] for f in flags if f in LETTERS))
-        self.tree.deliver(folder, raw, new=not letters, flags=letters)
+        uid = next(self._uids) if self.tree.layout == "mbsync" else None
+        self.tree.deliver(folder, raw, new=not letters, flags=letters, uid=uid)

@@ -476,4 +476,6 @@ def test_maildir_account_keeps_rules_and_schedule(tmp_path: Path) -> None:
     (acc,) = cfg.accounts
     assert acc.rules == (tmp_path / "r.toml",) and acc.every == 300
     assert acc.action == "delete" and acc.trash_folder == "Bin"
-    assert "rule file" in error(tmp_path, '[[accounts]]\nname = "x"\nmaildir = "M"\nrules = ["no"]\n')
+    assert "rule file" in error(
+        tmp_path, '[[accounts]]\nname = "x"\nmaildir = "M"\nrules = ["no"]\n'
+    )

@@ -937,14 +937,15 @@ class MaildirMailbox(LogoutOnExit):
                 continue
             try:
                 new = self._place(src, entry, dst, move=move)
-                if new is None:  # gone meanwhile
-                    entry2 = self._sync(src, prune=False).by_uid.get(uid)
-                    if entry2 is None:
+                if new is None:  # renamed by another client (or removed): look again
+                    v = self._sync(src, prune=False)
+                    again = v.by_uid.get(uid)
+                    if again is None:
                         continue
-                    new = self._place(src, entry2, dst, move=move)
+                    new = self._place(src, again, dst, move=move)
                     if new is None:
                         continue
-                    entry = entry2
+                    entry = again
             except OSError as exc:
                 error = self._os_error(
                     "move a message to" if move else "copy a message to", dst, exc
