@@ -445,3 +445,14 @@ def test_a_sweep_with_a_bounce_of_the_users_own_mail_in_sent(tmp_path, monkeypat
     assert acc["acc"]["own"] == 2 and acc["acc"]["sent_folders"] == ["Sent"]  # make_mail's too
     w.check()
     assert "own" in {tag_of(d) for d, _f in w.mb.tree.messages("INBOX")}
+
+
+def test_login_on_a_maildir_account_says_it_needs_none(tmp_path: Path, capsys) -> None:
+    from ndr_sweeper import cli
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[accounts]]\nname = "m"\nmaildir = "{tmp_path}"\n')
+    assert cli.main(["login", "m", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    one_line(err)
+    assert f"account 'm' is the local Maildir {tmp_path}: it needs no login" in err
