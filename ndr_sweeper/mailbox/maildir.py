@@ -87,6 +87,7 @@ MAX_HEADER_BYTES: Final = 2 * 1024 * 1024  # a header longer than this is cut th
 MAX_DEPTH: Final = 16  # folder nesting walked in the verbatim layout
 MAX_FOLDERS: Final = 10_000
 SCAN_TRIES: Final = 5  # listings of cur/ + new/ until one is not disturbed by a rename
+SETTLED_NS: Final = 2_000_000_000  # a listing is reused only if cur/ and new/ were older
 BUSY_TIMEOUT: Final = 30.0
 _SUBDIRS: Final = ("cur", "new", "tmp")
 # mbsync's ",U=<uid>" and offlineimap's ",U=<uid>,FMD5=<md5 of the folder name>" in a file name
@@ -308,18 +309,24 @@ def _mtime(path: str) -> int | None:
         return None
 
 
-def scan(folder: Folder) -> tuple[dict[str, Entry], bool]:
-    """The messages of a folder by key, and whether the listing was stable (no rename in
-    ``cur/`` or ``new/`` while it was read: a message renamed meanwhile can be seen twice or
-    not at all, so such a listing is read again, up to ``SCAN_TRIES`` times).
+Stamp = tuple[int | None, int | None]  # modification times of new/ and cur/ (ns)
+
+
+def stamp_of(folder: Folder) -> Stamp:
+    return _mtime(os.path.join(folder.path, "new")), _mtime(os.path.join(folder.path, "cur"))
+
+
+def scan(folder: Folder) -> tuple[dict[str, Entry], Stamp | None]:
+    """The messages of a folder by key, and the stamp (modification times of ``new/`` and
+    ``cur/``) they were read at, None when the listing was not stable (a rename in ``cur/`` or
+    ``new/`` while it was read: a message renamed meanwhile can be seen twice or not at all,
+    so such a listing is read again, up to ``SCAN_TRIES`` times).
 
     ``new/`` is read before ``cur/``: a message moved from one to the other in between is
     then seen twice (and taken from ``cur/``), never missed."""
-    cur = os.path.join(folder.path, "cur")
-    new = os.path.join(folder.path, "new")
     entries: dict[str, Entry] = {}
     for _ in range(SCAN_TRIES):
-        before = (_mtime(new), _mtime(cur))
+        before = stamp_of(folder)
         if before[1] is None:
             raise MailboxError(missing_folder_message(folder.name))
         entries = {}
@@ -340,9 +347,9 @@ def scan(folder: Folder) -> tuple[dict[str, Entry], bool]:
                 raise MailboxError(
                     f"cannot read folder {printable(folder.name)!r} ({folder.path}): {exc.strerror}"
                 ) from None
-        if (_mtime(new), _mtime(cur)) == before:
-            return entries, True
-    return entries, False
+        if stamp_of(folder) == before:
+            return entries, before
+    return entries, None
 
 
 # ---------------------------------------------------------------- the UID map
@@ -369,7 +376,9 @@ class UidStore:
         _private_file(path)
         self.path = path
         try:
-            self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            self.conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             with self._tx():
@@ -601,6 +610,7 @@ class MaildirMailbox(LogoutOnExit):
         self.logged_out = False
         self._tree: dict[str, Folder] = {}
         self._view: View | None = None
+        self._cache: dict[str, tuple[Stamp, View]] = {}  # folder path -> last settled listing
         log.debug("%s: Maildir %s, %s layout", account, root, self.layout)
 
     # ------------------------------------------------------------ folders
@@ -622,8 +632,18 @@ class MaildirMailbox(LogoutOnExit):
             raise MailboxError(missing_folder_message(printable(name)))
         return f
 
-    def _sync(self, folder: Folder, *, prune: bool = True) -> View:
-        entries, stable = scan(folder)
+    def _sync(self, folder: Folder, *, prune: bool = True, fresh: bool = False) -> View:
+        """The folder's messages with their UIDs. A listing is read again only when ``new/``
+        or ``cur/`` changed since the last one, and that one is trusted only when neither had
+        changed for ``SETTLED_NS`` before it was read (a rename within one tick of the file
+        system's clock leaves the time as it was); *fresh* reads it in any case."""
+        if not fresh:
+            cached = self._cache.get(folder.path)
+            if cached is not None and cached[0] == stamp_of(folder):
+                return cached[1]
+        started = time.time_ns()
+        entries, stamp = scan(folder)
+        stable = stamp is not None
 
         def order(keys: list[str]) -> list[str]:
             def when(k: str) -> tuple[int, str]:
@@ -635,7 +655,11 @@ class MaildirMailbox(LogoutOnExit):
 
             return sorted(keys, key=when)
 
-        return self.store.sync(folder.path, entries, prune=prune and stable, order=order)
+        view = self.store.sync(folder.path, entries, prune=prune and stable, order=order)
+        self._cache.pop(folder.path, None)
+        if stamp is not None and all(t is None or t < started - SETTLED_NS for t in stamp):
+            self._cache[folder.path] = (stamp, view)
+        return view
 
     # ------------------------------------------------------------ protocol
     def has(self, cap: str) -> bool:
@@ -754,7 +778,7 @@ class MaildirMailbox(LogoutOnExit):
             try:
                 os.unlink(path)
             except FileNotFoundError:  # renamed or removed by another client: look again
-                now = self._refresh().by_uid.get(uid)
+                now = self._sync(f, prune=False, fresh=True).by_uid.get(uid)
                 if now is None or "\\Deleted" not in now.flags:
                     continue
                 try:
@@ -912,7 +936,7 @@ class MaildirMailbox(LogoutOnExit):
         return None
 
     def _sync_view(self, f: Folder) -> None:
-        self._view = self._sync(f, prune=False)
+        self._view = self._sync(f, prune=False, fresh=True)
 
     def _os_error(self, what: str, f: Folder, exc: OSError) -> MailboxError:
         return MailboxError(
@@ -938,7 +962,7 @@ class MaildirMailbox(LogoutOnExit):
             try:
                 new = self._place(src, entry, dst, move=move)
                 if new is None:  # renamed by another client (or removed): look again
-                    v = self._sync(src, prune=False)
+                    v = self._sync(src, prune=False, fresh=True)
                     again = v.by_uid.get(uid)
                     if again is None:
                         continue
@@ -1044,7 +1068,7 @@ class MaildirMailbox(LogoutOnExit):
                     break
                 except FileNotFoundError:
                     if attempt == 0 and not os.path.lexists(source):
-                        v = self._sync(f, prune=False)  # renamed by another client: again
+                        v = self._sync(f, prune=False, fresh=True)  # renamed meanwhile
                         continue
                     break
                 except OSError as exc:
