@@ -456,3 +456,30 @@ def test_login_on_a_maildir_account_says_it_needs_none(tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     one_line(err)
     assert f"account 'm' is the local Maildir {tmp_path}: it needs no login" in err
+
+
+def test_a_listing_is_reused_until_the_folder_changes(tmp_path: Path, monkeypatch) -> None:
+    tree = Tree(tmp_path / "Mail", "maildir++").make()
+    for i in range(3):
+        tree.deliver("INBOX", make_message(f"m{i}@x"))
+    old = 1e9
+    for sub in ("cur", "new"):
+        os.utime(tree.path("INBOX") / sub, (old, old))  # settled long ago
+    scans = {"n": 0}
+    real = md.scan
+
+    def counting(folder):  # type: ignore[no-untyped-def]
+        scans["n"] += 1
+        return real(folder)
+
+    monkeypatch.setattr(md, "scan", counting)
+    box = box_on(tree, tmp_path / "state")
+    box.select("INBOX")
+    for _ in range(5):
+        box.status("INBOX")
+        assert box.search_uids() == [1, 2, 3]
+    assert scans["n"] == 1
+    toggle_seen(tree, "INBOX")  # another client: cur/ changes
+    assert box.search_flag("\\Seen") == [1, 2, 3] and scans["n"] == 2
+    box.add_flags([2], ["\\Flagged"])  # our own change is seen at once too
+    assert box.search_flag("\\Flagged") == [2]
