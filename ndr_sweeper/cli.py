@@ -460,6 +460,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Copy the sample Maildir to a folder of the user's and sweep it: dry run, sweep, undo."""
+    import shlex
+
+    from ndr_sweeper import render
+    from ndr_sweeper.demo import prepare, sample_messages
+    from ndr_sweeper.paths import default_demo_dir
+
+    target = Path(args.dir).expanduser() if args.dir else default_demo_dir()
+    config = prepare(target)
+    counts = {f: sum(len(v) for v in subs.values()) for f, subs in sample_messages().items()}
+    render.say(
+        f"A sample mailbox of our own messages is in {target / 'Maildir'} (a Maildir as mbsync "
+        f"keeps one: INBOX {counts['INBOX']}, Sent {counts['Sent']}, Junk {counts['Junk']}), "
+        f"with a config of its own, {config}. In INBOX: two bounces of mail you sent, five "
+        "bounces of spam sent in your name (backscatter) from five kinds of mail server, a "
+        "bounce that does not say what bounced, an auto-reply and ordinary mail."
+    )
+    tail = ["--config", str(config)]
+    steps = (["sweep", "--dry-run", "-v"], ["sweep"], ["undo", "--last"])
+    code = 0
+    for step in steps:
+        render.say("")
+        render.say(f"$ ndr-sweeper {shlex.join(step + tail)}", soft_wrap=True)  # whole
+        sub = build_parser().parse_args(step + tail)
+        code = code or int(sub.func(sub))
+    render.say("")
+    render.say(
+        "The backscatter went to Junk and came back; nothing else moved. What undo put back "
+        "stays put back: a sweep of this copy leaves it alone from now on (`ndr-sweeper demo` "
+        "makes a fresh copy). The runs so far: "
+        f"`ndr-sweeper {shlex.join(['history', *tail])}`. Next: a config for your own mailbox "
+        "(README, A first sweep)."
+    )
+    return code
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -487,6 +524,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--account", metavar="NAME", help="the account whose rules to use (default: the first)"
     )
     sp.set_defaults(func=cmd_explain)
+
+    sp = sub.add_parser(
+        "demo",
+        help="sweep a sample Maildir that ships with ndr-sweeper: dry run, sweep, undo",
+    )
+    sp.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="where to put the sample and its config (default: "
+        "$XDG_DATA_HOME/ndr-sweeper/demo; a folder of an earlier demo is replaced)",
+    )
+    sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("rules", help="work with rule files")
     rsub = sp.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)

@@ -51,7 +51,11 @@ _TOP_KEYS: Final = ("accounts", "defaults", "state_dir", "max_parallel", "log_le
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """One IMAP account, with every default filled in. Durations are in seconds."""
+    """One account, with every default filled in. Durations are in seconds.
+
+    An IMAP account has ``host`` and ``username``; a local Maildir account has ``maildir``
+    instead (``host`` and ``username`` are then empty, and no credential is ever asked for).
+    """
 
     name: str
     host: str
@@ -87,10 +91,17 @@ class Account:
     # "keyword": flag them $NdrBackscatter only; "protect": expunge, lifting the user's
     # \\Deleted flags around it (a flag set by another client at that moment is not safe).
     expunge_fallback: str = "deleted"
+    maildir: Path | None = None  # a local Maildir tree instead of an IMAP server
+    # The config's state_dir, where a Maildir account keeps its UID map (None: the default).
+    state_dir: Path | None = field(default=None, compare=False)
 
     @property
     def uses_oauth2(self) -> bool:
         return self.auth == "oauth2"
+
+    @property
+    def is_maildir(self) -> bool:
+        return self.maildir is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +399,26 @@ _ACCOUNT_CHECKS: Final[dict[str, Callable[[object], object]]] = {
     "oauth2_scopes": _str_list,
     "enabled": _bool,
     "expunge_fallback": _choice(("deleted", "keyword", "protect")),
+    "maildir": _nonempty,
 }
+# Keys that only mean something to an IMAP server: a Maildir account ignores them.
+_IMAP_ONLY_KEYS: Final = (
+    "port",
+    "security",
+    "username",
+    "password_command",
+    "allow_plaintext",
+    "tls_ca_file",
+    "timeout",
+    "auth",
+    "oauth2_provider",
+    "oauth2_client_id",
+    "oauth2_client_secret_command",
+    "oauth2_authorize_url",
+    "oauth2_token_url",
+    "oauth2_device_url",
+    "oauth2_scopes",
+)
 _ACCOUNT_KEYS: Final = tuple(_ACCOUNT_CHECKS)
 _SECRETISH_COMMAND_RE: Final = re.compile(r"^\s*(echo|printf)\s")
 
@@ -485,6 +515,11 @@ class _Loader:
         self.check_keys(defaults, "defaults", [k for k in _ACCOUNT_KEYS if k != "name"])
         if "name" in defaults:  # pragma: no cover - rejected by check_keys
             raise self.fail("defaults.name", "each account needs its own name")
+        if "maildir" in defaults:
+            raise self.fail(
+                "defaults.maildir",
+                "each account names its own Maildir: move it into the [[accounts]] table",
+            )
 
         raw_accounts = data.get("accounts")
         if raw_accounts is None:
@@ -501,7 +536,7 @@ class _Loader:
         accounts: list[Account] = []
         seen: dict[str, str] = {}
         for index, table in enumerate(raw_accounts):
-            acc = self.account(index, table, defaults)
+            acc = self.account(index, table, defaults, state_dir)
             if acc.name in seen:
                 raise self.fail(
                     f"accounts[{index}].name",
@@ -522,7 +557,11 @@ class _Loader:
         )
 
     def account(
-        self, index: int, table: Mapping[str, object], defaults: Mapping[str, object]
+        self,
+        index: int,
+        table: Mapping[str, object],
+        defaults: Mapping[str, object],
+        state_dir: Path,
     ) -> Account:
         where = f"accounts[{index}]"
         raw_name = table.get("name")
@@ -553,10 +592,31 @@ class _Loader:
         def keyname(k: str) -> str:
             return merged[k][1] if k in merged else f"{where}.{k}"
 
-        for required in ("host", "username"):
-            if required not in values:
-                raise self.fail(f"{where}.{required}", f'missing: add {required} = "..."')
+        if "folders" in values and not values["folders"]:
+            raise self.fail(keyname("folders"), 'must name at least one folder, e.g. ["INBOX"]')
+        if "every" in values and values["every"] <= 0:
+            raise self.fail(keyname("every"), 'must be more than 0s, e.g. "15m"')
+        if "every" in values and "cron" in values:
+            raise self.fail(keyname("cron"), "every and cron are both set: keep one of them")
+        if "rules" in values:
+            rule_paths = []
+            for raw_rule in values["rules"]:
+                rule_path = self.resolve_path(raw_rule)
+                if not rule_path.is_file():
+                    raise self.fail(keyname("rules"), f"rule file {rule_path} does not exist")
+                rule_paths.append(rule_path)
+            values["rules"] = tuple(rule_paths)
+        if "maildir" in values:
+            own = {k for k, (_v, keypath) in merged.items() if keypath.startswith(f"{where}.")}
+            return self.maildir_account(values, own, keyname, state_dir)
 
+        if "host" not in values:
+            raise self.fail(
+                f"{where}.host",
+                'missing: add host = "..." (or maildir = "PATH" for a local Maildir)',
+            )
+        if "username" not in values:
+            raise self.fail(f"{where}.username", 'missing: add username = "..."')
         security = values.get("security", "tls")
         values.setdefault("port", DEFAULT_PORTS[security])
         if not 1 <= values["port"] <= 65535:
@@ -573,14 +633,8 @@ class _Loader:
                 f"'plain' would send the password unencrypted to {values['host']}: use tls or "
                 "starttls, or set allow_plaintext = true",
             )
-        if "folders" in values and not values["folders"]:
-            raise self.fail(keyname("folders"), 'must name at least one folder, e.g. ["INBOX"]')
         if values.get("timeout", 60.0) <= 0:
             raise self.fail(keyname("timeout"), "must be more than 0s")
-        if "every" in values and values["every"] <= 0:
-            raise self.fail(keyname("every"), 'must be more than 0s, e.g. "15m"')
-        if "every" in values and "cron" in values:
-            raise self.fail(keyname("cron"), "every and cron are both set: keep one of them")
 
         ca = values.pop("tls_ca_file", None)
         if ca is not None:
@@ -590,17 +644,50 @@ class _Loader:
                     keyname("tls_ca_file"), f"{ca_path} does not exist or is not a file"
                 )
             values["tls_ca_file"] = ca_path
-        if "rules" in values:
-            rule_paths = []
-            for raw_rule in values["rules"]:
-                rule_path = self.resolve_path(raw_rule)
-                if not rule_path.is_file():
-                    raise self.fail(keyname("rules"), f"rule file {rule_path} does not exist")
-                rule_paths.append(rule_path)
-            values["rules"] = tuple(rule_paths)
 
         self.check_oauth2(values, keyname, name)
-        return Account(**values)
+        return Account(**values, state_dir=state_dir)
+
+    def maildir_account(
+        self,
+        values: dict[str, Any],
+        own: set[str],
+        keyname: Callable[[str], str],
+        state_dir: Path,
+    ) -> Account:
+        """An account on a local Maildir tree: no server, no credentials. `own`: the keys set
+        in the account's own table (IMAP keys from [defaults] are for the IMAP accounts).
+        Whether the path exists is for opening the mailbox to say (a disk may be mounted
+        later); the loader only resolves it (``~``, relative to this file's folder)."""
+        if "host" in own:
+            raise self.fail(
+                keyname("host"),
+                "host and maildir are both set: keep host for an IMAP server, or maildir for "
+                "a local Maildir",
+            )
+        if values.get("watch") and "watch" in own:
+            raise self.fail(
+                keyname("watch"),
+                "watch needs an IMAP server (IDLE); a Maildir account is swept on its "
+                'schedule: set every = "5m" or cron instead',
+            )
+        ignored = [k for k in _IMAP_ONLY_KEYS if k in own]
+        if ignored:
+            self.warnings.append(
+                f"{self.path}: {keyname(ignored[0])}: ignored for a Maildir account"
+            )
+        kept = {
+            k: v
+            for k, v in values.items()
+            if k not in _IMAP_ONLY_KEYS and k not in ("host", "maildir", "watch")
+        }
+        return Account(
+            host="",
+            username="",
+            maildir=self.resolve_path(values["maildir"]),
+            state_dir=state_dir,
+            **kept,
+        )
 
     def check_oauth2(
         self, values: dict[str, Any], keyname: Callable[[str], str], name: str

@@ -1,4 +1,5 @@
-"""Open an account's mailbox: credentials + IMAP connection (the I/O shell's entry point).
+"""Open an account's mailbox: credentials + IMAP connection, or a local Maildir tree (the I/O
+shell's entry point).
 
 ``security = "plain"`` sends the password unencrypted, so without ``allow_plaintext = true``
 it is only for this machine. The config file only rejects hosts that cannot be loopback by
@@ -18,6 +19,7 @@ from ndr_sweeper.errors import AuthenticationError, ConfigError, ConnectError
 if TYPE_CHECKING:
     from ndr_sweeper.config import Account
     from ndr_sweeper.mailbox.imap import ImapMailbox
+    from ndr_sweeper.mailbox.maildir import MaildirMailbox
 
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo's signature
 
@@ -61,7 +63,7 @@ def non_loopback(host: str, port: int, resolve: Resolver = socket.getaddrinfo) -
 def check_transport(account: Account, resolve: Resolver = socket.getaddrinfo) -> None:
     """ConfigError unless the account's password may travel as its ``security`` says:
     ``plain`` without ``allow_plaintext`` only when every address of the host is loopback."""
-    if account.security != "plain" or account.allow_plaintext:
+    if account.is_maildir or account.security != "plain" or account.allow_plaintext:
         return
     outside = non_loopback(account.host, account.port, resolve)
     if outside:
@@ -74,13 +76,22 @@ def check_transport(account: Account, resolve: Resolver = socket.getaddrinfo) ->
 
 def open_mailbox(
     account: Account, *, interactive: bool = False, resolve: Resolver = socket.getaddrinfo
-) -> ImapMailbox:
-    """Log in to the account's server with its password or OAuth2 token.
+) -> ImapMailbox | MaildirMailbox:
+    """Log in to the account's server with its password or OAuth2 token; or, for an account
+    with ``maildir``, open that Maildir tree (no credentials; its UID map is kept in the
+    state directory; a path that is not there is a ConnectError naming it).
 
     Sweeps and the service are not ``interactive``: a keyring that does not answer within
     ``credentials.KEYRING_TIMEOUT`` is a CredentialError. ``login`` waits for it (a user is
     there to unlock it).
     """
+    if account.maildir is not None:
+        from ndr_sweeper.mailbox.maildir import open_maildir
+        from ndr_sweeper.paths import default_state_dir
+
+        return open_maildir(
+            account.maildir, account.state_dir or default_state_dir(), account=account.name
+        )
     from ndr_sweeper.mailbox.imap import connect
 
     check_transport(account, resolve)

@@ -177,6 +177,11 @@ def _warn_if_unattended_cannot_read(name: str) -> None:
 
 def cmd_login(args: argparse.Namespace) -> int:
     account = _account(args)
+    if account.is_maildir:
+        raise ConfigError(
+            f"account {account.name!r} is the local Maildir {account.maildir}: it needs no "
+            "login (sweep it with `ndr-sweeper sweep`)"
+        )
     verify = not getattr(args, "no_verify", False)
     if account.uses_oauth2:
         if getattr(args, "password_stdin", False):

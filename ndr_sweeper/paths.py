@@ -34,6 +34,16 @@ def state_home(env: Mapping[str, str] | None = None) -> Path:
     return _xdg(env, "XDG_STATE_HOME", ".local/state")
 
 
+def data_home(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME``, or ``~/.local/share``."""
+    return _xdg(env, "XDG_DATA_HOME", ".local/share")
+
+
+def default_demo_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/ndr-sweeper/demo``: where ``ndr-sweeper demo`` puts its sample."""
+    return data_home(env) / APP_NAME / "demo"
+
+
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CONFIG_HOME/ndr-sweeper/config.toml``."""
     return config_home(env) / APP_NAME / "config.toml"

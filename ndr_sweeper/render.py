@@ -71,9 +71,29 @@ def warning(message: str) -> None:
 def say(
     text: str, *, stderr: bool = False, out: Console | None = None, soft_wrap: bool | None = None
 ) -> None:
-    """One line of text as it is: no markup, no highlighting, control characters escaped."""
+    """One line of text as it is: no markup, no highlighting, control characters escaped.
+
+    By default it fits the width (80 in a pipe), broken only between words: a path, an address
+    or a command stays whole, so it can be copied. ``soft_wrap=True`` never breaks it.
+    """
+    import textwrap
+
     out = out or console(stderr=stderr)
-    out.print(printable(text), markup=False, highlight=False, soft_wrap=soft_wrap)
+    text = printable(text)
+    if soft_wrap is not None:
+        out.print(text, markup=False, highlight=False, soft_wrap=soft_wrap)
+        return
+    lead = " " * (len(text) - len(text.lstrip(" ")))
+    lines = textwrap.wrap(
+        text.strip(" "),
+        width=max(out.width, 20),
+        initial_indent=lead,
+        subsequent_indent=lead + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    for line in lines or [""]:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def json_line(obj: Mapping[str, Any]) -> None:

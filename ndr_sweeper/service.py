@@ -476,7 +476,11 @@ class Service:
             rt.wakeups = [w for w in rt.wakeups if w > started]
             account = rt.account
         name = account.name
-        mailbox = (account.host.lower(), account.port, account.username)
+        mailbox = (
+            (f"maildir:{account.maildir}", 0, "")
+            if account.maildir is not None
+            else (account.host.lower(), account.port, account.username)
+        )
         with self._sweeping_lock:
             holder = self._sweeping.get(mailbox)
             if holder is None:
@@ -661,7 +665,7 @@ class Service:
     # --- watchers
 
     def _start_watchers(self, acc: Account) -> None:
-        if not acc.watch:
+        if not acc.watch or acc.is_maildir:  # IDLE is IMAP's; a Maildir runs on its schedule
             return
         for folder in acc.folders:
             w = _Watcher(self, acc.name, folder)

@@ -39,6 +39,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -168,16 +169,37 @@ def _imap_mailbox(env: lab.LabEnv):
 _NO_MOVE_CAPS = {"MOVE", "UIDPLUS"}
 
 
-@pytest.fixture(params=["memory", pytest.param("imap", marks=pytest.mark.imap)])
+def _maildir_mailbox(tmp: Path, layout: str):
+    """An empty Maildir tree (Dovecot's Maildir++ or mbsync's verbatim layout) opened as a
+    mailbox, with its UID map in a state directory of its own."""
+    from ndr_sweeper.mailbox.maildir import open_maildir
+
+    from maildirs import Tree
+
+    tree = Tree(tmp / "Mail", layout).make()
+    return open_maildir(tree.root, tmp / "state")
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("imap", marks=pytest.mark.imap),
+        "maildir++",
+        "mbsync",
+    ]
+)
 def mailbox(request: pytest.FixtureRequest):
-    """A logged-in, empty ``Mailbox`` (INBOX, Drafts, Sent, Junk, Trash with SPECIAL-USE),
-    once in memory and once on the lab Dovecot: tests using it run against both."""
+    """A logged-in, empty ``Mailbox`` (INBOX, Drafts, Sent, Junk, Trash; SPECIAL-USE where the
+    backend has it): in memory, on the lab Dovecot, and on a local Maildir tree laid out as
+    Dovecot (Maildir++) and as mbsync (verbatim): tests using it run against each."""
     from ndr_sweeper.mailbox.memory import MemoryMailbox
 
     if request.param == "memory":
         box = MemoryMailbox()
-    else:
+    elif request.param == "imap":
         box = _imap_mailbox(request.getfixturevalue("imap_user"))
+    else:
+        box = _maildir_mailbox(request.getfixturevalue("tmp_path"), request.param)
     yield box
     box.logout()
 

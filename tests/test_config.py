@@ -432,3 +432,81 @@ def test_a_readable_config_with_password_command_is_warned_about(tmp_path: Path)
     path.chmod(0o644)
     config = load_config(path)
     assert any("others can read this file" in w and "chmod 600" in w for w in config.warnings)
+
+
+# --------------------------------------------------------------------------- Maildir accounts
+
+
+def test_maildir_account_needs_no_server_and_no_credentials(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path,
+        """
+state_dir = "st"
+[defaults]
+username = "me@example.com"   # for the IMAP accounts
+watch = true
+[[accounts]]
+name = "local"
+maildir = "~/Mail/work"
+junk_folder = "Spam"
+min_age = "1h"
+[[accounts]]
+name = "rel"
+maildir = "mail/here"
+""",
+    )
+    local, rel = cfg.accounts
+    assert local.is_maildir and local.maildir == Path("~/Mail/work").expanduser()
+    assert (local.host, local.username, local.password_command) == ("", "", None)
+    assert local.junk_folder == "Spam" and local.min_age == 3600 and local.folders == ("INBOX",)
+    assert not local.watch  # IDLE is IMAP's: [defaults] watch is for the IMAP accounts
+    assert local.state_dir == tmp_path / "st"  # where its UID map is kept
+    assert rel.maildir == tmp_path / "mail/here"  # relative to the config file's folder
+    assert not rel.maildir.exists()  # the loader does not look: opening the mailbox does
+    assert cfg.warnings == ()
+
+
+def test_maildir_and_host_together_is_one_line(tmp_path: Path) -> None:
+    msg = error(
+        tmp_path,
+        '[[accounts]]\nname = "x"\nhost = "imap.example.com"\nusername = "u"\nmaildir = "~/M"\n',
+    )
+    assert msg.endswith(
+        "accounts.x.host: host and maildir are both set: keep host for an IMAP server, or "
+        "maildir for a local Maildir"
+    )
+
+
+def test_neither_host_nor_maildir_says_both(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[[accounts]]\nname = "x"\nusername = "u"\n')
+    assert 'accounts.x.host: missing: add host = "..." (or maildir = "PATH"' in msg
+
+
+def test_maildir_account_refuses_watch_and_warns_of_imap_keys(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[[accounts]]\nname = "x"\nmaildir = "M"\nwatch = true\n')
+    assert "accounts.x.watch: watch needs an IMAP server (IDLE)" in msg
+    cfg = load(tmp_path, '[[accounts]]\nname = "x"\nmaildir = "M"\npassword_command = "pass x"\n')
+    assert cfg.warnings == (
+        f"{tmp_path / 'config.toml'}: accounts.x.password_command: ignored for a Maildir account",
+    )
+    assert cfg.accounts[0].password_command is None
+
+
+def test_maildir_in_defaults_is_refused(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[defaults]\nmaildir = "M"\n[[accounts]]\nname = "x"\n')
+    assert "defaults.maildir: each account names its own Maildir" in msg
+
+
+def test_maildir_account_keeps_rules_and_schedule(tmp_path: Path) -> None:
+    (tmp_path / "r.toml").write_text("")
+    cfg = load(
+        tmp_path,
+        '[[accounts]]\nname = "x"\nmaildir = "M"\nrules = ["r.toml"]\nevery = "5m"\n'
+        'action = "delete"\ntrash_folder = "Bin"\n',
+    )
+    (acc,) = cfg.accounts
+    assert acc.rules == (tmp_path / "r.toml",) and acc.every == 300
+    assert acc.action == "delete" and acc.trash_folder == "Bin"
+    assert "rule file" in error(
+        tmp_path, '[[accounts]]\nname = "x"\nmaildir = "M"\nrules = ["no"]\n'
+    )

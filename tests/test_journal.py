@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 from faultkit import Mail, make_mail, tag_of, tagged
 
-from ndr_sweeper import cli
+from ndr_sweeper import cli, connect
 from ndr_sweeper.errors import ConnectError, MailboxError
 from ndr_sweeper.mailbox.memory import DEFAULT_CAPABILITIES, MemoryMailbox
 from ndr_sweeper.state import open_state
 
 import bounces
+from maildirs import MaildirServer, Tree
 
 SHAPES = {
     "move": DEFAULT_CAPABILITIES,
@@ -36,16 +37,25 @@ CUT = ConnectError("connection lost (cut by the test)")
 
 
 class World:
-    """One or more in-memory servers, a config for them, and the CLI pointed at both."""
+    """One or more in-memory servers (or local Maildir trees: `backend` "maildir++" or
+    "mbsync"), a config for them, and the CLI pointed at both."""
 
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys, **account: Any):
-        self.tmp, self.capsys = tmp, capsys
-        self.servers: dict[str, MemoryMailbox] = {}
+    def __init__(
+        self,
+        tmp: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys,
+        backend: str = "memory",
+        **account: Any,
+    ):
+        self.tmp, self.capsys, self.backend = tmp, capsys, backend
+        self.servers: dict[str, Any] = {}
         self.accounts: dict[str, dict[str, Any]] = {}
         self.mail: dict[str, Mail] = {}
         self.state_dir = tmp / "state"
         self.config = tmp / "config.toml"
         self.add("acc", **account)
+        self._real_open = connect.open_mailbox
         monkeypatch.setattr("ndr_sweeper.connect.open_mailbox", self._open)
 
     def add(
@@ -55,9 +65,15 @@ class World:
         mail: Mail | None = None,
         store_batch: int = 5000,
         **keys: Any,
-    ) -> MemoryMailbox:
-        mb = MemoryMailbox(SHAPES[shape], store_batch=store_batch)
+    ) -> Any:
         mail = mail or make_mail()
+        mb: Any
+        if self.backend == "memory":
+            mb = MemoryMailbox(SHAPES[shape], store_batch=store_batch)
+        else:  # a Maildir has one shape: MOVE and UIDPLUS
+            root = self.tmp / f"Mail-{name}"
+            shutil.rmtree(root, ignore_errors=True)  # added again: a mailbox of its own
+            mb = MaildirServer(Tree(root, self.backend).make())
         for raw in mail.sent:
             mb.add_message("Sent", raw)
         for raw, flags in mail.inbox:
@@ -67,17 +83,22 @@ class World:
         return mb
 
     @property
-    def mb(self) -> MemoryMailbox:
+    def mb(self) -> Any:
         return self.servers["acc"]
 
     def _write_config(self) -> None:
         lines = [f"state_dir = {json.dumps(str(self.state_dir))}"]
         for name, keys in self.accounts.items():
-            values = {
-                "name": name,
+            server: dict[str, str] = {
                 "host": "imap.example.org",
                 "username": "me",
                 "password_command": "echo pw",
+            }
+            if isinstance(self.servers[name], MaildirServer):
+                server = {"maildir": str(self.servers[name].tree.root)}
+            values = {
+                "name": name,
+                **server,
                 "min_age": "0s",
                 **keys,
             }
@@ -86,8 +107,10 @@ class World:
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
 
-    def _open(self, account: Any) -> MemoryMailbox:
+    def _open(self, account: Any) -> Any:
         mb = self.servers[account.name]
+        if isinstance(mb, MaildirServer):  # the real thing: connect.open_mailbox
+            return self._real_open(account)
         mb.logged_out, mb.selected = False, None
         return mb
 
@@ -158,6 +181,12 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> World:
     return World(tmp_path, monkeypatch, capsys)
+
+
+@pytest.fixture(params=["memory", "maildir++", "mbsync"])
+def any_world(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> World:
+    """The same journal test on the memory twin and on a local Maildir (both layouts)."""
+    return World(tmp_path, monkeypatch, capsys, backend=request.param)
 
 
 def one_line(err: str) -> None:
@@ -445,7 +474,8 @@ def test_undo_last_after_a_year_of_quiet_runs(world: World, monkeypatch) -> None
     world.check(junk=set())
 
 
-def test_undo_last_undoes_every_account_the_last_sweep_touched(world: World) -> None:
+def test_undo_last_undoes_every_account_the_last_sweep_touched(any_world: World) -> None:
+    world = any_world
     world.add("two", "copy-uidplus")
     code, acc, err = world.sweep()
     assert code == 0 and acc["acc"]["acted"] and acc["two"]["acted"], err
@@ -456,11 +486,12 @@ def test_undo_last_undoes_every_account_the_last_sweep_touched(world: World) -> 
     world.check("two", junk=set())
 
 
+@pytest.mark.parametrize("backend", ["memory", "maildir++", "mbsync"])
 def test_undo_last_moves_on_to_the_run_before_once_one_is_undone(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, backend
 ) -> None:
     """On a server without UIDPLUS the undone run was picked again and again."""
-    w = World(tmp_path, monkeypatch, capsys)
+    w = World(tmp_path, monkeypatch, capsys, backend=backend)
     first = make_mail(n_backscatter=3, n_keep=1)
     w.add("acc", "copy-plain", mail=first, expunge_fallback="protect")
     assert w.sweep()[0] == 0
@@ -506,9 +537,10 @@ def test_recovery_looks_junk_up_in_a_few_commands(world: World) -> None:
     world.check(junk=mail.backscatter | {f"spam{i}" for i in range(500)})
 
 
-def test_one_message_id_normaliser(world: World) -> None:
+def test_one_message_id_normaliser(any_world: World) -> None:
     """A Sent message whose Message-ID carries a comment inside the brackets: its bounce is the
     user's own and must stay (the Sent index dropped that ID, the classifier kept it)."""
+    world = any_world
     mail = Mail()
     mail.sent.append(
         bounces.original("placeholder@x").replace(
@@ -536,7 +568,8 @@ def test_ctrl_c_is_recorded_as_interrupted(world: World) -> None:
     assert runs[0]["status"] == "interrupted", runs[0]
 
 
-def test_a_killed_run_is_recorded_as_interrupted(world: World) -> None:
+def test_a_killed_run_is_recorded_as_interrupted(any_world: World) -> None:
+    world = any_world
     with open_state(world.state_dir) as state:
         killed = state.start_run("acc", dry_run=False, command="sweep")
     assert world.sweep()[0] == 0

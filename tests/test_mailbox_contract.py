@@ -1,7 +1,10 @@
-"""One contract for every Mailbox: the in-memory one and IMAP on a real Dovecot.
+"""One contract for every Mailbox: the in-memory one, IMAP on a real Dovecot, and a local
+Maildir tree (Dovecot's Maildir++ layout and mbsync's verbatim one).
 
-The ``mailbox*`` fixtures (tests/conftest.py) run each test against both backends; what the
-sweep relies on is pinned here, so the memory mailbox cannot drift from the real server.
+The ``mailbox*`` fixtures (tests/conftest.py) run each test against every backend; what the
+sweep relies on is pinned here, so neither the memory mailbox nor the Maildir one can drift
+from the real server. Where a Maildir differs by design (no SPECIAL-USE, no keywords, no plain
+EXPUNGE) the test says what it does instead.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pytest
 from ndr_sweeper.errors import CapabilityError, MailboxError
 from ndr_sweeper.mailbox import discovery
 from ndr_sweeper.mailbox.base import FolderStatus, HeaderItem, Mailbox
+from ndr_sweeper.mailbox.maildir import MaildirMailbox
 
 from lab import make_message
 
@@ -34,7 +38,10 @@ class TestMailboxContract:
         folders = mailbox.list_folders()
         names = {f.name for f in folders}
         assert {"INBOX", "Sent", "Junk", "Trash", "Drafts"} <= names
-        assert "\\Sent" in next(f for f in folders if f.name == "Sent").flags
+        if mailbox.has("SPECIAL-USE"):
+            assert "\\Sent" in next(f for f in folders if f.name == "Sent").flags
+        else:  # a Maildir: found by their names
+            assert not any(f.flags & {"\\Sent", "\\Junk", "\\Trash"} for f in folders)
         prefix = mailbox.personal_prefix()
         assert discovery.find_sent(folders, prefix=prefix) == "Sent"
         assert discovery.find_junk(folders, prefix=prefix) == "Junk"
@@ -51,9 +58,10 @@ class TestMailboxContract:
         assert (after.messages, after.uidnext) == (3, before.uidnext + 3)
         selected = mailbox.select("INBOX")
         assert dataclasses.replace(selected, permanent_flags=None) == after
-        # Read-write: the flags that stay; Dovecot and the memory twin allow any keyword.
+        # Read-write: the flags that stay; Dovecot and the memory twin allow any keyword, a
+        # Maildir none (test_search_flag_and_plain_expunge checks that this is the truth).
         assert selected.permanent_flags and "\\Deleted" in selected.permanent_flags
-        assert selected.keeps_keyword("$NdrKept")
+        assert selected.keeps_keyword("$NdrKept") is not isinstance(mailbox, MaildirMailbox)
         examined = mailbox.select("inbox", readonly=True)
         assert examined.messages == 3 and examined.permanent_flags is None
         if mailbox.has("CONDSTORE"):
@@ -165,11 +173,18 @@ class TestMailboxContract:
 
     def test_search_flag_and_plain_expunge(self, mailbox):
         fill(mailbox, "INBOX", 4)
-        mailbox.select("INBOX")
+        st = mailbox.select("INBOX")
         mailbox.add_flags([2, 4], ["\\Deleted"])
         mailbox.add_flags([3], ["$Junk"])
         assert mailbox.search_flag("\\Deleted") == [2, 4]
-        assert mailbox.search_flag("$Junk") == [3]
+        # a keyword is there afterwards exactly when PERMANENTFLAGS said it would be
+        assert mailbox.search_flag("$Junk") == ([3] if st.keeps_keyword("$Junk") else [])
+        if isinstance(mailbox, MaildirMailbox):
+            # never every \Deleted file of a folder: only those named by UID
+            with pytest.raises(CapabilityError, match="by UID"):
+                mailbox.expunge_flagged_deleted()
+            assert mailbox.search_uids() == [1, 2, 3, 4]
+            return
         mailbox.expunge_flagged_deleted()
         assert mailbox.search_uids() == [1, 3]
 
