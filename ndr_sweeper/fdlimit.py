@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-RESERVED: Final = 64  # the process itself: stdio, logs, the state database, the loop, imports
-PER_SWEEP: Final = 12  # connection, state database (+WAL, SHM), lock, password_command pipes
-PER_CONNECTOR: Final = 8  # a watch connector's connection and password_command pipes
+# Measured: about 20 for the process itself, 1,033 in all with 1,000 watched folders and 4
+# sweeps under way; these leave a margin.
+RESERVED: Final = 48  # the process: stdio, logs, the state database, the loop's selector
+PER_SWEEP: Final = 10  # connection, state database (+WAL, SHM), lock, password_command pipes
+PER_CONNECTOR: Final = 6  # a watch connector's connection and password_command pipes
 ADVICE: Final = 65536  # what to raise the limit to
 _SHOWN: Final = 5  # names listed in the shortage line
 
