@@ -463,6 +463,10 @@ class DovecotLab:
             }}
             mail_location = {"sdbox:~/sdbox" if self.mail_format == "sdbox" else "maildir:~/Maildir"}
             mail_fsync = never
+            # Past fs.inotify.max_user_instances (128 by default, for all labs of the machine's
+            # mail user together) Dovecot stops using inotify and looks for new mail during IDLE
+            # every mailbox_idle_check_interval (30 s by default): every second instead.
+            mailbox_idle_check_interval = 1s
             namespace inbox {{
               inbox = yes
               separator = /
@@ -495,14 +499,10 @@ class DovecotLab:
         if self._cap_override:
             conf += f"protocol imap {{\n  imap_capability = {self._cap_override}\n}}\n"
         if self.max_connections > 256:
-            # anvil, auth and the login processes see every session: their limits too. Past
-            # fs.inotify.max_user_instances (128) imap processes Dovecot stops using inotify
-            # and looks for new mail every mailbox_idle_check_interval (30 s by default):
-            # every second, so that IDLE reports new mail as a real server's would.
+            # anvil, auth and the login processes see every session: their limits too
             conf += (
                 f"default_process_limit = {self.max_connections}\n"
                 f"default_client_limit = {2 * self.max_connections + 100}\n"
-                "mailbox_idle_check_interval = 1s\n"
             )
         conf += self._oauth2_passdb()
         if self.quota_messages is not None:

@@ -393,3 +393,43 @@ def test_service_reload_reconnects_only_the_changed_account(fake_imap, tmp_path,
         assert s._watch.states() == {"idling": 1}
     finally:
         s.stop()
+
+
+# ---------------------------------------------------------------- TLS, on the lab Dovecot
+
+
+@pytest.mark.imap
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_tls_connections_are_read_without_blocking(dovecot, new_imap_user, watch, security):
+    """SSLSocket in the loop: decrypted bytes the selector cannot see are read too, and
+    renewing IDLE works over TLS."""
+    import lab
+
+    env = new_imap_user(dovecot)
+    a = Account(
+        name="t",
+        host=env.host,
+        port=env.tls_port if security == "tls" else env.port,
+        security=security,
+        username=env.user,
+        timeout=5.0,
+    )
+
+    class TlsHost(Host):
+        def open_mailbox(self, name: str):
+            self.logins.append((name, time.monotonic()))
+            return connect(
+                a.host, a.port, security, env.user, env.password, ca_file=env.cafile, timeout=5
+            )
+
+    loop, host = watch(a, host=TlsHost(renew=0.3))
+    assert wait_until(idling(loop))
+    assert type(loop._watches[("t", "INBOX")].sock).__name__ == "SSLSocket"
+    assert wait_until(lambda: loop._watches[("t", "INBOX")].tag >= 3)  # renewed: IDLE again
+    client = env.connect()
+    try:
+        lab.append_messages(client, "INBOX", [make_message("a@example.org")] * 3)
+    finally:
+        client.logout()
+    assert wait_until(lambda: host.arrivals("t") >= 1, timeout=10)
+    assert len(host.logins) == 1  # the same connection all along
