@@ -3,8 +3,11 @@
 One APScheduler 3 job per enabled account (``every`` -> interval, ``cron`` -> crontab, else
 every 15 minutes), run in a thread pool of ``max_parallel`` workers. Each job holds the
 account's lock, sweeps it, and records the outcome with ``StateDB.set_account_status``.
-``watch = true`` keeps one IMAP IDLE connection per swept folder and pulls the account's
-next run forward when mail arrives (to arrival + ``min_age``).
+Jobs are spread over their interval (``spread``), so many accounts do not start at once.
+``watch = true`` keeps one IMAP IDLE connection per swept folder, all of them in one thread
+(``watch.WatchLoop``), and pulls the account's next run forward when mail arrives (to
+arrival + ``min_age``). At start the open-file limit is raised to the hard limit; watched
+folders beyond what it allows are not watched, in one warning (``fdlimit``).
 
 Shutdown (SIGTERM/SIGINT) is ordered so APScheduler never submits to a closed pool: pause
 the scheduler, remove the jobs (which waits for a job-processing pass in progress), tell
@@ -20,7 +23,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -38,8 +41,10 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from ndr_sweeper.config import Account, Config
+    from ndr_sweeper.fdlimit import OpenFiles
     from ndr_sweeper.state import StateDB
     from ndr_sweeper.sweep import AccountResult
+    from ndr_sweeper.watch import WatchLoop
 
 log = logging.getLogger(__name__)
 # The scheduler's own messages; passed to APScheduler, filtered by _SkippedRunFilter.
@@ -49,10 +54,9 @@ DEFAULT_EVERY: Final = 15 * 60.0  # seconds, when an account has neither every n
 AUTH_BACKOFF: Final = (60.0, 3600.0)  # first wait after a refused login, and the cap
 RECONNECT_BACKOFF: Final = (5.0, 300.0)  # IDLE reconnect: first wait and cap
 IDLE_RENEW: Final = 600.0  # re-issue IDLE well before servers drop it (RFC 2177: 29 min)
-IDLE_POLL: Final = 1.0  # idle_check timeout: how fast a watcher notices shutdown
-HEALTHY: Final = 60.0  # an IDLE connection that lasted this long ends a series of failures
 WATCH_SETTLE: Final = 1.0  # after an arrival, wait this long so a burst makes one sweep
 STOP_TIMEOUT: Final = 8.0  # how long shutdown waits for sweeps in progress
+SAME_MAILBOX_RETRY: Final = 1.0  # a run that found its mailbox being swept tries again then
 
 SweepFn = Callable[..., "AccountResult"]  # sweep.run_sweep, or a test double of it
 MailboxFactory = Callable[["Account"], Any]
@@ -248,6 +252,9 @@ class Service:
         idle_renew: float = IDLE_RENEW,
         watch_settle: float = WATCH_SETTLE,
         stop_timeout: float = STOP_TIMEOUT,
+        watch_connectors: int | None = None,
+        watch_connect_rate: float | None = None,
+        open_file_limit: Callable[[], OpenFiles | None] | None = None,
     ) -> None:
         if sweep is None:
             from ndr_sweeper.sweep import run_sweep as sweep
@@ -263,7 +270,14 @@ class Service:
         self.stop_timeout = stop_timeout
         self.stopping = threading.Event()
         self._accounts: dict[str, _Runtime] = {}
-        self._watchers: dict[tuple[str, str], _Watcher] = {}
+        from ndr_sweeper import fdlimit, watch
+
+        self._watch_connectors = watch_connectors or watch.CONNECTORS
+        self._watch_connect_rate = watch_connect_rate or watch.CONNECT_RATE
+        self._open_file_limit = open_file_limit or fdlimit.raise_open_file_limit
+        self._open_files: OpenFiles | None = None
+        self._watch: WatchLoop | None = None  # created with the first watched folder
+        self._watched: dict[str, int] = {}  # account -> folders handed to the loop
         self._inflight = 0
         self._inflight_cond = threading.Condition()
         # Mailboxes being swept, by (host, port, username), and by which account: the file lock
@@ -291,6 +305,7 @@ class Service:
             pass
         self._skip_filter = _SkippedRunFilter(self._skipped)
         scheduler_log.addFilter(self._skip_filter)
+        self._raise_open_file_limit()
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(self.config.max_parallel)},
             job_defaults={"coalesce": True, "max_instances": 1},
@@ -298,10 +313,10 @@ class Service:
         )
         for acc in accounts:
             self._accounts[acc.name] = _Runtime(acc)
-            self._add_job(acc, triggers[acc.name])
+        for acc in accounts:  # once all are known: the spread counts them
+            self._add_job(acc, triggers[acc.name], starting=len(accounts))
         self._scheduler.start()
-        for acc in accounts:
-            self._start_watchers(acc)
+        self._start_all_watchers(accounts)
         log.info(
             "started: %d account(s) (%s), up to %d at a time",
             len(accounts),
@@ -312,8 +327,7 @@ class Service:
     def stop(self) -> bool:
         """Stop everything; True when no sweep was left running after ``stop_timeout``."""
         self.stopping.set()
-        for w in list(self._watchers.values()):
-            w.stop()
+        self._stop_all_watchers()
         sched = self._scheduler
         if sched is not None and sched.running:
             sched.pause()
@@ -334,9 +348,6 @@ class Service:
             )
         if sched is not None and sched.running:
             sched.shutdown(wait=False)
-        for w in list(self._watchers.values()):
-            w.join(timeout=2.0)
-        self._watchers.clear()
         self._record_stopped()
         scheduler_log.removeFilter(self._skip_filter)
         log.info("stopped")
@@ -387,17 +398,24 @@ class Service:
 
     # --- scheduling
 
-    def _add_job(self, acc: Account, trigger_info: tuple[Any, int, str]) -> None:
+    def _add_job(self, acc: Account, trigger_info: tuple[Any, int, str], starting: int = 1) -> None:
+        """Schedule ``acc``: its runs at its stable place in the interval (``spread``), the
+        first one soon, spread over ``starting`` accounts that start together."""
+        from ndr_sweeper import spread
+
         assert self._scheduler is not None
         trigger, grace, _ = trigger_info
+        crons = sum(1 for rt in self._accounts.values() if rt.account.cron)
+        interval = getattr(trigger, "interval_length", None)
+        first = spread.first_run_delay(acc.name, starting, interval)
         self._scheduler.add_job(
             self._run_job,
-            trigger,
+            spread.spread(trigger, acc.name, crons),
             args=[acc.name],
             id=f"sweep:{acc.name}",
             name=f"sweep {acc.name}",
             replace_existing=True,
-            next_run_time=datetime.now(UTC),  # first run right away
+            next_run_time=datetime.now(UTC) + timedelta(seconds=first),
             misfire_grace_time=grace,
             coalesce=True,
             max_instances=1,
@@ -486,14 +504,13 @@ class Service:
             if holder is None:
                 self._sweeping[mailbox] = name
         if holder is not None:
-            log.info(
-                "%s: the same mailbox is still being swept (as %r, before a reload): "
-                "skipping this run",
-                name,
-                holder,
-            )
+            # One mailbox, two account names (a reload renamed it, or two entries name the same
+            # mailbox): never two sweeps of it at once. This run comes back once that one ends.
+            log.debug("%s: the same mailbox is being swept as %r: this run waits", name, holder)
             with rt.lock:
                 rt.running = False
+                rt.wakeups.append(datetime.now(UTC) + timedelta(seconds=SAME_MAILBOX_RETRY))
+            self._reschedule(rt)
             return
         try:
             wait = rt.auth_retry_at - time.monotonic()
@@ -664,19 +681,75 @@ class Service:
 
     # --- watchers
 
-    def _start_watchers(self, acc: Account) -> None:
+    def _raise_open_file_limit(self) -> None:
+        limits = self._open_file_limit()
+        self._open_files = limits
+        if limits is not None and limits.soft != limits.before:
+            log.debug("open-file limit raised from %d to %d", limits.before, limits.soft)
+
+    def _watch_capacity(self) -> int | None:
+        """How many folders may be watched in all (None: no limit known)."""
+        from ndr_sweeper import fdlimit
+
+        limit = self._open_files.soft if self._open_files is not None else None
+        return fdlimit.capacity(limit, self.config.max_parallel, self._watch_connectors)
+
+    def _start_all_watchers(self, accounts: Sequence[Account]) -> None:
+        """Watch what fits under the open-file limit, in configuration order; one warning
+        names what does not."""
+        skipped = [s for acc in accounts for s in self._start_watchers(acc, report=False)]
+        if skipped:
+            self._report_unwatched(skipped)
+
+    def _start_watchers(self, acc: Account, report: bool = True) -> list[str]:
+        """Hand ``acc``'s folders to the watch loop; returns the "account/folder" names that
+        did not fit under the open-file limit (and, with ``report``, says so)."""
+        from ndr_sweeper.watch import WatchLoop
+
         if not acc.watch or acc.is_maildir:  # IDLE is IMAP's; a Maildir runs on its schedule
-            return
-        for folder in acc.folders:
-            w = _Watcher(self, acc.name, folder)
-            self._watchers[(acc.name, folder)] = w
-            w.start()
+            return []
+        cap = self._watch_capacity()
+        room = len(acc.folders) if cap is None else max(cap - sum(self._watched.values()), 0)
+        folders = acc.folders[:room]
+        skipped = [f"{acc.name}/{f}" for f in acc.folders[room:]]
+        if folders:
+            if self._watch is None:
+                self._watch = WatchLoop(
+                    self,
+                    connectors=self._watch_connectors,
+                    connect_rate=self._watch_connect_rate,
+                ).start()
+            self._watch.add(acc, folders)
+            self._watched[acc.name] = len(folders)
+        if skipped and report:
+            self._report_unwatched(skipped)
+        return skipped
+
+    def _report_unwatched(self, skipped: list[str]) -> None:
+        from ndr_sweeper import fdlimit
+
+        assert self._open_files is not None  # only a known limit leaves anything out
+        log.warning(
+            "%s",
+            fdlimit.shortage(
+                self._open_files,
+                sum(self._watched.values()) + len(skipped),
+                skipped,
+                self.config.max_parallel,
+                self._watch_connectors,
+            ),
+        )
 
     def _stop_watchers(self, name: str) -> None:
-        for key in [k for k in self._watchers if k[0] == name]:
-            w = self._watchers.pop(key)
-            w.stop()
-            w.join(timeout=2.0)
+        self._watched.pop(name, None)
+        if self._watch is not None:
+            self._watch.remove(name)
+
+    def _stop_all_watchers(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+        self._watch = None
+        self._watched.clear()
 
     # --- status
 
@@ -693,108 +766,6 @@ class Service:
                         )
         except NdrSweeperError as exc:
             log.warning("could not record the stop in the state database: %s", exc)
-
-
-# ---------------------------------------------------------------- IDLE watcher
-
-
-class _Watcher(threading.Thread):
-    """Keeps IMAP IDLE on one folder of one account and reports new mail to the service."""
-
-    def __init__(self, service: Service, account: str, folder: str) -> None:
-        super().__init__(name=f"watch {account}/{folder}", daemon=True)
-        self.service = service
-        self.account = account
-        self.folder = folder
-        self._stop_event = threading.Event()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop_event.is_set() or self.service.stopping.is_set()
-
-    def run(self) -> None:
-        first, cap = self.service.reconnect_backoff
-        delay = first
-        failing = False  # in a series of failures: only its first is a warning
-        while not self.stopped:
-            wait = self.service.auth_wait(self.account)
-            if wait > 0:
-                self._stop_event.wait(min(wait, 1.0))
-                continue
-            mb = None
-            connected_at = None
-            try:
-                mb = self.service.open_mailbox(self.account)
-                connected_at = time.monotonic()
-                if not self._watch(mb.client, again=failing):
-                    return
-            except (AuthenticationError, CredentialError):
-                continue  # the service backs off and reports it
-            except Exception as exc:
-                if self.stopped:
-                    break
-                if connected_at is not None and time.monotonic() - connected_at >= HEALTHY:
-                    delay, failing = first, False  # it worked for a while: a new incident
-                log.log(
-                    logging.DEBUG if failing else logging.WARNING,
-                    "%s: watching %s: %s: reconnecting in %s",
-                    self.account,
-                    self.folder,
-                    exc or type(exc).__name__,
-                    format_seconds(delay),
-                )
-                failing = True
-                self._stop_event.wait(delay)
-                delay = min(delay * 2, cap)
-            finally:
-                if mb is not None:
-                    with contextlib.suppress(Exception):
-                        mb.logout()
-
-    def _watch(self, client: Any, again: bool = False) -> bool:
-        """IDLE until stopped (True) or the server cannot IDLE (False); raises when cut off."""
-        if not client.has_capability("IDLE"):
-            log.warning(
-                "%s: the server does not support IDLE: not watching %s (the schedule still "
-                "sweeps it)",
-                self.account,
-                self.folder,
-            )
-            return False
-        info = client.select_folder(self.folder, readonly=True)
-        exists = int(info.get(b"EXISTS", 0))
-        if again:
-            log.info("%s: watching %s again", self.account, self.folder)
-        else:
-            log.info("%s: watching %s for new mail", self.account, self.folder)
-        while not self.stopped:
-            client.idle()
-            started = time.monotonic()
-            try:
-                while not self.stopped and time.monotonic() - started < self.service.idle_renew:
-                    exists = self._on_responses(client.idle_check(timeout=IDLE_POLL), exists)
-            finally:
-                # Leaving IDLE also flushes what arrived meanwhile.
-                _, responses = client.idle_done()
-            exists = self._on_responses(responses, exists)
-        return True
-
-    def _on_responses(self, responses: list[Any], exists: int) -> int:
-        for resp in responses:
-            if not isinstance(resp, tuple) or len(resp) < 2:
-                continue
-            if resp[0] == b"BYE":
-                raise ConnectionError(f"server closed the connection: {resp[1]!r}")
-            if resp[1] == b"EXISTS" and isinstance(resp[0], int):
-                if resp[0] > exists:
-                    self.service.mail_arrived(self.account)
-                exists = resp[0]
-            elif resp[1] == b"EXPUNGE":
-                exists = max(exists - 1, 0)
-        return exists
 
 
 # ---------------------------------------------------------------- signals and main loop

@@ -249,6 +249,9 @@ class DovecotLab:
     hide: tuple[str, ...] = ()  # more capabilities to hide (e.g. "CONDSTORE", "SPECIAL-USE")
     # Dovecot's quota plugin (count backend) with this many messages per user; None: no quota.
     quota_messages: int | None = None
+    # IMAP sessions the server takes at once (imap processes); above 256 the process and
+    # client limits are raised to match and the server gets the hard open-file limit.
+    max_connections: int = 256
     keep: bool = field(default_factory=lambda: bool(os.environ.get("NDR_KEEP_LAB")))
 
     dir: Path = field(init=False)
@@ -501,9 +504,10 @@ class DovecotLab:
             }}
             mail_location = {"sdbox:~/sdbox" if self.mail_format == "sdbox" else "maildir:~/Maildir"}
             mail_fsync = never
-            # IDLE learns of new mail by inotify; when a busy machine has no inotify instance
-            # left (many lab servers run as one user), it polls: every second, not every 30.
-            mailbox_idle_check_interval = 1 secs
+            # Past fs.inotify.max_user_instances (128 by default, for all labs of the machine's
+            # mail user together) Dovecot stops using inotify and looks for new mail during IDLE
+            # every mailbox_idle_check_interval (30 s by default): every second instead.
+            mailbox_idle_check_interval = 1s
             namespace inbox {{
               inbox = yes
               separator = {separator}
@@ -524,7 +528,7 @@ class DovecotLab:
               }}
             }}
             service imap {{
-              process_limit = 256
+              process_limit = {self.max_connections}
             }}
             service auth {{
               {chroot}
@@ -536,6 +540,12 @@ class DovecotLab:
         )
         if self._cap_override:
             conf += f"protocol imap {{\n  imap_capability = {self._cap_override}\n}}\n"
+        if self.max_connections > 256:
+            # anvil, auth and the login processes see every session: their limits too
+            conf += (
+                f"default_process_limit = {self.max_connections}\n"
+                f"default_client_limit = {2 * self.max_connections + 100}\n"
+            )
         conf += self._oauth2_passdb()
         if self.quota_messages is not None:
             conf += textwrap.dedent(
@@ -589,6 +599,7 @@ class DovecotLab:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_raise_nofile if self.max_connections > 256 else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -641,6 +652,15 @@ class DovecotLab:
         if _live_group_members(pgid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+
+
+def _raise_nofile() -> None:
+    """In the child before exec: the soft open-file limit up to the hard one (a busy lab)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _live_group_members(pgid: int) -> list[int]:
