@@ -339,6 +339,15 @@ def cmd_logout(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---------------------------------------------------------------- the first hour
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ndr_sweeper.wizard import cmd_init as run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -567,7 +576,39 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(sp)
     sp.add_argument("account", metavar="ACCOUNT")
     sp.set_defaults(func=cmd_logout)
+
+    _first_hour_parsers(sub, config_arg)
     return p
+
+
+def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
+    """init, folders, check, report and completion."""
+    from ndr_sweeper.config import AUTH_METHODS, SECURITY_MODES
+
+    sp = sub.add_parser("init", help="set up an account from its email address, then dry-run it")
+    config_arg(sp)
+    sp.add_argument("--email", metavar="ADDRESS", help="the account's email address")
+    sp.add_argument("--name", metavar="NAME", help="the account's name (default: the address)")
+    sp.add_argument("--provider", metavar="KEY", help="use this provider's preset (e.g. gmail)")
+    sp.add_argument("--host", metavar="HOST", help="IMAP server (default: found from the address)")
+    sp.add_argument("--port", metavar="PORT", type=int)
+    sp.add_argument("--security", choices=SECURITY_MODES)
+    sp.add_argument("--username", metavar="USER", help="login name (default: the address)")
+    sp.add_argument("--auth", choices=AUTH_METHODS)
+    sp.add_argument("--oauth2-provider", choices=["google", "microsoft"])
+    sp.add_argument("--oauth2-client-id", metavar="ID", help="client id of your registered app")
+    sp.add_argument("--password-command", metavar="CMD", help="a command that prints the password")
+    sp.add_argument("--sent-folder", metavar="FOLDER", help="pin the Sent folder")
+    sp.add_argument("--junk-folder", metavar="FOLDER", help="pin the Junk folder")
+    sp.add_argument("--trash-folder", metavar="FOLDER", help="pin the Trash folder")
+    sp.add_argument("--force", action="store_true", help="replace the config file (kept as .bak)")
+    sp.add_argument(
+        "--non-interactive", action="store_true", help="ask nothing: a missing answer is an error"
+    )
+    sp.add_argument("--no-dns", action="store_true", help="do not look up SRV or MX records")
+    sp.add_argument("--no-login", action="store_true", help="do not offer to log in")
+    sp.add_argument("--no-dry-run", action="store_true", help="do not end with a dry run")
+    sp.set_defaults(func=cmd_init)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

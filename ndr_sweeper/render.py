@@ -253,3 +253,39 @@ def sweep_summary(
                         f"{p.reason} [bounce <{p.bounce_message_id or '?'}>]",
                         out=out,
                     )
+
+
+# ---------------------------------------------------------------- questions
+
+
+def ask(question: str) -> str:
+    """Ask on stderr and read one line of standard input (without its line end); "" at the
+    end of the input. The question is shown escaped, like everything else."""
+    sys.stderr.write(printable(question))
+    sys.stderr.flush()
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+WIDTH = 80  # the screens of init, folders, check and report fit 80 columns, piped or not
+
+
+def narrow(out: Console | None = None, stderr: bool = False) -> Console:
+    """A console at most WIDTH columns wide (a terminal's own width when it is narrower)."""
+    out = out or console(stderr=stderr)
+    out.width = min(out.width, WIDTH)
+    return out
+
+
+def para(text: str, *, indent: str = "", out: Console | None = None, stderr: bool = False) -> None:
+    """``text`` wrapped to the console's width (at most WIDTH), later lines indented."""
+    import textwrap
+
+    out = narrow(out, stderr=stderr)
+    lines = textwrap.wrap(
+        printable(text),
+        width=out.width,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+    )
+    for line in lines or [""]:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
