@@ -348,6 +348,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_folders(args: argparse.Namespace) -> int:
+    from ndr_sweeper.folders import cmd_folders as run
+
+    return run(args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ndr_sweeper.doctor import cmd_check as run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -609,6 +621,32 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
     sp.add_argument("--no-login", action="store_true", help="do not offer to log in")
     sp.add_argument("--no-dry-run", action="store_true", help="do not end with a dry run")
     sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser(
+        "folders", help="the server's folders, their counts, and which are Sent, Junk, Trash"
+    )
+    config_arg(sp)
+    sp.add_argument("account", nargs="?", metavar="ACCOUNT", help="default: the first account")
+    sp.add_argument(
+        "--count",
+        type=int,
+        default=200,
+        metavar="N",
+        help="count the messages of at most N folders (default 200; 0: none)",
+    )
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.set_defaults(func=cmd_folders)
+
+    for name, aliases in (("check", ["doctor"]),):
+        sp = sub.add_parser(
+            name, aliases=aliases, help="check config, secret, server, TLS, login, folders, state"
+        )
+        config_arg(sp)
+        sp.add_argument(
+            "--account", action="append", metavar="NAME", help="only this account (repeatable)"
+        )
+        sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        sp.set_defaults(func=cmd_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
