@@ -360,6 +360,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """`ndr-sweeper report`: the last --days days of each account, from the journal only."""
+    from datetime import timedelta
+
+    from ndr_sweeper import render, report
+    from ndr_sweeper.errors import ConfigError
+    from ndr_sweeper.state import open_state
+
+    if not 1 <= args.days <= 3660:
+        raise ConfigError(f"--days {args.days}: give a number of days from 1 to 3660")
+    config = _load(args)
+    names = [a.name for a in config.select(args.account)] if args.account else config.names
+    today = datetime.now().astimezone().date()
+    first = today - timedelta(days=args.days - 1)
+    since = datetime.combine(first, datetime.min.time()).astimezone()
+    with open_state(config.state_dir) as state:
+        entries = state.report_entries(since)
+        runs = state.sweep_runs_since(since)
+    reports = report.build(names, entries, runs, days=args.days, today=today)
+    if args.json:
+        render.json_doc(
+            {
+                "days": args.days,
+                "since": first.isoformat(),
+                "until": today.isoformat(),
+                "accounts": [r.to_dict() for r in reports],
+            }
+        )
+        return 0
+    out = render.narrow()
+    bar = render.bar_char(out)
+    for i, r in enumerate(reports):
+        if i:
+            render.chart([""], out)
+        render.chart(report.lines(r, args.days, out.width, bar), out, bar)
+    return 0
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -647,6 +685,15 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
         )
         sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
         sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("report", help="backscatter moved per day, top bouncing servers, and more")
+    config_arg(sp)
+    sp.add_argument("--days", type=int, default=30, metavar="N", help="the last N days (30)")
+    sp.add_argument(
+        "--account", action="append", metavar="NAME", help="only this account (repeatable)"
+    )
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.set_defaults(func=cmd_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

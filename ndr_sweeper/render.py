@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -289,3 +290,20 @@ def para(text: str, *, indent: str = "", out: Console | None = None, stderr: boo
     )
     for line in lines or [""]:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def bar_char(out: Console) -> str:
+    """ "#" through a pipe, a full block on a terminal."""
+    return "#" if (out.no_color or not out.is_terminal) else "\u2588"
+
+
+def chart(lines: Sequence[str], out: Console, bar: str = "#") -> None:
+    """Lines of a text chart as they are; on a colour terminal the bars are coloured."""
+    from rich.text import Text
+
+    colour = not (out.no_color or not out.is_terminal)
+    for line in lines:
+        text = Text(printable(line))
+        if colour and bar.strip():
+            text.highlight_regex(f"{re.escape(bar)}+", "bold red")
+        out.print(text, soft_wrap=True)
