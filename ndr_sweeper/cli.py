@@ -360,6 +360,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from ndr_sweeper import completion
+
+    sys.stdout.write(completion.script(args.shell, build_parser()))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """`ndr-sweeper report`: the last --days days of each account, from the journal only."""
     from datetime import timedelta
@@ -694,6 +701,10 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
     )
     sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("completion", help="print the shell completion script")
+    sp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    sp.set_defaults(func=cmd_completion)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
