@@ -338,6 +338,72 @@ def cmd_logout(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---------------------------------------------------------------- the first hour
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ndr_sweeper.wizard import cmd_init as run
+
+    return run(args)
+
+
+def cmd_folders(args: argparse.Namespace) -> int:
+    from ndr_sweeper.folders import cmd_folders as run
+
+    return run(args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ndr_sweeper.doctor import cmd_check as run
+
+    return run(args)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from ndr_sweeper import completion
+
+    sys.stdout.write(completion.script(args.shell, build_parser()))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`ndr-sweeper report`: the last --days days of each account, from the journal only."""
+    from datetime import timedelta
+
+    from ndr_sweeper import render, report
+    from ndr_sweeper.errors import ConfigError
+    from ndr_sweeper.state import open_state
+
+    if not 1 <= args.days <= 3660:
+        raise ConfigError(f"--days {args.days}: give a number of days from 1 to 3660")
+    config = _load(args)
+    names = [a.name for a in config.select(args.account)] if args.account else config.names
+    today = datetime.now().astimezone().date()
+    first = today - timedelta(days=args.days - 1)
+    since = datetime.combine(first, datetime.min.time()).astimezone()
+    with open_state(config.state_dir) as state:
+        entries = state.report_entries(since)
+        runs = state.sweep_runs_since(since)
+    reports = report.build(names, entries, runs, days=args.days, today=today)
+    if args.json:
+        render.json_doc(
+            {
+                "days": args.days,
+                "since": first.isoformat(),
+                "until": today.isoformat(),
+                "accounts": [r.to_dict() for r in reports],
+            }
+        )
+        return 0
+    out = render.narrow()
+    bar = render.bar_char(out)
+    for i, r in enumerate(reports):
+        if i:
+            render.chart([""], out)
+        render.chart(report.lines(r, args.days, out.width, bar), out, bar)
+    return 0
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -608,7 +674,78 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(sp)
     sp.add_argument("account", metavar="ACCOUNT")
     sp.set_defaults(func=cmd_logout)
+
+    _first_hour_parsers(sub, config_arg)
     return p
+
+
+def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
+    """init, folders, check, report and completion."""
+    from ndr_sweeper.config import AUTH_METHODS, SECURITY_MODES
+
+    sp = sub.add_parser("init", help="set up an account from its email address, then dry-run it")
+    config_arg(sp)
+    sp.add_argument("--email", metavar="ADDRESS", help="the account's email address")
+    sp.add_argument("--name", metavar="NAME", help="the account's name (default: the address)")
+    sp.add_argument("--provider", metavar="KEY", help="use this provider's preset (e.g. gmail)")
+    sp.add_argument("--host", metavar="HOST", help="IMAP server (default: found from the address)")
+    sp.add_argument("--port", metavar="PORT", type=int)
+    sp.add_argument("--security", choices=SECURITY_MODES)
+    sp.add_argument("--username", metavar="USER", help="login name (default: the address)")
+    sp.add_argument("--auth", choices=AUTH_METHODS)
+    sp.add_argument("--oauth2-provider", choices=["google", "microsoft"])
+    sp.add_argument("--oauth2-client-id", metavar="ID", help="client id of your registered app")
+    sp.add_argument("--password-command", metavar="CMD", help="a command that prints the password")
+    sp.add_argument("--sent-folder", metavar="FOLDER", help="pin the Sent folder")
+    sp.add_argument("--junk-folder", metavar="FOLDER", help="pin the Junk folder")
+    sp.add_argument("--trash-folder", metavar="FOLDER", help="pin the Trash folder")
+    sp.add_argument("--force", action="store_true", help="replace the config file (kept as .bak)")
+    sp.add_argument(
+        "--non-interactive", action="store_true", help="ask nothing: a missing answer is an error"
+    )
+    sp.add_argument("--no-dns", action="store_true", help="do not look up SRV or MX records")
+    sp.add_argument("--no-login", action="store_true", help="do not offer to log in")
+    sp.add_argument("--no-dry-run", action="store_true", help="do not end with a dry run")
+    sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser(
+        "folders", help="the server's folders, their counts, and which are Sent, Junk, Trash"
+    )
+    config_arg(sp)
+    sp.add_argument("account", nargs="?", metavar="ACCOUNT", help="default: the first account")
+    sp.add_argument(
+        "--count",
+        type=int,
+        default=200,
+        metavar="N",
+        help="count the messages of at most N folders (default 200; 0: none)",
+    )
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.set_defaults(func=cmd_folders)
+
+    for name, aliases in (("check", ["doctor"]),):
+        sp = sub.add_parser(
+            name, aliases=aliases, help="check config, secret, server, TLS, login, folders, state"
+        )
+        config_arg(sp)
+        sp.add_argument(
+            "--account", action="append", metavar="NAME", help="only this account (repeatable)"
+        )
+        sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("report", help="backscatter moved per day, top bouncing servers, and more")
+    config_arg(sp)
+    sp.add_argument("--days", type=int, default=30, metavar="N", help="the last N days (30)")
+    sp.add_argument(
+        "--account", action="append", metavar="NAME", help="only this account (repeatable)"
+    )
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("completion", help="print the shell completion script")
+    sp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    sp.set_defaults(func=cmd_completion)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -354,3 +355,56 @@ def _legend(results: Sequence[Any], dry: bool, verbose: bool) -> list[str]:
             "to be tried again; a later sweep takes them"
         )
     return lines
+
+
+# ---------------------------------------------------------------- questions
+
+
+def ask(question: str) -> str:
+    """Ask on stderr and read one line of standard input (without its line end); "" at the
+    end of the input. The question is shown escaped, like everything else."""
+    sys.stderr.write(printable(question))
+    sys.stderr.flush()
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+WIDTH = 80  # the screens of init, folders, check and report fit 80 columns, piped or not
+
+
+def narrow(out: Console | None = None, stderr: bool = False) -> Console:
+    """A console at most WIDTH columns wide (a terminal's own width when it is narrower)."""
+    out = out or console(stderr=stderr)
+    out.width = min(out.width, WIDTH)
+    return out
+
+
+def para(text: str, *, indent: str = "", out: Console | None = None, stderr: bool = False) -> None:
+    """``text`` wrapped to the console's width (at most WIDTH), later lines indented."""
+    import textwrap
+
+    out = narrow(out, stderr=stderr)
+    lines = textwrap.wrap(
+        printable(text),
+        width=out.width,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+    )
+    for line in lines or [""]:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def bar_char(out: Console) -> str:
+    """ "#" through a pipe, a full block on a terminal."""
+    return "#" if (out.no_color or not out.is_terminal) else "\u2588"
+
+
+def chart(lines: Sequence[str], out: Console, bar: str = "#") -> None:
+    """Lines of a text chart as they are; on a colour terminal the bars are coloured."""
+    from rich.text import Text
+
+    colour = not (out.no_color or not out.is_terminal)
+    for line in lines:
+        text = Text(printable(line))
+        if colour and bar.strip():
+            text.highlight_regex(f"{re.escape(bar)}+", "bold red")
+        out.print(text, soft_wrap=True)

@@ -34,7 +34,7 @@ from .textsafe import printable
 log = logging.getLogger(__name__)
 
 DB_NAME: Final = "state.db"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 BUSY_TIMEOUT: Final = 30.0  # seconds to wait for another process's write transaction
 
 # planned -> sent -> done | copied -> done | failed; done (or copied) -> undone. "sent": the
@@ -168,8 +168,16 @@ DELETE FROM runs WHERE quiet = 1
     AND rowid NOT IN (SELECT MAX(rowid) FROM runs WHERE quiet = 1 GROUP BY account);
 """
 
+# v4: for `report`, what an acted-on bounce says about where it came from: the domain of the
+# bounce's own From (the server that bounced) and of the recipient the forged mail was sent
+# to. NULL for entries written before (the report counts them as unknown).
+_SCHEMA_V4: Final = """
+ALTER TABLE journal ADD COLUMN bounce_domain TEXT;
+ALTER TABLE journal ADD COLUMN recipient_domain TEXT;
+"""
+
 # Index = the user_version a script upgrades from.
-_MIGRATIONS: Final = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+_MIGRATIONS: Final = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 
 
 # --------------------------------------------------------------------------- rows
@@ -196,6 +204,8 @@ class JournalEntry:
     flags_before: tuple[str, ...] | None = None  # its flags when it was planned
     flags_added: tuple[str, ...] | None = None  # flags a flag/unflag step sets or removes
     undoes: int | None = None  # undo entries: the entry they undo
+    bounce_domain: str | None = None  # the domain of the bounce's From (report)
+    recipient_domain: str | None = None  # the domain of the forged mail's recipient (report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +237,20 @@ class JournalRow:
     dest_uidnext: int | None = None
     undoes: int | None = None
     original_left: bool = False  # the copy path left the original in place, flagged
+    bounce_domain: str | None = None
+    recipient_domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportEntry:
+    """What `report` reads of one acted-on backscatter entry."""
+
+    account: str
+    started: datetime  # the run's start (UTC)
+    action: str
+    state: str
+    bounce_domain: str | None
+    recipient_domain: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,6 +643,8 @@ class StateDB:
                 _flags_out(e.flags_before),
                 _flags_out(e.flags_added),
                 e.undoes,
+                e.bounce_domain,
+                e.recipient_domain,
             )
             for e in entries
         ]
@@ -630,7 +656,8 @@ class StateDB:
                 "INSERT INTO journal (run_id, account, folder, uidvalidity, uid, "
                 "bounce_message_id, original_message_id, kind, decision, reason, action, "
                 "dest_folder, state, updated, fingerprint, size, flags_before, flags_added, "
-                "undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "undoes, bounce_domain, recipient_domain) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
             # The write lock is held, so the new rows are exactly those after `before`.
@@ -866,6 +893,35 @@ class StateDB:
         rows = self._read("SELECT * FROM journal WHERE run_id = ? ORDER BY id", (run_id,))
         return [_journal_row(r) for r in rows]
 
+    # --- report (read only)
+
+    def report_entries(self, since: datetime, account: str | None = None) -> list[ReportEntry]:
+        """Backscatter that real sweeps started since ``since`` acted on (moved, deleted or
+        flagged), whatever happened to it after (``state``: done, copied, undone, failed...)."""
+        sql = (
+            "SELECT j.account, r.started, j.action, j.state, j.bounce_domain, "
+            "j.recipient_domain FROM journal j JOIN runs r ON r.id = j.run_id "
+            "WHERE r.command = 'sweep' AND r.dry_run = 0 AND r.started >= ? "
+            "AND j.decision = 'backscatter' AND j.action IN ('move', 'delete', 'flag')"
+        )
+        params: list[Any] = [_ts(since)]
+        if account is not None:
+            sql += " AND j.account = ?"
+            params.append(account)
+        return [
+            ReportEntry(r[0], datetime.fromisoformat(r[1]), r[2], r[3], r[4], r[5])
+            for r in self._read(sql + " ORDER BY r.started, j.id", params)
+        ]
+
+    def sweep_runs_since(self, since: datetime, account: str | None = None) -> list[RunRow]:
+        """Real (not dry) sweep runs started since ``since``, oldest first."""
+        sql = "SELECT * FROM runs WHERE command = 'sweep' AND dry_run = 0 AND started >= ?"
+        params: list[Any] = [_ts(since)]
+        if account is not None:
+            sql += " AND account = ?"
+            params.append(account)
+        return [_run_row(r) for r in self._read(sql + " ORDER BY started, rowid", params)]
+
     # --- account status (for the service)
 
     def set_account_status(
@@ -922,6 +978,8 @@ def _journal_row(r: sqlite3.Row) -> JournalRow:
         dest_uidnext=r["dest_uidnext"],
         undoes=r["undoes"],
         original_left=bool(r["original_left"]),
+        bounce_domain=r["bounce_domain"],
+        recipient_domain=r["recipient_domain"],
         id=r["id"],
         run_id=r["run_id"],
         account=r["account"],

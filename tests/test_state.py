@@ -126,9 +126,57 @@ def test_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         )
         assert sdb.run("20260101-000000-aaaa").invocation is None
     conn = sqlite3.connect(tmp_path / "state.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"sent_ids_nocase", "journal_by_fingerprint", "runs_by_invocation"} <= names
+    conn.close()
+
+
+def test_version_3_database_gains_the_report_columns(tmp_path: Path) -> None:
+    """Schema 4 adds where a bounce came from (its From's domain, the forged recipient's
+    domain) to the journal; entries written before keep everything else and read as None."""
+    tmp_path.chmod(0o700)
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.executescript(
+        state_mod._SCHEMA_V1 + state_mod._SCHEMA_V2 + state_mod._SCHEMA_V3
+        + "PRAGMA user_version = 3;"
+    )  # fmt: skip
+    conn.execute(
+        "INSERT INTO runs (id, account, started, dry_run, command, status, invocation) "
+        "VALUES ('20260101-000000-aaaa', 'work', '2026-01-01T00:00:00+00:00', 0, 'sweep', "
+        "'ok', '20260101-000000-aaaa')"
+    )
+    conn.execute(
+        "INSERT INTO journal (run_id, account, folder, uidvalidity, uid, kind, decision, "
+        "reason, action, dest_folder, state, updated, fingerprint) VALUES "
+        "('20260101-000000-aaaa', 'work', 'INBOX', 1, 5, 'failed', 'backscatter', 'r', 'move',"
+        " 'Junk', 'done', '2026-01-01T00:00:00+00:00', 'fp')"
+    )
+    conn.commit()
+    conn.close()
+    (tmp_path / "state.db").chmod(0o600)
+    with open_state(tmp_path) as sdb:
+        (row,) = sdb.run_entries("20260101-000000-aaaa")
+        assert (row.fingerprint, row.bounce_domain, row.recipient_domain) == ("fp", None, None)
+        since = datetime(2025, 12, 1, tzinfo=UTC)
+        (old,) = sdb.report_entries(since)
+        assert (old.account, old.state, old.bounce_domain) == ("work", "done", None)
+        run = sdb.start_run("work", dry_run=False, command="sweep")
+        sdb.journal_add(
+            run,
+            [
+                entry(
+                    9, decision="backscatter", bounce_domain="mx.example", recipient_domain="ex.net"
+                )
+            ],
+        )
+        new = sdb.report_entries(since, account="work")[-1]
+        assert (new.bounce_domain, new.recipient_domain) == ("mx.example", "ex.net")
+        assert sdb.report_entries(since, account="home") == []
+        assert [r.id for r in sdb.sweep_runs_since(since)] == ["20260101-000000-aaaa", run]
+        assert sdb.check() == []
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 

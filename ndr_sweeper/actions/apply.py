@@ -713,6 +713,8 @@ def apply_plans(
                         fingerprint=ident.fingerprint if ident else None,
                         size=ident.size if ident else None,
                         flags_before=tuple(sorted(flags)) if flags is not None else None,
+                        bounce_domain=p.bounce_domain,
+                        recipient_domain=p.recipient_domain,
                     )
                 )
             rows = state.entries(state.journal_add(run_id, entries))

@@ -5,6 +5,7 @@ No I/O here: the sweep feeds in the verdict, the Sent lookup result and the mess
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -54,6 +55,8 @@ class Plan:
     sender: str | None = None
     subject: str | None = None
     arrived: str | None = None
+    bounce_domain: str | None = None  # the domain of the bounce's own From (report)
+    recipient_domain: str | None = None  # the domain the bounced mail was sent to (report)
 
     @property
     def acts(self) -> bool:
@@ -102,6 +105,25 @@ def is_mine(header: str, mine: tuple[str, ...]) -> bool | None:
     return any(a in wanted or "@" + a.rsplit("@", 1)[1] in wanted for a in addresses)
 
 
+_DOMAIN_RE = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"
+)
+
+
+def address_domain(header: str | None) -> str | None:
+    """The domain of the first address in an address header (or a bare address), lower-case,
+    when it is a host name; None otherwise. What a message says is hostile: bounded, checked."""
+    if not header:
+        return None
+    from email.utils import getaddresses
+
+    for _name, addr in getaddresses([header[:2000]]):
+        if "@" in addr:
+            domain = addr.rsplit("@", 1)[1].strip().rstrip(".").lower()
+            return domain if _DOMAIN_RE.fullmatch(domain) else None
+    return None
+
+
 def decide(
     folder: str,
     uid: int,
@@ -128,6 +150,13 @@ def decide(
             dest=dest,
             sender=verdict.from_,
             subject=verdict.subject,
+            bounce_domain=address_domain(verdict.from_) if verdict.is_ndr else None,
+            recipient_domain=(
+                address_domain(verdict.recipients[0].address if verdict.recipients else None)
+                or address_domain(verdict.original.to)
+                if verdict.is_ndr
+                else None
+            ),
         )
 
     ids = verdict.all_original_ids()

@@ -49,7 +49,7 @@ SENT_NAMES: tuple[str, ...] = (
 JUNK_NAMES: tuple[str, ...] = (
     "Junk", "Junk E-mail", "Junk Email", "Junk Mail", "Spam", "Bulk Mail", "Bulk",
     "[Gmail]/Spam", "[Google Mail]/Spam", "INBOX.Junk", "INBOX.Spam", "INBOX/Junk",
-    "INBOX/Spam", "Spam-Verdacht", "Junk-E-Mail", "Unerwünscht",
+    "INBOX/Spam", "Spam-Verdacht", "Spamverdacht", "Junk-E-Mail", "Unerwünscht",
     "Courrier indésirable", "Pourriel", "Indésirables",
     "Correo no deseado", "Lixo eletrônico", "Posta indesiderata",
     "Ongewenste e-mail", "Skräppost", "Søppelpost", "Roskaposti", "Wiadomości-śmieci",
@@ -59,7 +59,7 @@ JUNK_NAMES: tuple[str, ...] = (
 TRASH_NAMES: tuple[str, ...] = (
     "Trash", "Deleted Items", "Deleted Messages", "Deleted", "Bin",
     "[Gmail]/Trash", "[Gmail]/Bin", "[Google Mail]/Trash", "[Google Mail]/Bin",
-    "INBOX.Trash", "INBOX/Trash", "Papierkorb", "Gelöschte Elemente", "Gelöschte Objekte",
+    "INBOX.Trash", "INBOX/Trash", "Papierkorb", "Gelöscht", "Gelöschte Elemente", "Gelöschte Objekte",
     "Corbeille", "Éléments supprimés", "Papelera", "Elementos eliminados", "Lixeira",
     "Itens excluídos", "Cestino", "Posta eliminata", "Prullenbak", "Verwijderde items",
     "Papperskorgen", "Borttagna objekt", "Papirkurv", "Slettede elementer",
