@@ -70,6 +70,9 @@ class Account:
     action: str = "move"
     min_age: float = 900.0
     my_addresses: tuple[str, ...] = ()
+    # Folders where old sent mail is archived ("\\Archive": those the server flags so): read
+    # like Sent, but only messages sent from my_addresses count.
+    archive_folders: tuple[str, ...] = ()
     allow_plaintext: bool = False
     tls_ca_file: Path | None = None
     timeout: float = 60.0
@@ -244,6 +247,10 @@ def _int(v: object) -> int:
     return v
 
 
+# archive_folders = true: the folders the server flags \Archive (RFC 6154)
+ARCHIVE_FLAGGED: Final = ("\\Archive",)
+
+
 def _str_list(v: object) -> tuple[str, ...]:
     if not isinstance(v, list):
         raise _Problem(f"expected a list of strings, got {type_name(v)}")
@@ -399,6 +406,9 @@ _ACCOUNT_CHECKS: Final[dict[str, Callable[[object], object]]] = {
     "oauth2_scopes": _str_list,
     "enabled": _bool,
     "expunge_fallback": _choice(("deleted", "keyword", "protect")),
+    "archive_folders": lambda v: (
+        ARCHIVE_FLAGGED if v is True else (() if v is False else _str_list(v))
+    ),
     "maildir": _nonempty,
 }
 # Keys that only mean something to an IMAP server: a Maildir account ignores them.

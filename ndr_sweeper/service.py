@@ -602,9 +602,11 @@ class Service:
         if rt is None:
             return
         with rt.lock:
-            first = rt.running and not rt.stuck_reported
-            rt.stuck_reported = rt.stuck_reported or rt.running
             took = time.monotonic() - rt.running_since
+            # Overlapping a sweep that began moments ago (a watcher's wake-up) is no news; one
+            # that outlasts a command's whole timeout is worth a line.
+            first = rt.running and not rt.stuck_reported and took >= rt.account.timeout
+            rt.stuck_reported = rt.stuck_reported or first
         if first:
             log.warning(
                 "%s: the sweep started %s ago is still running (a large first sweep, or a server "

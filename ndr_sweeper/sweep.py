@@ -1,23 +1,29 @@
 """One account's sweep: the I/O shell that wires classify, the Sent index, plan and apply.
 
-Order of work, chosen so that a re-run with nothing new costs a few round trips:
-  1. lock the account, open the state database, start a run in the journal;
-  2. connect, LIST, discover Sent / Junk / Trash;
-  3. finish what an interrupted earlier run left half done (journal entries not yet done);
-  4. per swept folder: STATUS; skip when UIDNEXT says nothing is new; else fetch a few header
-     fields of the new UIDs, the whole message only for those that can be reports, classify;
-  5. only when there are NDRs to check: bring the Sent index up to date (incrementally);
-  6. decide (pure), then act through the journal (actions.apply);
-  7. move the per-folder cursor past everything that was decided.
+``sweep_account`` reads top to bottom as its phases, each a function of its own:
+
+  1. ``connect_and_discover``: log in, STATUS the swept folders (all a sweep with nothing new
+     needs), LIST, find Sent (every Sent folder), the archives, and Junk or Trash;
+     (then ``actions.apply.recover_pending`` settles what an interrupted run left half done);
+  2. ``scan``: per swept folder only what is new since its cursor: a few header fields of each
+     message, the whole message only for those that can be reports, classified;
+  3. ``decide_all``: only when there is an NDR to check, bring the Sent index up to date
+     (incrementally) and learn how far back it reaches; decide each message (pure);
+  4. ``actions.apply.prepare`` checks each acting plan against the server and the journal
+     (the dry run stops after it, so its preview is the real plan), ``act`` carries them out;
+  5. ``commit_cursors``: each folder's cursor moves past everything that was decided.
+
+``run_sweep`` is the one way in for every command: rules, lock, credentials, then this.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -28,9 +34,11 @@ from ndr_sweeper.progress import NullReporter, Reporter
 from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header, ids_in_message
 
 if TYPE_CHECKING:
+    from ndr_sweeper.actions.apply import Prepared
+    from ndr_sweeper.actions.plan import SentExtent
     from ndr_sweeper.classify import Verdict
     from ndr_sweeper.config import Account, Config
-    from ndr_sweeper.mailbox.base import FolderStatus, Mailbox
+    from ndr_sweeper.mailbox.base import FolderStatus, HeaderItem, Mailbox
     from ndr_sweeper.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,7 @@ class AccountResult:
     acted: int = 0
     undetermined: int = 0
     too_young: int = 0
+    too_old: int = 0  # undetermined: older than the Sent folders reach
     would_act: int = 0  # dry run: what a real sweep would act on, after every check
     errors: int = 0
     error: str | None = None
@@ -75,6 +84,7 @@ class AccountResult:
             "acted": self.acted,
             "undetermined": self.undetermined,
             "too_young": self.too_young,
+            "too_old": self.too_old,
             "would_act": self.would_act,
             "errors": self.errors,
         }
@@ -180,39 +190,183 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
     return sent, junk, trash
 
 
+def resolve_archives(mb: Mailbox, account: Account) -> list[str]:
+    """The archive folders the account reads like Sent (``archive_folders``): the names given,
+    or with ``archive_folders = true`` the folders the server flags \\Archive."""
+    if not account.archive_folders:
+        return []
+    folders = [f for f in mb.list_folders() if f.unusable is None and f.selectable]
+    if "\\Archive" in account.archive_folders:
+        found = [f.name for f in folders if f.has_flag("\\Archive")]
+        if not found:
+            log.warning(
+                "%s: archive_folders = true, but the server flags no folder \\Archive: name "
+                'them (archive_folders = ["Archives"])',
+                account.name,
+            )
+        return found
+    names = {f.name for f in folders}
+    missing = [a for a in account.archive_folders if a not in names]
+    if missing:
+        raise MailboxError(
+            f"account {account.name!r}: archive folder {missing[0]!r} does not exist on the "
+            "server; check `archive_folders` in the config"
+        )
+    return list(account.archive_folders)
+
+
 # ---------------------------------------------------------------- Sent index
 
 
 def update_sent_index(
-    mb: Mailbox, state: StateDB, account: str, sent_folders: Iterable[str], reporter: Reporter
-) -> None:
-    """Bring the local index of Sent Message-IDs up to date, reading only what is new."""
-    for folder in sent_folders:
+    mb: Mailbox,
+    state: StateDB,
+    account: Account,
+    sent_folders: Iterable[str],
+    reporter: Reporter,
+    archives: Iterable[str] = (),
+) -> SentExtent:
+    """Bring the local index of Sent Message-IDs up to date, reading only what is new, and say
+    how far back the Sent folders reach (their oldest message).
+
+    Archive folders are read the same way, but only messages sent from the user's addresses
+    (``my_addresses``, else the user name when it is an address) count: an archive holds
+    received mail too. When messages left a folder since it was indexed (STATUS MESSAGES is
+    lower than indexed plus new), its oldest message is read again: it may be gone.
+    """
+    from ndr_sweeper.actions.plan import SentExtent
+
+    mine = account.my_addresses or ((account.username,) if "@" in account.username else ())
+    oldest: datetime | None = None
+    sent_messages = 0
+    archived_mine = False
+    sent = list(dict.fromkeys(sent_folders))
+    todo = [(f, False) for f in sent] + [(f, True) for f in archives if f not in sent]
+    for folder, archive in todo:
         st = mb.status(folder)
-        cursor = state.sent_cursor(account, folder)
+        cursor = state.sent_cursor(account.name, folder)
         if cursor is not None and cursor[0] != st.uidvalidity:
-            log.info("%s: UIDVALIDITY of %s changed: rebuilding its Sent index", account, folder)
-            state.drop_sent_folder(account, folder)
+            log.info(
+                "%s: UIDVALIDITY of %s changed: rebuilding its Sent index", account.name, folder
+            )
+            state.drop_sent_folder(account.name, folder)
             cursor = None
         last = cursor[1] if cursor else 0
-        if st.uidnext - 1 <= last:
-            continue
-        sel = mb.select(folder, readonly=True)
-        uids = mb.search_uids(last + 1, below=sel.uidnext)
-        if not uids:
-            state.add_sent_ids(account, folder, st.uidvalidity, [], last_uid=st.uidnext - 1)
-            continue
-        reporter.stage(account, f"indexing {folder}", len(uids))
-
-        def rows(uids: list[int]) -> Iterable[tuple[int, list[str]]]:
-            for item in mb.fetch_headers(uids, SENT_FIELDS):
+        _known_oldest, known_messages = state.sent_extent(account.name, folder)
+        new: list[int] = []
+        if st.uidnext - 1 > last:
+            sel = mb.select(folder, readonly=True)
+            new = mb.search_uids(last + 1, below=sel.uidnext)
+        if new:
+            reporter.stage(account.name, f"indexing {folder}", len(new))
+            fields = (*SENT_FIELDS, "Date", *(("From",) if archive else ()))
+            rows: list[tuple[int, list[str]]] = []
+            first: datetime | None = None
+            for item in mb.fetch_headers(new, fields):
                 reporter.advance()
-                yield item.uid, ids_from_header(item.header)
+                if archive and not _sent_by(item.header, mine):
+                    continue
+                rows.append((item.uid, ids_from_header(item.header)))
+                when = _sent_date(item)
+                if when is not None and (first is None or when < first):
+                    first = when
+            state.add_sent_ids(
+                account.name,
+                folder,
+                st.uidvalidity,
+                rows,
+                last_uid=max(new),
+                oldest=first,
+                messages=st.messages,
+            )
+        elif cursor is None or st.uidnext - 1 > last or known_messages != st.messages:
+            state.add_sent_ids(
+                account.name,
+                folder,
+                st.uidvalidity,
+                [],
+                last_uid=max(last, st.uidnext - 1) if cursor is None else last,
+                messages=st.messages,
+            )
+        if cursor is not None and (
+            known_messages is None or st.messages < known_messages + len(new)
+        ):
+            # Messages left this folder since it was indexed (or the index predates extents):
+            # its oldest message may be among them.
+            state.set_sent_extent(
+                account.name,
+                folder,
+                _oldest_in(mb, folder, mine if archive else None),
+                st.messages,
+            )
+        first_known, _ = state.sent_extent(account.name, folder)
+        if first_known is not None and (oldest is None or first_known < oldest):
+            oldest = first_known
+        if archive:
+            archived_mine = archived_mine or first_known is not None
+        else:
+            sent_messages += st.messages
+    # Sent folders that hold nothing tell nothing about how far back they reach: every bounce
+    # is judged as before (the sweep says so, for a client that does not save sent mail).
+    return SentExtent(oldest, empty=sent_messages == 0 and not archived_mine)
 
-        state.add_sent_ids(account, folder, st.uidvalidity, rows(uids), last_uid=max(uids))
+
+def _sent_by(header: bytes, mine: tuple[str, ...]) -> bool:
+    """Was this archived message sent from one of `mine` (its From header)?"""
+    from ndr_sweeper.actions.plan import is_mine
+
+    if not mine:
+        return False
+    text = header.decode("utf-8", "replace")
+    values = [
+        line.split(":", 1)[1] for line in text.replace("\r\n ", " ").splitlines()
+        if line[:5].lower() == "from:"
+    ]  # fmt: skip
+    return bool(values) and is_mine(values[0], mine) is True
 
 
-# ---------------------------------------------------------------- scanning
+def _sent_date(item: HeaderItem) -> datetime | None:
+    """When a Sent message was sent: its Date header (a copy imported or moved between
+    servers keeps it, its INTERNALDATE may not), else its INTERNALDATE."""
+    from email.utils import parsedate_to_datetime
+
+    for line in item.header.decode("ascii", "replace").replace("\r\n ", " ").splitlines():
+        if line[:5].lower() == "date:":
+            try:
+                when = parsedate_to_datetime(line[5:].strip()[:200])
+            except (TypeError, ValueError, IndexError, OverflowError):
+                break
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return item.internaldate
+
+
+def _oldest_in(mb: Mailbox, folder: str, mine: tuple[str, ...] | None) -> datetime | None:
+    """When the oldest message in a folder was sent (of those sent from `mine`, if given)."""
+    sel = mb.select(folder, readonly=True)
+    uids = mb.search_uids(1, below=sel.uidnext)
+    oldest: datetime | None = None
+    fields = ["Date", "From"] if mine is not None else ["Date"]
+    for item in mb.fetch_headers(uids, fields):
+        if mine is not None and not _sent_by(item.header, mine):
+            continue
+        when = _sent_date(item)
+        if when is not None and (oldest is None or when < oldest):
+            oldest = when
+    return oldest
+
+
+# ---------------------------------------------------------------- 1. connect and discover
+
+
+@dataclass
+class Folders:
+    """Where a sweep reads, and where it moves to."""
+
+    sent: list[str]
+    archives: list[str]
+    junk: str | None
+    trash: str | None
+    early: dict[str, FolderStatus]  # STATUS of the swept folders, asked before anything else
 
 
 def _early_status(mb: Mailbox, folders: Iterable[str]) -> dict[str, FolderStatus]:
@@ -227,6 +381,36 @@ def _early_status(mb: Mailbox, folders: Iterable[str]) -> dict[str, FolderStatus
         except MailboxError:
             pass
     return out
+
+
+def connect_and_discover(
+    account: Account, mailbox_factory: Callable[[Account], Mailbox], reporter: Reporter
+) -> tuple[Mailbox, Folders]:
+    """Log in, and find Sent, the archives, and Junk or Trash (refusing what cannot be)."""
+    reporter.stage(account.name, "connecting")
+    mb = mailbox_factory(account)
+    try:
+        early = _early_status(mb, account.folders)
+        sent, junk, trash = resolve_folders(mb, account)
+        archives = resolve_archives(mb, account)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mb.logout()
+        raise
+    return mb, Folders(sent, archives, junk, trash, early)
+
+
+# ---------------------------------------------------------------- 2. scan
+
+
+@dataclass
+class Scanned:
+    """What the scan read: the verdicts of possible reports, and per folder its UIDVALIDITY
+    and the new UIDs (for the cursors), and what its SELECT said."""
+
+    found: list[_Found] = field(default_factory=list)
+    cursors: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
+    selected: dict[str, FolderStatus] = field(default_factory=dict)
 
 
 def scan_folder(
@@ -285,6 +469,41 @@ def scan_folder(
     return st.uidvalidity, uids, found
 
 
+def scan(
+    mb: Mailbox,
+    state: StateDB,
+    account: Account,
+    where: Folders,
+    result: AccountResult,
+    *,
+    full: bool,
+    dry_run: bool,
+    reporter: Reporter,
+) -> Scanned:
+    """Read what is new in every swept folder (only what is new: a cursor per folder)."""
+    scanned = Scanned()
+    for folder in account.folders:
+        uidvalidity, uids, found = scan_folder(
+            mb,
+            state,
+            account.name,
+            folder,
+            full,
+            reporter,
+            result,
+            where.early.get(folder),
+            dry_run,
+            scanned.selected,
+        )
+        scanned.cursors[folder] = (uidvalidity, uids)
+        scanned.found.extend(found)
+    result.ndrs = sum(f.verdict.is_ndr for f in scanned.found)
+    return scanned
+
+
+# ---------------------------------------------------------------- 3. decide
+
+
 def _check_rule_destinations(mb: Mailbox, account: Account, plans: Iterable[Plan]) -> None:
     """Refuse, before anything is acted on, a rule that moves (or deletes) messages into a
     swept folder or the \\All folder."""
@@ -318,6 +537,188 @@ def _undated_notes(found: Iterable[_Found]) -> list[str]:
     ]
 
 
+def decide_all(
+    mb: Mailbox,
+    state: StateDB,
+    account: Account,
+    where: Folders,
+    scanned: Scanned,
+    result: AccountResult,
+    *,
+    rule_hook: RuleHook | None,
+    now: datetime,
+    reporter: Reporter,
+) -> list[Plan]:
+    """Check each NDR's original against the Sent index (brought up to date first, only when
+    there is an NDR to check) and decide every message (actions.plan.decide, pure)."""
+    from ndr_sweeper.mailbox.discovery import find_folder
+
+    found = scanned.found
+    replies = rule_hook is not None and any(f.verdict.reply_to_ids for f in found)
+    extent = None
+    if result.ndrs or replies:
+        extent = update_sent_index(mb, state, account, where.sent, reporter, where.archives)
+    policy = Policy(
+        action=account.action,
+        junk_folder=where.junk,
+        trash_folder=where.trash,
+        min_age=account.min_age,
+        my_addresses=account.my_addresses,
+    )
+    trash = where.trash
+    plans: list[Plan] = []
+    for f in found:
+        sent_match = reply_in_sent = None
+        quoted_match = None
+        if f.verdict.is_ndr:
+            sent_match = state.find_sent(account.name, f.verdict.all_original_ids())
+            if sent_match is None and f.quoted_ids:
+                # The classifier may have picked the wrong ID: any ID the bounce quotes that
+                # is in Sent makes it (possibly) the user's own bounce, so it stays.
+                sent_match = quoted_match = state.find_sent(account.name, f.quoted_ids)
+        elif replies and f.verdict.reply_to_ids:
+            reply_in_sent = state.find_sent(account.name, f.verdict.reply_to_ids) is not None
+        age = None if f.internaldate is None else (now - f.internaldate).total_seconds()
+        plan = decide(
+            f.folder,
+            f.uid,
+            f.verdict,
+            sent_match,
+            age,
+            policy,
+            rule_hook,
+            reply_in_sent,
+            arrived=f.internaldate,
+            extent=extent,
+        )
+        if quoted_match is not None and plan.decision is Decision.OWN and not plan.rule:
+            plan = dataclasses.replace(
+                plan, reason=f"<{quoted_match}>, quoted in the bounce, is in Sent: kept"
+            )
+        if plan.action is Action.DELETE and plan.dest is None:
+            # A rule said delete: that means Trash, found the same way as for action = "delete".
+            trash = trash or find_folder(
+                "trash",
+                mb.list_folders(),
+                account.trash_folder,
+                prefix=mb.personal_prefix(),
+                exclude=account.folders,
+            )
+            plan = dataclasses.replace(plan, dest=trash)
+        plans.append(plan)
+    _check_rule_destinations(mb, account, plans)
+    result.notes.extend(_undated_notes(found))
+    if extent is not None and extent.empty and result.ndrs:
+        result.notes.append(
+            "your Sent folders hold no message: every bounce is judged by that. If your mail "
+            "client does not save sent mail on the server, say so with sent_folders (or keep "
+            'everything with action = "none") before ndr-sweeper moves your real bounces'
+        )
+    too_old = sum(p.too_old for p in plans)
+    if too_old and extent is not None:
+        since = f" ({extent.oldest:%Y-%m-%d})" if extent.oldest else ""
+        result.notes.append(
+            f"{too_old} bounce(s) are of mail sent before the oldest message of your Sent "
+            f"folders{since}: they cannot be checked and are kept. If you archive sent mail "
+            "in other folders, set archive_folders (README, Configuration)"
+        )
+    return plans
+
+
+# ---------------------------------------------------------------- 4. check, count and act
+
+
+def _count(result: AccountResult, plans: Sequence[Plan]) -> None:
+    held: Counter[str] = Counter(
+        'action = "none": reported only' if p.action is Action.NONE else p.reason
+        for p in plans
+        if p.decision is Decision.BACKSCATTER and not p.acts and not p.rule
+    )
+    for why, n in held.items():
+        result.notes.append(f"{n} backscatter bounce(s) not acted on: {why}")
+    for p in plans:
+        if p.decision is Decision.OWN:
+            result.own += 1
+        elif p.decision is Decision.BACKSCATTER:
+            result.backscatter += 1
+        elif p.decision is Decision.UNDETERMINED:
+            result.undetermined += 1
+            result.too_old += p.too_old
+        elif p.decision is Decision.TOO_YOUNG:
+            result.too_young += 1
+    result.would_act = sum(p.acts for p in plans)
+    result.decisions = [p for p in plans if p.decision is not Decision.NOT_NDR or p.rule]
+
+
+def act(
+    mb: Mailbox,
+    state: StateDB,
+    account: Account,
+    where: Folders,
+    scanned: Scanned,
+    prepared: Prepared,
+    result: AccountResult,
+    reporter: Reporter,
+) -> dict[str, list[int]]:
+    """Carry out, journalled and checked, every plan that acts; returns per folder the UIDs
+    to look at again (refused, or waiting for an earlier action to finish)."""
+    from ndr_sweeper.actions.apply import apply_plans
+
+    retry: dict[str, list[int]] = defaultdict(list)
+    # An earlier action on these is not finished (recovery could not remove the original of a
+    # copy): acting again would copy them twice; they wait and count as errors.
+    for folder, waiting in prepared.waiting.items():
+        retry[folder].extend(waiting)
+        result.errors += len(waiting)
+    acting = [p for p in prepared.plans if p.acts]
+    if not acting:
+        return retry
+    assert result.run_id is not None
+    reporter.stage(account.name, "acting", len(acting))
+    outcome = apply_plans(
+        mb,
+        state,
+        result.run_id,
+        account.name,
+        acting,
+        reporter,
+        account.expunge_fallback,
+        {f: st for f, st in scanned.selected.items() if f in scanned.cursors},
+        prepared.identities,
+        prepared.opened,
+    )
+    result.acted = outcome.done
+    result.errors += outcome.failed
+    result.notes.extend(n for n in outcome.notes if n not in result.notes)
+    if outcome.done and where.junk and _gmail_spam(mb, where.junk):
+        result.notes.append(GMAIL_SPAM_NOTE.format(junk=where.junk))
+    for folder, failed in outcome.retry.items():
+        retry[folder].extend(failed)
+    return retry
+
+
+# ---------------------------------------------------------------- 5. commit cursors
+
+
+def commit_cursors(
+    state: StateDB,
+    account: Account,
+    scanned: Scanned,
+    plans: Sequence[Plan],
+    retry: Mapping[str, Sequence[int]],
+) -> None:
+    """Move each folder's cursor past what was decided; what waits (too young, arrival time
+    unknown, refused, an earlier action unfinished) is read again next sweep."""
+    for folder, (uidvalidity, uids) in scanned.cursors.items():
+        if not uids:
+            continue
+        waiting = [
+            p.uid for p in plans if p.folder == folder and p.decision is Decision.TOO_YOUNG
+        ] + list(retry.get(folder, []))
+        last = (min(waiting) - 1) if waiting else max(uids)
+        state.set_cursor(account.name, folder, uidvalidity, last)
+
+
 # ---------------------------------------------------------------- the sweep
 
 
@@ -333,15 +734,11 @@ def sweep_account(
     now: Callable[[], datetime] | None = None,
     invocation: str | None = None,
 ) -> AccountResult:
-    """Sweep one account. Errors are caught into the result; the caller holds the lock.
-
-    *invocation* groups the runs of one command over several accounts (``undo --last``).
-    """
-    from ndr_sweeper.actions.apply import apply_plans, prepare, recover_pending
-    from ndr_sweeper.mailbox.discovery import find_folder
+    """Sweep one account, phase by phase. Errors are caught into the result; the caller holds
+    the lock. *invocation* groups the runs of one command over several accounts."""
+    from ndr_sweeper.actions.apply import prepare, recover_pending
 
     reporter = reporter or NullReporter()
-    now = now or (lambda: datetime.now(UTC))
     started = time.monotonic()
     result = AccountResult(account.name, dry_run=dry_run)
     state.interrupt_stale_runs(account.name)  # the lock is ours: none of them is running
@@ -351,150 +748,38 @@ def sweep_account(
     mb: Mailbox | None = None
     status: str | None = None
     try:
-        reporter.stage(account.name, "connecting")
-        mb = mailbox_factory(account)
-        early = _early_status(mb, account.folders)
-        sent_folders, junk, trash = resolve_folders(mb, account)
-        result.sent_folders = list(sent_folders)
+        mb, where = connect_and_discover(account, mailbox_factory, reporter)
+        result.sent_folders = [*where.sent, *where.archives]
         if not dry_run:
             result.notes.extend(
                 recover_pending(
                     mb, state, account.name, account.expunge_fallback, run_id=result.run_id
                 )
             )
-
-        found: list[_Found] = []
-        cursors: dict[str, tuple[int, list[int]]] = {}
-        selected: dict[str, FolderStatus] = {}
-        for folder in account.folders:
-            uidvalidity, uids, f = scan_folder(
-                mb,
-                state,
-                account.name,
-                folder,
-                full,
-                reporter,
-                result,
-                early.get(folder),
-                dry_run,
-                selected,
-            )
-            cursors[folder] = (uidvalidity, uids)
-            found.extend(f)
-
-        ndrs = [f for f in found if f.verdict.is_ndr]
-        result.ndrs = len(ndrs)
-        replies = rule_hook is not None and any(f.verdict.reply_to_ids for f in found)
-        if ndrs or replies:
-            update_sent_index(mb, state, account.name, sent_folders, reporter)
-
-        policy = Policy(
-            action=account.action,
-            junk_folder=junk,
-            trash_folder=trash,
-            min_age=account.min_age,
-            my_addresses=account.my_addresses,
+        scanned = scan(
+            mb, state, account, where, result, full=full, dry_run=dry_run, reporter=reporter
         )
-        at = now()
-        plans: list[Plan] = []
-        for f in found:
-            sent_match = reply_in_sent = None
-            quoted_match = None
-            if f.verdict.is_ndr:
-                sent_match = state.find_sent(account.name, f.verdict.all_original_ids())
-                if sent_match is None and f.quoted_ids:
-                    # The classifier may have picked the wrong ID: any ID the bounce quotes
-                    # that is in Sent makes it (possibly) the user's own bounce, so it stays.
-                    sent_match = quoted_match = state.find_sent(account.name, f.quoted_ids)
-            elif replies and f.verdict.reply_to_ids:
-                reply_in_sent = state.find_sent(account.name, f.verdict.reply_to_ids) is not None
-            age = None if f.internaldate is None else (at - f.internaldate).total_seconds()
-            plan = decide(
-                f.folder, f.uid, f.verdict, sent_match, age, policy, rule_hook, reply_in_sent
-            )
-            if f.internaldate is not None:
-                plan = dataclasses.replace(plan, arrived=f.internaldate.isoformat())
-            if quoted_match is not None and plan.decision is Decision.OWN and not plan.rule:
-                plan = dataclasses.replace(
-                    plan, reason=f"<{quoted_match}>, quoted in the bounce, is in Sent: kept"
-                )
-            if plan.action is Action.DELETE and plan.dest is None:
-                # A rule said delete: that means Trash, found the same way as for action = "delete".
-                trash = trash or find_folder(
-                    "trash",
-                    mb.list_folders(),
-                    account.trash_folder,
-                    prefix=mb.personal_prefix(),
-                    exclude=account.folders,
-                )
-                plan = dataclasses.replace(plan, dest=trash)
-            plans.append(plan)
-        _check_rule_destinations(mb, account, plans)
-        result.notes.extend(_undated_notes(found))
+        plans = decide_all(
+            mb,
+            state,
+            account,
+            where,
+            scanned,
+            result,
+            rule_hook=rule_hook,
+            now=(now or (lambda: datetime.now(UTC)))(),
+            reporter=reporter,
+        )
         # What each acting plan's message is; those put back by an undo, acted on already or
         # waiting for an earlier action to finish are kept (the dry run shows the same).
-        prepared = prepare(mb, state, account.name, plans, write=not dry_run, known=selected)
-        plans = prepared.plans
-        result.notes.extend(prepared.notes)
-        result.would_act = sum(p.acts for p in plans)
-        held: Counter[str] = Counter(
-            'action = "none": reported only' if p.action is Action.NONE else p.reason
-            for p in plans
-            if p.decision is Decision.BACKSCATTER and not p.acts and not p.rule
+        prepared = prepare(
+            mb, state, account.name, plans, write=not dry_run, known=scanned.selected
         )
-        for why, n in held.items():
-            result.notes.append(f"{n} backscatter bounce(s) not acted on: {why}")
-        for p in plans:
-            if p.decision is Decision.OWN:
-                result.own += 1
-            elif p.decision is Decision.BACKSCATTER:
-                result.backscatter += 1
-            elif p.decision is Decision.UNDETERMINED:
-                result.undetermined += 1
-            elif p.decision is Decision.TOO_YOUNG:
-                result.too_young += 1
-        result.decisions = [p for p in plans if p.decision is not Decision.NOT_NDR or p.rule]
-
-        retry: dict[str, list[int]] = defaultdict(list)
-        # An earlier action on these is not finished (recovery could not remove the original
-        # of a copy): acting again would copy them twice; they wait and count as errors.
+        result.notes.extend(prepared.notes)
+        _count(result, prepared.plans)
         if not dry_run:
-            for folder, waiting in prepared.waiting.items():
-                retry[folder].extend(waiting)
-                result.errors += len(waiting)
-        acting = [p for p in plans if p.acts]
-        if acting and not dry_run:
-            reporter.stage(account.name, "acting", len(acting))
-            outcome = apply_plans(
-                mb,
-                state,
-                result.run_id,
-                account.name,
-                acting,
-                reporter,
-                account.expunge_fallback,
-                {f: st for f, st in selected.items() if f in cursors},
-                prepared.identities,
-                prepared.opened,
-            )
-            result.acted = outcome.done
-            result.errors += outcome.failed
-            result.notes.extend(n for n in outcome.notes if n not in result.notes)
-            if outcome.done and junk and _gmail_spam(mb, junk):
-                result.notes.append(GMAIL_SPAM_NOTE.format(junk=junk))
-            for folder, failed in outcome.retry.items():
-                retry[folder].extend(failed)
-
-        if not dry_run:
-            for folder, (uidvalidity, uids) in cursors.items():
-                if not uids:
-                    continue
-                # Too young to decide, or failed to act: the next sweep looks at them again.
-                waiting = [
-                    p.uid for p in plans if p.folder == folder and p.decision is Decision.TOO_YOUNG
-                ] + retry.get(folder, [])
-                last = (min(waiting) - 1) if waiting else max(uids)
-                state.set_cursor(account.name, folder, uidvalidity, last)
+            retry = act(mb, state, account, where, scanned, prepared, result, reporter)
+            commit_cursors(state, account, scanned, prepared.plans, retry)
     except Interrupted as exc:
         result.error = str(exc)
         status = "interrupted"

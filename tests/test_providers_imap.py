@@ -1,6 +1,7 @@
 """The sweep on the folder layouts hosted mail uses, on a real Dovecot set up like each
-provider (tests/lab.py LAYOUTS): a sweep, a re-run and an undo, counting own bounces junked
-(must be 0), backscatter junked, and messages in Gmail's All Mail touched (must be 0)."""
+provider (tests/lab.py LAYOUTS), with a Sent folder that starts later than the inbox: a sweep,
+a re-run and an undo, counting own bounces junked (must be 0), bounces too old to check
+(reported, kept), backscatter junked, and messages in Gmail's All Mail touched (must be 0)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,12 @@ def test_sweep_rerun_undo_on_each_layout(dovecot_factory, new_imap_user, tmp_pat
     forged = [bounces.new_id("bs") for _ in range(3)]
     own = [bounces.dsn(m, bounce_id=bounces.new_id("own")) for m in mine]
     backscatter = [bounces.dsn(bounces.new_id("forged"), bounce_id=b) for b in forged]
-    inbox = [*own, *backscatter, bounces.ordinary()]
+    # a real bounce from 2021, its original long gone from Sent (which starts in 2026 here)
+    old_id = bounces.new_id("old")
+    too_old = bounces.dsn(bounces.new_id("archived"), bounce_id=old_id).replace(
+        b"Date: Fri, 20 Nov 2026 09:30:00 +0000", b"Date: Tue, 01 Jun 2021 09:30:00 +0000"
+    )
+    inbox = [*own, *backscatter, too_old, bounces.ordinary()]
     client = env.connect()
     try:
         lab.append_messages(client, sent_folder, [bounces.original(m) for m in mine])
@@ -54,9 +60,11 @@ def test_sweep_rerun_undo_on_each_layout(dovecot_factory, new_imap_user, tmp_pat
     assert out.returncode == 0, out.stderr + out.stdout
     acc = json.loads(out.stdout)["accounts"][0]
     assert (acc["own"], acc["backscatter"], acc["acted"]) == (2, 3, 3), acc
+    assert (acc["undetermined"], acc["too_old"]) == (1, 1), acc  # reported, kept
     client = env.connect()
     try:
         assert _ids(client, junk_folder) == sorted(forged)
+        assert old_id in _ids(client, "INBOX")
         assert not set(_ids(client, junk_folder)) & {b for b in _ids(client, "INBOX")}
         if layout == "gmail":
             assert lab.read_folder(client, "[Gmail]/All Mail") == all_mail  # untouched

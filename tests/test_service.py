@@ -367,14 +367,14 @@ def test_a_stuck_sweep_is_reported_once_and_then_when_it_ends(
     tmp_path: Path, make_service, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    fake = FakeSweep(seconds=1.0)  # a sweep far longer than the schedule
-    make_service(config(tmp_path, account("a", every=0.05)), fake)
+    fake = FakeSweep(seconds=1.0)  # a sweep far longer than the schedule and its timeout
+    make_service(config(tmp_path, account("a", every=0.05, timeout=0.5)), fake)
     assert wait_until(lambda: "the long sweep ended after" in caplog.text, timeout=10)
     warnings = [
         r for r in caplog.records if r.levelno == logging.WARNING and "still running" in r.message
     ]
     assert len(warnings) == 1, [r.message for r in warnings]
-    assert "a: the sweep started" in warnings[0].message and "timeout = 1m" in warnings[0].message
+    assert "a: the sweep started" in warnings[0].message and "timeout = 0.5s" in warnings[0].message
     assert "maximum number of running instances" not in caplog.text
 
 

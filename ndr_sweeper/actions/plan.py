@@ -5,9 +5,11 @@ No I/O here: the sweep feeds in the verdict, the Sent lookup result and the mess
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -55,6 +57,8 @@ class Plan:
     sender: str | None = None
     subject: str | None = None
     arrived: str | None = None
+    # An NDR of mail sent before the oldest message of the Sent folders: they cannot know it.
+    too_old: bool = False
     bounce_domain: str | None = None  # the domain of the bounce's own From (report)
     recipient_domain: str | None = None  # the domain the bounced mail was sent to (report)
 
@@ -124,6 +128,40 @@ def address_domain(header: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class SentExtent:
+    """How far back the Sent folders (and archives) reach: their oldest message, and whether
+    they hold any message at all."""
+
+    oldest: datetime | None
+    empty: bool
+
+
+# A bounce arrives up to 5 days after its original was sent (delayed delivery gives up then):
+# without the original's own Date, its arrival minus this is when the original was sent.
+SENT_BEFORE_BOUNCE = timedelta(days=7)
+
+
+def sent_when(verdict: Verdict, arrived: datetime | None) -> datetime | None:
+    """When the original was sent, as far as can be told: its Date (when it is a date, and
+    not later than the bounce), else the bounce's arrival minus SENT_BEFORE_BOUNCE."""
+    from email.utils import parsedate_to_datetime
+
+    date: datetime | None = None
+    if verdict.original.date:
+        try:
+            date = parsedate_to_datetime(verdict.original.date[:200])
+        except (TypeError, ValueError, IndexError, OverflowError):
+            date = None
+        if date is not None and date.tzinfo is None:
+            date = date.replace(tzinfo=UTC)
+        if date is not None and arrived is not None and date > arrived:
+            date = None  # "sent" after its bounce arrived: not a date to trust
+    if date is None and arrived is not None:
+        date = arrived - SENT_BEFORE_BOUNCE
+    return date
+
+
 def decide(
     folder: str,
     uid: int,
@@ -133,9 +171,18 @@ def decide(
     policy: Policy,
     rule_hook: RuleHook | None = None,
     reply_in_sent: bool | None = None,
+    *,
+    arrived: datetime | None = None,
+    extent: SentExtent | None = None,
 ) -> Plan:
     """Decide one message. `sent_match` is the original ID found in Sent, if any; `age` is
-    None when the message's arrival time is unknown: an NDR then waits, as a young one does."""
+    None when the message's arrival time is unknown: an NDR then waits, as a young one does.
+
+    `extent` says how far back the Sent folders reach: an NDR of mail sent before their oldest
+    message cannot be checked against them and is kept as undetermined, like one without an
+    original: mail archived or purged from Sent, or a mailbox older than its Sent folder, must
+    not make a real bounce look like backscatter.
+    """
 
     def plan_(decision: Decision, action: Action, reason: str, dest: str | None = None) -> Plan:
         return Plan(
@@ -157,7 +204,10 @@ def decide(
                 if verdict.is_ndr
                 else None
             ),
+            arrived=arrived.isoformat() if arrived is not None else None,
         )
+
+    when = sent_when(verdict, arrived) if extent is not None and verdict.is_ndr else None
 
     ids = verdict.all_original_ids()
     if not verdict.is_ndr:
@@ -180,6 +230,18 @@ def decide(
         )
     elif not ids:
         plan = plan_(Decision.UNDETERMINED, Action.KEEP, "NDR carries no original Message-ID: kept")
+    elif (
+        extent is not None and extent.oldest is not None and (when is None or when < extent.oldest)
+    ):
+        plan = dataclasses.replace(
+            plan_(
+                Decision.UNDETERMINED,
+                Action.KEEP,
+                f"sent before {extent.oldest:%Y-%m-%d}, the oldest message of your Sent "
+                "folders: it cannot be checked (archived or deleted Sent mail?): kept",
+            ),
+            too_old=True,
+        )
     elif (
         policy.my_addresses
         and verdict.original.from_
