@@ -1,22 +1,31 @@
 """Sweep speed on large mailboxes, against a throw-away lab Dovecot on loopback.
 
 Usage: python benchmarks/sweep.py [--sizes 10000,50000,100000] [--new 100] [--reps 1]
-                                  [--bounce-ratio 0.1] [--matched 0.7] [--size 3000]
+                                  [--runs 1] [--bounce-ratio 0.1] [--matched 0.7] [--size 3000]
+                                  [--real [CORPUS]] [--profile DIR]
 
-For every size N: a fresh lab user gets N INBOX messages (a tenth of them DSN bounces with a
-message/rfc822 original, 70% of those naming a Sent message) and N/2 Sent messages of about
-3 KB, appended with MULTIAPPEND.  Then, in this order, on that mailbox:
+For every size N: a fresh lab user gets N INBOX messages (a tenth of them bounces, 70% of those
+naming a Sent message) and N/2 Sent messages, appended with MULTIAPPEND.  Synthetic (default):
+DSN bounces with a message/rfc822 original and ordinary mail, all about ``--size`` bytes.
+``--real``: the NDRs of the labelled corpus (``../shared/corpus/dev``, or CORPUS; read at run
+time, skipped with a message when it is missing) among ordinary mail of every size and shape
+(``benchmarks/realmail.py``: 1 KB to 4.5 MB, attachments, DKIM, List-*, HTML; 1 GB at 20,000).
+
+Then ``--runs`` times, each on a fresh copy of that mailbox (the user's mail directory copied
+to a new user) and in this order:
 
   baseline  the bare transfer a first sweep needs, once with imapclient and once with imaplib:
             header fields of every INBOX message (the sweep's HEADER.FIELDS), the whole
-            message of every bounce, the Message-IDs of every Sent message;
+            message of every bounce, the Message-IDs of every Sent message (median of --reps);
   sweep     the real ``ndr-sweeper sweep --json`` as a subprocess (min_age = "0s", its own
             XDG dirs), wall-clock time of the whole process and its peak RSS (its VmHWM);
   re-run    the same command again with nothing new;
   +new      ``--new`` more messages (a tenth bounces) appended, then the command once more.
 
-It prints one table and the time of ``ndr-sweeper --version``.  It measures, it does not
-assert: the sweep's counts are printed next to what the generator put in, for a glance.
+It prints a row per run, a summary per size (median, and the range over the runs) and the time
+of ``ndr-sweeper --version``.  ``--profile DIR``: one more first sweep per size, on another
+copy, under cProfile (DIR/sweep-N.prof; not in the table).  It measures, it does not assert:
+the sweep's counts are printed next to what the generator put in, for a glance.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+
+from realmail import DEFAULT_CORPUS, RealMail  # noqa: E402
 
 from ndr_sweeper.classify import HEADER_FIELDS  # noqa: E402
 from ndr_sweeper.sentids import SENT_FIELDS  # noqa: E402
@@ -190,9 +201,16 @@ class Corpus:
             yield sent_msg(i, self.rng, self.size)
 
 
-def fill(env: lab.LabEnv, folder: str, msgs: Iterator[bytes], chunk: int = 500) -> int:
-    """MULTIAPPEND with LITERAL+ (as populate.py does), ``chunk`` messages per command,
-    never holding more than one chunk (no continuation round trip per message)."""
+def fill(
+    env: lab.LabEnv,
+    folder: str,
+    msgs: Iterator[bytes],
+    chunk: int = 500,
+    chunk_bytes: int = 32 * 1024 * 1024,
+) -> int:
+    """MULTIAPPEND with LITERAL+ (as populate.py does), at most ``chunk`` messages and about
+    ``chunk_bytes`` per command, never holding more than one chunk (no continuation round trip
+    per message)."""
     c = imaplib.IMAP4(env.host, env.port)
     c.login(env.user, env.password)
     n = 0
@@ -213,11 +231,13 @@ def fill(env: lab.LabEnv, folder: str, msgs: Iterator[bytes], chunk: int = 500) 
                 return
 
     batch: list[bytes] = []
+    size = 0
     for m in msgs:
         batch.append(m)
-        if len(batch) == chunk:
+        size += len(m)
+        if len(batch) == chunk or size >= chunk_bytes:
             send(batch)
-            n, batch = n + len(batch), []
+            n, batch, size = n + len(batch), [], 0
     if batch:
         send(batch)
         n += len(batch)
@@ -296,18 +316,31 @@ def write_config(path: Path, env: lab.LabEnv, state: Path) -> None:
 # is no good here: Linux counts the parent's memory at fork time (this benchmark holds the
 # generated mailbox and the baseline's responses) into the child's ru_maxrss.
 _PEAK_WRAPPER = (
-    "import sys\n"
+    "import os, sys\n"
+    "prof = os.environ.pop('NDR_BENCH_PROFILE', '')\n"
+    "if prof:\n"
+    "    import cProfile\n"
+    "    p = cProfile.Profile()\n"
+    "    p.enable()\n"
     "from ndr_sweeper.cli import main\n"
     "code = main(sys.argv[1:])\n"
+    "if prof:\n"
+    "    p.disable()\n"
+    "    p.dump_stats(prof)\n"
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
     "sys.stderr.write('\\nNDR_BENCH_PEAK_KB ' + hwm[0].split()[1] + '\\n')\n"
     "sys.exit(code)\n"
 )
 
 
-def run_cli(args: list[str], xdg: dict[str, str]) -> tuple[float, int, str, int]:
-    """(wall seconds, peak RSS in KB, stdout, exit code) of one ndr-sweeper process."""
+def run_cli(
+    args: list[str], xdg: dict[str, str], profile: Path | None = None
+) -> tuple[float, int, str, int]:
+    """(wall seconds, peak RSS in KB, stdout, exit code) of one ndr-sweeper process; with
+    *profile*, under cProfile (imports included), the statistics written there."""
     env = {**os.environ, **xdg, "NO_COLOR": "1"}
+    if profile is not None:
+        env["NDR_BENCH_PROFILE"] = str(profile)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t = time.perf_counter()
         p = subprocess.Popen(
@@ -325,8 +358,10 @@ def run_cli(args: list[str], xdg: dict[str, str]) -> tuple[float, int, str, int]
     return seconds, int(peak.group(1)) if peak else 0, text, p.returncode
 
 
-def sweep(cfg: Path, xdg: dict[str, str]) -> tuple[float, int, dict[str, object]]:
-    seconds, rss, text, _ = run_cli(["sweep", "--json", "--config", str(cfg)], xdg)
+def sweep(
+    cfg: Path, xdg: dict[str, str], profile: Path | None = None
+) -> tuple[float, int, dict[str, object]]:
+    seconds, rss, text, _ = run_cli(["sweep", "--json", "--config", str(cfg)], xdg, profile)
     try:
         data = json.loads(text)
     except ValueError:
@@ -345,37 +380,102 @@ def _counts(data: dict[str, object]) -> str:
 # ------------------------------------------------------------------ main
 
 
-def one_size(srv: lab.DovecotLab, n: int, a: argparse.Namespace, work: Path) -> dict[str, float]:
+def clone(srv: lab.DovecotLab, src: lab.LabEnv, user: str) -> lab.LabEnv:
+    """A new lab user whose mail directory is a copy of *src*'s (Dovecot's indexes too):
+    the same mailbox again, for one more first sweep, without generating and appending it."""
+    env = srv.add_user(user, "bench")
+    home = srv.dir / "mail"
+    subprocess.run(["cp", "-a", f"{home / src.user}/.", str(home / user)], check=True)
+    return env
+
+
+def build(srv: lab.DovecotLab, n: int, a: argparse.Namespace) -> tuple[lab.LabEnv, object]:
+    """The mailbox of size *n*, as a template user (never swept itself)."""
     env = srv.add_user(f"bench{n}", "bench")
-    corpus = Corpus(n // 2, a.bounce_ratio, a.matched, a.size)
+    corpus: Corpus | RealMail
+    if a.real is not None:
+        corpus = RealMail(a.real, n // 2, a.bounce_ratio, a.matched)
+    else:
+        corpus = Corpus(n // 2, a.bounce_ratio, a.matched, a.size)
     t = time.perf_counter()
     fill(env, "Sent", corpus.sent_folder())
     fill(env, "INBOX", corpus.inbox(0, n))
+    opened(env, "INBOX", "Sent")
     print(f"[{n}] filled {n} INBOX + {n // 2} Sent in {time.perf_counter() - t:.1f} s", flush=True)
+    return env, corpus
+
+
+def opened(env: lab.LabEnv, *folders: str) -> None:
+    """SELECT each folder read-write once, as the user's mail client has: Dovecot then moves
+    the appended messages from the Maildir's new/ to cur/ (20,000 renames take it ~0.4 s),
+    which a sweep of a mailbox in use never pays for."""
+    c = imaplib.IMAP4(env.host, env.port)
+    c.login(env.user, env.password)
+    for folder in folders:
+        c.select(folder)
+    c.logout()
+
+
+def bounce_uids(corpus: object, n: int) -> list[int]:
+    if isinstance(corpus, RealMail):
+        return [i + 1 for i in corpus.bounce_positions if i < n]
+    assert isinstance(corpus, Corpus)
     every = corpus.every
-    bounce_uids = [i + 1 for i in range(n) if every and i % every == every - 1]
+    return [i + 1 for i in range(n) if every and i % every == every - 1]
 
-    row: dict[str, float] = {"size": n}
-    baseline_imaplib(env, bounce_uids)  # warm-up: Dovecot builds its cache on the first fetch
-    row["imapclient"] = statistics.median(
-        baseline_imapclient(env, bounce_uids) for _ in range(a.reps)
-    )
-    row["imaplib"] = statistics.median(baseline_imaplib(env, bounce_uids) for _ in range(a.reps))
 
-    base = work / f"u{n}"
+def one_run(
+    srv: lab.DovecotLab,
+    template: lab.LabEnv,
+    corpus: Corpus | RealMail,
+    n: int,
+    run: int,
+    a: argparse.Namespace,
+    work: Path,
+) -> dict[str, float]:
+    env = clone(srv, template, f"bench{n}r{run}")
+    bounces = bounce_uids(corpus, n)
+    row: dict[str, float] = {"size": n, "run": run}
+    baseline_imaplib(env, bounces)  # warm-up: what the copy's first reads cost the server
+    row["imapclient"] = statistics.median(baseline_imapclient(env, bounces) for _ in range(a.reps))
+    row["imaplib"] = statistics.median(baseline_imaplib(env, bounces) for _ in range(a.reps))
+
+    base = work / f"u{n}r{run}"
     (base / "config").mkdir(parents=True)
     xdg = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "xstate")}
     cfg = base / "config.toml"
     write_config(cfg, env, base / "state")
-    bs = corpus.backscatter
     row["sweep"], row["rss"], data = sweep(cfg, xdg)
-    print(f"[{n}] first sweep: {_counts(data)} (generated: {corpus.bounces} bounces, {bs} bs)")
+    print(
+        f"[{n} #{run}] first sweep {row['sweep']:.2f} s (imaplib {row['imaplib']:.2f} s, "
+        f"imapclient {row['imapclient']:.2f} s): {_counts(data)} (generated: {corpus.bounces} "
+        f"bounces so far, {corpus.backscatter} backscatter)",
+        flush=True,
+    )
     row["rerun"], _, data = sweep(cfg, xdg)
-    print(f"[{n}] re-run: {_counts(data)}")
-    fill(env, "INBOX", corpus.inbox(n, a.new, tag="new"))
+    fill(env, "INBOX", corpus.inbox(n, a.new, tag=f"new{run}"))
     row["new"], _, data = sweep(cfg, xdg)
-    print(f"[{n}] +{a.new}: {_counts(data)}", flush=True)
+    print(f"[{n} #{run}] re-run {row['rerun']:.2f} s, +{a.new} {row['new']:.2f} s: {_counts(data)}")
     return row
+
+
+def profile_run(
+    srv: lab.DovecotLab, template: lab.LabEnv, n: int, a: argparse.Namespace, work: Path
+) -> None:
+    import pstats
+
+    env = clone(srv, template, f"bench{n}prof")
+    baseline_imaplib(env, [])
+    base = work / f"u{n}prof"
+    (base / "config").mkdir(parents=True)
+    xdg = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "xstate")}
+    cfg = base / "config.toml"
+    write_config(cfg, env, base / "state")
+    a.profile.mkdir(parents=True, exist_ok=True)
+    out = a.profile / f"sweep-{n}.prof"
+    seconds, _, _ = sweep(cfg, xdg, profile=out)
+    print(f"[{n}] profiled first sweep: {seconds:.2f} s -> {out}")
+    pstats.Stats(str(out)).sort_stats("cumulative").print_stats(25)
 
 
 def main() -> int:
@@ -383,15 +483,29 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,50000,100000", help="INBOX sizes, comma-separated")
     ap.add_argument("--new", type=int, default=100, help="messages added before the last sweep")
     ap.add_argument("--reps", type=int, default=1, help="baseline repetitions (median)")
+    ap.add_argument("--runs", type=int, default=1, help="first sweeps per size, each on a copy")
     ap.add_argument("--bounce-ratio", type=float, default=0.10)
     ap.add_argument("--matched", type=float, default=0.7, help="bounces naming a Sent message")
-    ap.add_argument("--size", type=int, default=3000, help="bytes per message")
+    ap.add_argument("--size", type=int, default=3000, help="bytes per synthetic message")
+    ap.add_argument(
+        "--real",
+        nargs="?",
+        type=Path,
+        const=DEFAULT_CORPUS,
+        default=None,
+        metavar="CORPUS",
+        help="real bounces from a labelled corpus (default ../shared/corpus/dev)",
+    )
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR")
     ap.add_argument("--format", default="maildir", choices=["maildir", "sdbox"], help="mail store")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
     if (why := lab.missing_reason()) is not None:
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
+    if a.real is not None and not (a.real / "labels.jsonl").is_file():
+        print(f"skipped: no labelled corpus at {a.real} (labels.jsonl)", file=sys.stderr)
+        return 0
 
     versions = []
     for _ in range(5):
@@ -404,24 +518,61 @@ def main() -> int:
         lab.DovecotLab(mail_format=a.format) as srv,
     ):
         for n in sizes:
-            rows.append(one_size(srv, n, a, Path(tmp)))
-        report(rows, a.new, versions)  # before the (slow) removal of the lab's mailboxes
+            template, corpus = build(srv, n, a)
+            assert isinstance(corpus, Corpus | RealMail)
+            baseline_imaplib(template, bounce_uids(corpus, n))  # Dovecot builds its cache
+            for run in range(1, a.runs + 1):
+                rows.append(one_run(srv, template, corpus, n, run, a, Path(tmp)))
+            if a.profile is not None:
+                profile_run(srv, template, n, a, Path(tmp))
+        kind = "real mail" if a.real is not None else f"synthetic, {a.size} bytes a message"
+        report(rows, a.new, versions, kind, load=os.getloadavg())
     return 0
 
 
-def report(rows: list[dict[str, float]], new: int, versions: list[float]) -> None:
-    print()
-    print(
+def _spread(values: list[float], fmt: str = ".2f") -> str:
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return f"{mid:{fmt}}"
+    return f"{mid:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def report(
+    rows: list[dict[str, float]],
+    new: int,
+    versions: list[float],
+    kind: str,
+    load: tuple[float, float, float],
+) -> None:
+    print(f"\n{kind}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+    head = (
         "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s "
         f"| sweep / imapclient | sweep / imaplib | re-run s | +{new} new s | peak RSS MB |"
     )
+    print("runs:\n" + head)
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {int(r['size']):,} / {int(r['size']) // 2:,} | {r['imapclient']:.2f} "
-            f"| {r['imaplib']:.2f} | {r['sweep']:.2f} | {r['sweep'] / r['imapclient']:.2f} "
-            f"| {r['sweep'] / r['imaplib']:.2f} | {r['rerun']:.2f} | {r['new']:.2f} "
-            f"| {r['rss'] / 1024:.0f} |"
+            f"| {int(r['size']):,} / {int(r['size']) // 2:,} #{int(r['run'])} "
+            f"| {r['imapclient']:.2f} | {r['imaplib']:.2f} | {r['sweep']:.2f} "
+            f"| {r['sweep'] / r['imapclient']:.2f} | {r['sweep'] / r['imaplib']:.2f} "
+            f"| {r['rerun']:.2f} | {r['new']:.2f} | {r['rss'] / 1024:.0f} |"
+        )
+    print("\nmedian (range) over the runs:\n" + head)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in dict.fromkeys(int(r["size"]) for r in rows):
+        rs = [r for r in rows if int(r["size"]) == n]
+
+        def col(key: str, rs: list[dict[str, float]] = rs) -> list[float]:
+            return [r[key] for r in rs]
+
+        print(
+            f"| {n:,} / {n // 2:,} | {_spread(col('imapclient'))} | {_spread(col('imaplib'))} "
+            f"| {_spread(col('sweep'))} "
+            f"| {_spread([r['sweep'] / r['imapclient'] for r in rs])} "
+            f"| {_spread([r['sweep'] / r['imaplib'] for r in rs])} "
+            f"| {_spread(col('rerun'))} | {_spread(col('new'))} "
+            f"| {_spread([r['rss'] / 1024 for r in rs], '.0f')} |"
         )
     print(
         f"\n`ndr-sweeper --version`: {min(versions):.3f} s best, "
