@@ -6,11 +6,15 @@ line, or the rest of a line after a literal) or ``(text ending in {n}, literal)`
 
 from __future__ import annotations
 
+import imaplib
+import io
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from imapclient.response_parser import parse_fetch_response
 
+from ndr_sweeper.errors import NdrSweeperError
 from ndr_sweeper.mailbox import fastfetch
 from ndr_sweeper.mailbox.fastfetch import Unparsed, parse_fetch, parse_internaldate
 
@@ -165,20 +169,54 @@ def test_same_result_as_imapclient_on_a_mixed_response():
         )
 
 
-def test_mailbox_falls_back_to_imapclient_for_unknown_shapes(monkeypatch):
-    """A response the fast parser refuses still reaches the caller, through imapclient."""
+class Wire:
+    """imaplib's side of one command for ``ImapMailbox._uid_fetch``: what the server sends,
+    read through ``readline``/``read`` as from a socket."""
+
+    abort = imaplib.IMAP4.abort
+
+    def __init__(self, wire: bytes) -> None:
+        self.file = io.BytesIO(wire)
+        self.tagged_commands: dict[bytes, object] = {}
+        self.sent: tuple[object, ...] = ()
+        self.closed = False
+
+    def _command(self, *args: object) -> bytes:
+        self.sent = args
+        self.tagged_commands[b"A1"] = None
+        return b"A1"
+
+    def readline(self) -> bytes:
+        return self.file.readline()
+
+    def read(self, n: int) -> bytes:
+        return self.file.read(n)
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+
+def wire_box(wire: bytes):  # type: ignore[no-untyped-def]
     from ndr_sweeper.mailbox.imap import ImapMailbox
 
-    data = [b'1 (UID 4 BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 1 1))']
-
-    class FakeImap:
-        def uid(self, *args):
-            return "OK", data
-
     class FakeClient:
-        _imap = FakeImap()
+        _imap = Wire(wire)
 
-    box = ImapMailbox(FakeClient())  # type: ignore[arg-type]
+    return ImapMailbox(FakeClient()), FakeClient._imap  # type: ignore[arg-type]
+
+
+def header_answer(seq: int, uid: int, body: bytes, flags: bytes = b"\\Seen") -> bytes:
+    return (
+        b'* %d FETCH (UID %d FLAGS (%s) INTERNALDATE "17-Jul-1996 02:44:25 -0700" '
+        b"RFC822.SIZE 4286 %s {%d}\r\n%s)\r\n" % (seq, uid, flags, SECTION, len(body), body)
+    )
+
+
+def test_mailbox_falls_back_to_imapclient_for_unknown_shapes(monkeypatch):
+    """A response the fast parser refuses still reaches the caller, through imapclient."""
+    box, _ = wire_box(
+        b'* 1 FETCH (UID 4 BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 1 1))\r\nA1 OK done\r\n'
+    )
     calls = []
     real = fastfetch.parse_fetch
 
@@ -187,8 +225,83 @@ def test_mailbox_falls_back_to_imapclient_for_unknown_shapes(monkeypatch):
         return real(d)
 
     monkeypatch.setattr(fastfetch, "parse_fetch", spy)
-    got = box._uid_fetch("INBOX", "4", "(UID BODYSTRUCTURE)")
+    got = dict(box._uid_fetch("INBOX", "4", "(UID BODYSTRUCTURE)"))
     assert calls and 4 in got and b"BODYSTRUCTURE" in got[4]
+
+
+def test_streamed_answers_parse_like_the_whole_list():
+    """The fast path of the stream reader and the general parser agree, item by item; other
+    untagged answers (EXISTS, EXPUNGE, OK) between them are skipped."""
+    wire = (
+        header_answer(1, 7, HDR)
+        + b"* 3 EXISTS\r\n"
+        + header_answer(2, 9, FOLDED, b"")
+        + b"* OK [ALERT] {5}\r\nhello\r\n"
+        + b"* 2 FETCH ("
+        + SECTION
+        + b" {%d}\r\n%s UID 11 FLAGS ())\r\n" % (len(HDR), HDR)
+        + b"* 1 EXPUNGE\r\n"
+        + b"* 4 FETCH (FLAGS (\\Seen))\r\n"  # unsolicited: no UID
+        + b"A1 OK Fetch completed.\r\n"
+    )
+    box, imap = wire_box(wire)
+    got = list(box._uid_fetch("INBOX", "1:*", "(UID FLAGS)"))
+    assert [uid for uid, _ in got] == [7, 9, 11]
+    by_uid = dict(got)
+    assert by_uid[7][SECTION] == HDR and by_uid[9][SECTION] == FOLDED
+    assert by_uid[7][b"FLAGS"] == (b"\\Seen",) and by_uid[9][b"FLAGS"] == ()
+    assert by_uid[7][b"INTERNALDATE"] == datetime(
+        1996, 7, 17, 2, 44, 25, tzinfo=timezone(-timedelta(hours=7))
+    )
+    assert by_uid[11][b"FLAGS"] == () and by_uid[11][SECTION] == HDR
+    assert imap.tagged_commands == {} and imap.sent[:2] == ("UID", "FETCH")
+    whole = parse_fetch(
+        [
+            lit(b"1 (UID 7 FLAGS (\\Seen) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
+                b"RFC822.SIZE 4286 " + SECTION, HDR),
+            b")",
+        ]
+    )  # fmt: skip
+    assert whole[7] == by_uid[7]
+
+
+def test_garbage_date_is_none_on_the_fast_path():
+    box, _ = wire_box(header_answer(1, 7, HDR).replace(b"17-Jul-1996", b"yesterday") + b"A1 OK\r\n")
+    [(uid, item)] = box._uid_fetch("INBOX", "7", "(UID)")
+    assert uid == 7 and item[b"INTERNALDATE"] is None
+
+
+@pytest.mark.parametrize(
+    "wire, error",
+    [
+        (b"A1 NO [SERVERBUG] oops\r\n", "FETCH failed: NO [SERVERBUG] oops"),
+        (b"A1 BAD syntax\r\n", "FETCH failed: BAD syntax"),
+        (b"* BYE going away\r\n", "BYE"),
+        (b"A2 OK not ours\r\n", "unexpected response"),
+        (b"+ go on\r\n", "unexpected response"),
+        (b"* 1 FETCH (UID 7 " + SECTION + b" {100}\r\nshort", "EOF"),
+        (header_answer(1, 7, HDR), "EOF"),  # no tagged answer: the connection ended
+        (b"* 1 FETCH (UID 7 FLAGS ()", "unterminated line"),
+    ],
+)
+def test_stream_errors(wire: bytes, error: str):
+    """Refusals and broken answers become our errors (the message keeps the server's words),
+    and the command's tag is forgotten either way."""
+    box, imap = wire_box(wire)
+    with pytest.raises(NdrSweeperError, match=re.escape(error)):
+        list(box._uid_fetch("INBOX", "1:*", "(UID)"))
+    assert imap.tagged_commands == {}
+
+
+def test_stopping_early_reads_the_rest_of_the_answer():
+    """The connection stays usable: what the caller did not take is read to the tag."""
+    wire = b"".join(header_answer(i, i, HDR) for i in range(1, 5)) + b"A1 OK\r\n* 9 EXISTS\r\n"
+    box, imap = wire_box(wire)
+    stream = box._uid_fetch("INBOX", "1:*", "(UID)")
+    assert next(stream)[0] == 1
+    stream.close()
+    assert imap.tagged_commands == {} and not imap.closed
+    assert imap.readline() == b"* 9 EXISTS\r\n"  # the next answer, untouched
 
 
 @pytest.mark.imap
@@ -213,10 +326,16 @@ def test_real_server_responses_parse_like_imapclient(imap_user):
             ours = parse_fetch(data)
             theirs = parse_fetch_response(data, normalise_times=False, uid_is_key=True)
             assert sorted(ours) == sorted(theirs) == sorted(set(uids) - {uids[1]})
+            streamed = dict(mb._uid_fetch("INBOX", f"{uids[0]}:{uids[-1]}", fetch))
+            assert sorted(streamed) == sorted(theirs)
             for uid, item in theirs.items():
                 for key, value in item.items():
                     if key not in (b"SEQ", b"INTERNALDATE"):
                         assert ours[uid][key] == value
+                        assert streamed[uid][key] == value
+                    elif key == b"INTERNALDATE":
+                        assert streamed[uid][key].utcoffset() == value.utcoffset()
+                        assert streamed[uid][key].replace(tzinfo=None) == value.replace(tzinfo=None)
         got = list(mb.fetch_headers(uids, ["From", "Subject"]))
         assert [h.uid for h in got] == [u for u in uids if u != uids[1]]
         assert all(h.header.startswith(b"From:") or b"Subject" in h.header for h in got)

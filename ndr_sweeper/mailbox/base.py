@@ -107,13 +107,16 @@ class Mailbox(Protocol):
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
     ) -> Iterator[HeaderItem]:
-        """Headers of *uids* (never sets \\Seen); UIDs that no longer exist are skipped."""
+        """Headers of *uids* (never sets \\Seen); UIDs that no longer exist are skipped.
+        Items may be handed out while the answer still arrives: send no other command on
+        this mailbox before the iterator is exhausted (or closed)."""
         ...
 
     def fetch_messages(
         self, uids: Sequence[int], max_bytes: int | None = None, batch: int = 200
     ) -> Iterator[tuple[int, bytes]]:
-        """Whole messages (or their first *max_bytes*), never setting \\Seen."""
+        """Whole messages (or their first *max_bytes*), never setting \\Seen; no other
+        command on this mailbox before the iterator is exhausted (as fetch_headers)."""
         ...
 
     def move(self, uids: Sequence[int], dest: str) -> dict[int, int]:

@@ -4,7 +4,8 @@ Why it exists: on 100k messages imapclient's general response parser costs about
 imaplib spends reading the data (2.6 s vs 0.76 s for the headers of 100k messages here; in a
 profiled first sweep it was two thirds of the run).  The sweep only ever bulk-fetches
 ``UID FLAGS INTERNALDATE RFC822.SIZE BODY[...]`` (header fields or the message), so this
-parser handles exactly those shapes, straight from imaplib's raw response list:
+parser handles exactly those shapes, from imaplib's raw response list (or one answer of it, as
+``imap._FetchReader`` reads them):
 
 - ``b'12 (UID 7 FLAGS (\\Seen) BODY[...] {123}'`` as ``(text, literal)`` tuples, followed by
   the rest of the line (``b')'``, ``b' UID 7)'``, ...) as bytes, items in any order;

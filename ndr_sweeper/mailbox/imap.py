@@ -4,9 +4,11 @@ Every batched command goes through ``uidset.batches`` (ranges, capped set string
 no plain EXPUNGE anywhere in this module: only UID EXPUNGE, which needs UIDPLUS.  Errors are
 mapped onto ``ndr_sweeper.errors``; passwords and tokens never appear in messages or logs.
 
-``fetch_headers`` / ``fetch_messages`` are the only places that issue bulk FETCHes; their
-responses go through ``fastfetch`` (imapclient's parser costs ~3x imaplib's reading on 100k
-headers), with imapclient's parser as the fallback for any shape it does not know.
+``fetch_headers`` / ``fetch_messages`` are the only places that issue bulk FETCHes.  Their
+answers are read as they arrive (``_FetchReader``: imaplib's per-line bookkeeping cost about
+as much as the server's work on 20,000 header blocks, and the caller's work on one answer now
+overlaps the server's on the next), each parsed by one regex when it has the usual shape, else
+by ``fastfetch`` (imapclient's parser costs ~3x imaplib's reading), else by imapclient's.
 
 Everything the server sends is read through ``guard`` (time and size limits per command); a
 server that oversteps them ends the session with ``ServerLimitError``.
@@ -546,27 +548,22 @@ class ImapMailbox(LogoutOnExit):
 
     def _uid_fetch(
         self, folder: str, set_: str, items: str, bodies: tuple[int | None, int] | None = None
-    ) -> dict[int, dict[bytes, Any]]:
-        """One UID FETCH; imapclient's fetch() only takes UID lists, not range strings.
-        *bodies*: (largest literal asked for or None, how many): the answer's limits
-        (``guard``); without it, the limits for headers."""
+    ) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        """One UID FETCH, its answers yielded as they arrive, ``(uid, {item: value})``, so the
+        caller's work on one overlaps the server's on the next.  *bodies*: (largest literal
+        asked for or None, how many): the answer's limits (``guard``); without it, the limits
+        for headers.  No other command may be sent on this connection until it is exhausted
+        (closing it early reads the rest of the answer, within the same limits)."""
+        imap = self.client._imap
         with self._op("FETCH", folder):
-            expect = getattr(self.client._imap, "expect_literals", None)
+            expect = getattr(imap, "expect_literals", None)
             if bodies is not None and expect is not None:
                 expect(*bodies)
-            typ, data = self.client._imap.uid("FETCH", set_, items)
-            if typ != "OK":
-                raise imaplib.IMAP4.error(f"FETCH failed: {_text(data)}")
-            if data == [None]:
-                return {}
+            reader = _FetchReader(imap, imap._command("UID", "FETCH", set_, items))
             try:
-                return fastfetch.parse_fetch(data)
-            except fastfetch.Unparsed as exc:  # a shape the fast path does not know
-                log.debug("FETCH response left to imapclient's parser: %s", exc)
-            try:
-                return parse_fetch_response(data, normalise_times=False, uid_is_key=True)
-            except (AttributeError, TypeError, ValueError) as exc:  # imapclient's own surprise
-                raise imaplib.IMAP4.error(f"FETCH answer not understood: {exc}") from None
+                yield from reader.answers()
+            finally:
+                reader.finish()
 
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
@@ -579,14 +576,14 @@ class ImapMailbox(LogoutOnExit):
             batch = min(batch, HEADER_BATCH)
         items = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[{section}])"
         for b in uidset.batches(uids, max_count=batch, max_bytes=self.max_set_bytes):
-            resp = self._uid_fetch(folder, b.set, items)
-            for uid in b.uids:
-                item = resp.get(uid)
-                if item is None:
-                    continue  # expunged meanwhile
+            wanted = set(b.uids)
+            for uid, item in self._uid_fetch(folder, b.set, items):
+                if uid not in wanted:
+                    continue  # not ours (or a second answer for one: the first is kept)
                 header = _body(item, b"BODY[HEADER")
                 if header is None or b"INTERNALDATE" not in item:
                     continue  # an unsolicited FETCH (flag update) without our data
+                wanted.discard(uid)
                 date = item[b"INTERNALDATE"]  # None (or text) when the server sent garbage
                 yield HeaderItem(
                     uid=uid,
@@ -605,11 +602,11 @@ class ImapMailbox(LogoutOnExit):
             batch = max(1, min(batch, BODY_BATCH_BYTES // max(int(max_bytes), 1)))
         for b in uidset.batches(uids, max_count=batch, max_bytes=self.max_set_bytes):
             size = None if max_bytes is None else int(max_bytes)
-            resp = self._uid_fetch(folder, b.set, f"(UID {part})", (size, len(b.uids)))
-            for uid in b.uids:
-                item = resp.get(uid)
-                body = _body(item, b"BODY[]") if item is not None else None
+            wanted = set(b.uids)
+            for uid, item in self._uid_fetch(folder, b.set, f"(UID {part})", (size, len(b.uids))):
+                body = _body(item, b"BODY[]") if uid in wanted else None
                 if body is not None:
+                    wanted.discard(uid)
                     yield uid, body
 
     def _copy_or_move(self, command: str, uids: Sequence[int], dest: str) -> dict[int, int]:
@@ -750,6 +747,137 @@ def connect(
     return ImapMailbox.connect(host, port, security, username, password, **kwargs)
 
 
+# -------------------------------------------------------------------- FETCH answers
+# One answer of a header FETCH as Dovecot (and most servers) send it: the items in the order
+# asked, the header fields as one literal, ")" on the next line.  Anything else goes through
+# fastfetch's general parser, then imapclient's.
+_HEAD_LINE = re.compile(
+    rb'\* (\d+) FETCH \(UID (\d+) FLAGS \(([^()"{}\r\n]*)\) INTERNALDATE "([^"\r\n]*)" '
+    rb"RFC822\.SIZE (\d+) (BODY\[[^\]\r\n]*\]) \{(\d+)\}\r\n"
+)
+_FETCH_LINE = re.compile(rb"\* (\d+) FETCH (.*)", re.DOTALL)
+_LITERAL_AT_END = re.compile(rb".*\{(\d+)\}$", re.DOTALL)
+
+
+class _FetchReader:
+    """Reads the answer to one UID FETCH off imaplib's connection (its ``readline`` and
+    ``read``: under ``guard``, every byte is counted against the command and its deadline),
+    line by line as imaplib would, without imaplib's per-line bookkeeping: the untagged FETCH
+    answers are parsed and handed out one by one; other untagged answers are skipped (a BYE
+    ends the session), and the tagged answer ends the command (NO or BAD: IMAP4.error)."""
+
+    def __init__(self, imap: Any, tag: bytes) -> None:
+        self.imap = imap
+        self.tag = tag
+        self.done = False
+        self._flags: dict[bytes, tuple[bytes, ...]] = {}
+
+    def _line(self) -> bytes:
+        line = self.imap.readline()
+        if not line:
+            raise self.imap.abort("socket error: EOF")
+        if not line.endswith(b"\r\n"):
+            raise self.imap.abort(f"socket error: unterminated line: {line[:200]!r}")
+        return bytes(line)
+
+    def _literal(self, size: int) -> bytes:
+        data = self.imap.read(size)
+        if len(data) != size:
+            raise self.imap.abort("socket error: EOF in a literal")
+        return bytes(data)
+
+    def answers(self) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        while not self.done:
+            line = self._line()
+            m = _HEAD_LINE.fullmatch(line)
+            if m is not None:
+                body = self._literal(int(m.group(7)))
+                tail = self._line()
+                if tail == b")\r\n":
+                    yield int(m.group(2)), self._item(m, body)
+                    continue
+                elements: list[Any] = [(line[2:-2].replace(b"FETCH ", b"", 1), body)]
+                yield from self._general(elements, tail)
+                continue
+            m = _FETCH_LINE.match(line)
+            if m is not None:
+                yield from self._general([], line[2:-2].replace(b"FETCH ", b"", 1) + b"\r\n")
+            else:
+                self._other(line)
+
+    def _item(self, m: re.Match[bytes], body: bytes) -> dict[bytes, Any]:
+        raw_flags = m.group(3)
+        flags = self._flags.get(raw_flags)
+        if flags is None:
+            if len(self._flags) > 256:
+                self._flags.clear()
+            flags = self._flags[raw_flags] = tuple(raw_flags.split())
+        date = m.group(4)
+        try:
+            when: datetime | None = fastfetch.parse_internaldate(date)
+        except fastfetch.Unparsed:
+            when = None
+        return {
+            b"UID": int(m.group(2)),
+            b"FLAGS": flags,
+            b"INTERNALDATE": when,
+            b"RFC822.SIZE": int(m.group(5)),
+            m.group(6).upper(): body,
+        }
+
+    def _general(self, elements: list[Any], text: bytes) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        """One untagged FETCH answer of any shape: its literals read as imaplib reads them,
+        then parsed as a whole."""
+        dat = text[:-2]
+        while (lit := _LITERAL_AT_END.match(dat)) is not None:
+            elements.append((dat, self._literal(int(lit.group(1)))))
+            dat = self._line()[:-2]
+        elements.append(dat)
+        try:
+            parsed = fastfetch.parse_fetch(elements)
+        except fastfetch.Unparsed as exc:  # a shape the fast path does not know
+            log.debug("FETCH answer left to imapclient's parser: %s", exc)
+            try:
+                parsed = parse_fetch_response(elements, normalise_times=False, uid_is_key=True)
+            except (AttributeError, TypeError, ValueError) as exc:  # imapclient's own surprise
+                raise imaplib.IMAP4.error(f"FETCH answer not understood: {exc}") from None
+        yield from parsed.items()
+
+    def _other(self, line: bytes) -> None:
+        if line.startswith(self.tag + b" "):
+            self.done = True
+            status, _, text = line[len(self.tag) + 1 : -2].partition(b" ")
+            if status.upper() != b"OK":
+                raise imaplib.IMAP4.error(
+                    f"FETCH failed: {status.decode('ascii', 'replace')} "
+                    f"{text.decode('utf-8', 'replace')}"
+                )
+            return
+        if not line.startswith(b"* "):
+            raise self.imap.abort(f"unexpected response: {line[:200]!r}")
+        if line[2:6].upper() == b"BYE " or line[2:-2].upper() == b"BYE":
+            raise self.imap.abort(f"server said BYE: {line[2:200].decode('utf-8', 'replace')}")
+        dat = line[:-2]
+        while (lit := _LITERAL_AT_END.match(dat)) is not None:  # skipped, literals and all
+            self._literal(int(lit.group(1)))
+            dat = self._line()[:-2]
+
+    def finish(self) -> None:
+        """The command is over: its tag forgotten; an answer left unread (the caller stopped
+        early) is read to its end first, within the limits, or the connection is closed."""
+        try:
+            if not self.done:
+                try:
+                    for _ in self.answers():
+                        pass
+                except Exception:
+                    log.debug("FETCH answer left unread; closing the connection", exc_info=True)
+                    with contextlib.suppress(Exception):
+                        self.imap.shutdown()
+        finally:
+            self.imap.tagged_commands.pop(self.tag, None)
+
+
 # -------------------------------------------------------------------- helpers
 def _body(item: dict[bytes, Any], prefix: bytes) -> bytes | None:
     for key, value in item.items():
@@ -823,6 +951,8 @@ def _decode_name(raw: bytes) -> str:
 
 def _aware(date: datetime) -> datetime:
     """imapclient's FixedOffset -> datetime.timezone (naive is taken as UTC)."""
+    if isinstance(date.tzinfo, timezone):
+        return date  # fastfetch's already
     offset = date.utcoffset()
     return date.replace(tzinfo=UTC if offset is None else timezone(offset))
 
