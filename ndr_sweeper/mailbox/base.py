@@ -4,6 +4,9 @@ Everything is UID-based: state is keyed by (folder, UIDVALIDITY, UID).  Implemen
 ``imap.ImapMailbox`` (imapclient) and ``memory.MemoryMailbox`` (unit tests).  Both raise only
 errors from ``ndr_sweeper.errors``: MailboxError (refused operation, missing folder),
 CapabilityError (the server lacks MOVE/UIDPLUS/...), ConnectError (connection lost).
+
+No sweep or undo ever writes new mail, so APPEND is not part of the protocol; the
+implementations keep an ``append`` to fill a mailbox (the contract tests use it).
 """
 
 from __future__ import annotations
@@ -143,18 +146,6 @@ class Mailbox(Protocol):
     def create_folder(self, name: str) -> None: ...
 
     def folder_exists(self, name: str) -> bool: ...
-
-    def append(
-        self,
-        folder: str,
-        msg: bytes,
-        flags: Sequence[str] = (),
-        internaldate: datetime | None = None,
-    ) -> int | None:
-        """APPEND; the new UID when the server says (APPENDUID), else None."""
-        ...
-
-    def noop(self) -> None: ...
 
     def logout(self) -> None: ...
 

@@ -723,10 +723,6 @@ class ImapMailbox(LogoutOnExit):
         m = re.search(rb"\[APPENDUID \d+ (\d+)\]", resp if isinstance(resp, bytes) else b"")
         return int(m.group(1)) if m else None
 
-    def noop(self) -> None:
-        with self._op("NOOP"):
-            self.client.noop()
-
     def logout(self) -> None:
         """LOGOUT; never raises (the connection may already be gone)."""
         try:

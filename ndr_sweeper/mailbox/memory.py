@@ -377,9 +377,6 @@ class MemoryMailbox(LogoutOnExit):
         uid = self.add_message(folder, msg, flags, internaldate)
         return uid if self.has("UIDPLUS") else None
 
-    def noop(self) -> None:
-        self._enter("noop")
-
     def logout(self) -> None:
         if not self.logged_out:
             self.calls.append(("logout",))
