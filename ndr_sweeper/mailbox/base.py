@@ -65,6 +65,7 @@ class HeaderItem:
     internaldate: datetime | None  # tz-aware; None when the server's INTERNALDATE is garbage
     flags: frozenset[str]  # without the session-only "\\Recent"
     size: int  # RFC822.SIZE of the whole message
+    modseq: int | None = None  # RFC 7162 MODSEQ, when the server has CONDSTORE
 
 
 @runtime_checkable
@@ -127,7 +128,12 @@ class Mailbox(Protocol):
         """UID COPY; source->dest UID map from COPYUID, {} if the server sends none."""
         ...
 
-    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None: ...
+    def add_flags(
+        self, uids: Sequence[int], flags: Sequence[str], *, unchanged_since: int | None = None
+    ) -> None:
+        """STORE +FLAGS.  *unchanged_since* (CONDSTORE, RFC 7162): only messages whose MODSEQ
+        is not above it; the others are left as they are (a later look says which)."""
+        ...
 
     def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None: ...
 

@@ -770,7 +770,10 @@ class MaildirMailbox(LogoutOnExit):
     def copy(self, uids: Sequence[int], dest: str) -> dict[int, int]:
         return self._transfer(uids, dest, move=False)
 
-    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+    def add_flags(
+        self, uids: Sequence[int], flags: Sequence[str], *, unchanged_since: int | None = None
+    ) -> None:
+        # No CONDSTORE on a Maildir: unchanged_since is ignored.
         self._store(uids, flags, add=True)
 
     def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:

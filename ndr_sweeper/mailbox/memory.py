@@ -64,6 +64,7 @@ class StoredMessage:
     data: bytes
     flags: set[str]
     internaldate: datetime
+    modseq: int = 0  # the folder's modseq when it arrived or its flags last changed
 
 
 @dataclass
@@ -80,7 +81,13 @@ class MemoryFolder:
         self.uidnext += 1
         self.messages[uid] = msg
         self.highestmodseq += 1
+        msg.modseq = self.highestmodseq
         return uid
+
+    def touch(self, msg: StoredMessage) -> None:
+        """Another change of a message's flags: it gets the folder's next modseq."""
+        self.highestmodseq += 1
+        msg.modseq = self.highestmodseq
 
 
 def header_of(data: bytes) -> bytes:
@@ -277,7 +284,10 @@ class MemoryMailbox(LogoutOnExit):
                 if m is None:
                     continue
                 header = header_fields(m.data, fields) if fields else header_of(m.data)
-                yield HeaderItem(uid, header, m.internaldate, frozenset(m.flags), len(m.data))
+                modseq = m.modseq if self.has("CONDSTORE") else None
+                yield HeaderItem(
+                    uid, header, m.internaldate, frozenset(m.flags), len(m.data), modseq
+                )
 
     def fetch_messages(
         self, uids: Sequence[int], max_bytes: int | None = None, batch: int = 200
@@ -323,8 +333,10 @@ class MemoryMailbox(LogoutOnExit):
             mapping.update(self._answer(lie, done if self.has("UIDPLUS") else {}))
         return mapping
 
-    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
-        self._store(uids, flags, add=True)
+    def add_flags(
+        self, uids: Sequence[int], flags: Sequence[str], *, unchanged_since: int | None = None
+    ) -> None:
+        self._store(uids, flags, add=True, unchanged_since=unchanged_since)
 
     def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
         self._store(uids, flags, add=False)
@@ -448,8 +460,16 @@ class MemoryMailbox(LogoutOnExit):
         modseq = f.highestmodseq if self.has("CONDSTORE") else None
         return FolderStatus(f.uidvalidity, f.uidnext, len(f.messages), modseq)
 
-    def _store(self, uids: Sequence[int], flags: Sequence[str], *, add: bool) -> None:
+    def _store(
+        self,
+        uids: Sequence[int],
+        flags: Sequence[str],
+        *,
+        add: bool,
+        unchanged_since: int | None = None,
+    ) -> None:
         op = "add_flags" if add else "remove_flags"
+        conditional = unchanged_since is not None and self.has("CONDSTORE")
         for b in uidset.batches(uids, max_count=self.store_batch):
             lie = self._command(op, b.set, tuple(flags))
             f = self._writable()
@@ -458,11 +478,13 @@ class MemoryMailbox(LogoutOnExit):
                     m = f.messages.get(uid)
                     if m is None:
                         continue
+                    if conditional and m.modseq > (unchanged_since or 0):
+                        continue  # changed since: left alone (RFC 7162 UNCHANGEDSINCE)
                     if add:
                         m.flags |= set(flags)
                     else:
                         m.flags -= set(flags)
-                f.highestmodseq += 1
+                    f.touch(m)
             self._answer(lie, None)
 
 
