@@ -460,10 +460,11 @@ def _remove_originals(
     mb = box.mb
     uids = [r.uid for r in rows]
     error: MailboxError | None = None
-    since = box.unchanged_since(src, rows)  # a message changed since we read it: left alone
+    # Not conditional (UNCHANGEDSINCE): the copy is made and proven, so an original left
+    # behind would only be a duplicate; the check that matters was prepare()'s.
     if mb.has("UIDPLUS") or fallback == PROTECT:
         try:
-            mb.add_flags(uids, [DELETED], unchanged_since=since)
+            mb.add_flags(uids, [DELETED])
             if mb.has("UIDPLUS"):
                 mb.expunge_uids(uids)
             else:
@@ -488,7 +489,7 @@ def _remove_originals(
             )
             return []
         try:
-            mb.add_flags(uids, keywords, unchanged_since=since)
+            mb.add_flags(uids, keywords)
         except MailboxError as exc:
             error = exc
         now = _flags_now(mb, uids)
@@ -631,12 +632,29 @@ def _set_flags(
         return []
     state.journal_update(ids, "sent")
     refused: MailboxError | None = None
+    since = box.unchanged_since(folder, rows)  # CONDSTORE: a message changed since is skipped
     try:
-        mb.add_flags(uids, list(keywords), unchanged_since=box.unchanged_since(folder, rows))
+        mb.add_flags(uids, list(keywords), unchanged_since=since)
     except MailboxError as exc:
         refused = exc
-    now = _flags_now(mb, uids)
+    now: dict[int, frozenset[str]] = {}
+    moved: set[int] = set()  # changed by another client after we read it: left alone
+    for h in mb.fetch_headers(uids, ["Message-ID"]) if uids else ():
+        now[h.uid] = h.flags
+        if since is not None and h.modseq is not None and h.modseq > since:
+            moved.add(h.uid)
     done = [r for r in rows if r.uid in now and all(_has(now[r.uid], k) for k in keywords)]
+    later = [r for r in rows if r not in done and r.uid in moved]
+    if later:
+        state.journal_update(
+            [r.id for r in later], "failed", error="changed by another client meanwhile"
+        )
+        outcome.retry[folder].extend(r.uid for r in later)
+        outcome.note(
+            f"{len(later)} message(s) in {folder!r} were changed by another client while the "
+            "sweep ran: left alone, the next sweep reads them again"
+        )
+        rows = [r for r in rows if r not in later]
     if done:
         state.journal_update(
             [r.id for r in done],

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ndr_sweeper.errors import CapabilityError, ConnectError, MailboxError
 from ndr_sweeper.mailbox import uidset
@@ -153,6 +153,7 @@ class MemoryMailbox(LogoutOnExit):
         self.calls: list[tuple[object, ...]] = []
         self._failures: dict[str, list[BaseException]] = {}
         self._script: list[Misbehaviour] = []
+        self._meddling: list[list[Any]] = []  # [op, calls left, change]: see meddle()
 
     # ---------------------------------------------------------------- test helpers
     def fail_next(self, op: str, exc: BaseException) -> None:
@@ -186,6 +187,21 @@ class MemoryMailbox(LogoutOnExit):
         entry = Misbehaviour(op, how, nth, error, rewrite)
         self._script.append(entry)
         return entry
+
+    def meddle(self, op: str, change: Callable[[], object], *, nth: int = 1) -> None:
+        """Another client's *change*, made just before the *nth* call of method *op* (counted
+        from now), once: what a sweep sees when the mailbox moves under it."""
+        self._meddling.append([op, nth, change])
+
+    def change_flags(
+        self, folder: str, uid: int, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> None:
+        """Another client's STORE on one message: its flags change and its MODSEQ moves."""
+        f = self._folder(folder)
+        m = f.messages[uid]
+        m.flags |= set(add)
+        m.flags -= set(remove)
+        f.touch(m)
 
     def add_message(
         self,
@@ -403,6 +419,12 @@ class MemoryMailbox(LogoutOnExit):
         if pending:
             raise pending.pop(0)
         self.calls.append((op, *args))
+        for entry in list(self._meddling):
+            if entry[0] == op:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._meddling.remove(entry)
+                    entry[2]()
 
     def _command(self, op: str, *args: object) -> Misbehaviour | None:
         """Enter one IMAP command of *op*; the scripted lie for it, if any."""
