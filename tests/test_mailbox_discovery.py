@@ -112,6 +112,21 @@ def test_nothing_found_names_the_config_key(role, key):
     assert "\n" not in str(info.value)
 
 
+def test_a_missing_folder_error_names_the_folders_the_server_has():
+    with pytest.raises(MailboxError) as info:
+        find_folder("junk", folders("INBOX", "Archive", "Projects"))
+    msg = str(info.value)
+    assert "'INBOX', 'Archive', 'Projects'" in msg and "create one named Junk" in msg, msg
+    with pytest.raises(MailboxError) as info:
+        find_folder("junk", folders("INBOX", "Archive"), "Spam")
+    assert "the server has 'INBOX', 'Archive'" in str(info.value)
+    many = folders(*(f"F{i}" for i in range(20)))
+    with pytest.raises(MailboxError) as info:
+        find_folder("sent", many)
+    msg = str(info.value)
+    assert "'F7' and 12 more: `ndr-sweeper folders`" in msg and "'F8'" not in msg, msg
+
+
 def test_name_lists_have_no_duplicates():
     for names in (SENT_NAMES, JUNK_NAMES, TRASH_NAMES):
         low = [n.casefold() for n in names]

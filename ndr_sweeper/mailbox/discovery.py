@@ -109,8 +109,8 @@ def find_folder(
                 return f.name
         refuse_unusable(override, folders, key)
         raise MailboxError(
-            f"{key} is set to {override!r}, but the server has no such folder; "
-            f"fix {key} in the config"
+            f"{key} is set to {override!r}, but the server has no such folder "
+            f"({_listing(usable)}); fix {key} in the config"
         )
     skip = tuple(exclude)
     name = next(_candidates(role, usable, prefix, exclude=skip), None)
@@ -136,9 +136,22 @@ def find_folder(
                 f"no usable {role} folder: the server flags {f.name!r} {flag}, but {why}; "
                 f"set {key} in the config"
             )
+    create = " (or create one named Junk in your mail client)" if role == "junk" else ""
     raise MailboxError(
-        f"no {role} folder found (no {flag} flag, no known name); set {key} in the config"
+        f"no {role} folder found (no {flag} flag, no known name; {_listing(usable)}); "
+        f"set {key} in the config to one of them{create}"
     )
+
+
+def _listing(folders: Sequence[FolderInfo], most: int = 8) -> str:
+    """ "the server has 'INBOX', 'Archive' and 3 more (`ndr-sweeper folders` lists them)"."""
+    names = [repr(f.name) for f in folders if f.name]
+    if not names:
+        return "the server lists no folder you can open"
+    shown = ", ".join(names[:most])
+    if len(names) > most:
+        return f"the server has {shown} and {len(names) - most} more: `ndr-sweeper folders`"
+    return f"the server has {shown}"
 
 
 def find_all(role: Role, folders: Sequence[FolderInfo], *, prefix: str = "") -> list[str]:
