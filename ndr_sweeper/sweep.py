@@ -805,8 +805,8 @@ def sweep_account(
         status = "interrupted"
         raise
     except NdrSweeperError as exc:
-        result.error = str(exc)
-        log.debug("%s: sweep failed", account.name, exc_info=True)
+        result.error = str(exc)  # already one line that says what to do: no traceback
+        log.debug("%s: sweep failed: %s", account.name, type(exc).__name__)
     except Exception as exc:  # a bug of ours: one line, the other accounts still run
         result.error = (
             f"unexpected {type(exc).__name__}: {exc}; the journal is intact and the next sweep "
