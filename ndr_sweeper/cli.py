@@ -566,21 +566,113 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_LEVEL_HELP = "logging level (default: warning; info for `run`)"
+
+# Examples shown under each command's --help.
+EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "explain": [
+        ("ndr-sweeper explain bounce.eml", "what one saved message is, and why"),
+        ("ndr-sweeper explain ~/Mail/INBOX", "every message of a Maildir folder"),
+        ("ndr-sweeper explain --config config.toml -", "a message on stdin, with your rules"),
+    ],
+    "demo": [("ndr-sweeper demo", "a dry run, a sweep and an undo on a sample mailbox")],
+    "rules": [("ndr-sweeper rules check my.rules.toml", "is the file right, and what it does")],
+    "sweep": [
+        ("ndr-sweeper sweep --dry-run -v", "the exact plan; nothing changes on the server"),
+        ("ndr-sweeper sweep", "move the backscatter to Junk"),
+        ("ndr-sweeper sweep --account work --quiet", "one account, only errors (cron)"),
+    ],
+    "undo": [
+        ("ndr-sweeper undo --last", "put back what the last sweep moved"),
+        ("ndr-sweeper undo 20261203-091500-1234", "put back one run (see `history`)"),
+    ],
+    "history": [("ndr-sweeper history --account work --limit 5", "the last five runs of one")],
+    "run": [("ndr-sweeper run", "sweep on each account's schedule; Ctrl-C or SIGTERM stops")],
+    "status": [("ndr-sweeper status", "last run, what it found, next run, per account")],
+    "login": [
+        ("ndr-sweeper login work", "ask for the password, check it, keep it in the keyring"),
+        ("pass show mail | ndr-sweeper login work --password-stdin", "from a script"),
+        ("ndr-sweeper login gmail --no-browser", "OAuth2: print the sign-in address"),
+    ],
+    "logout": [("ndr-sweeper logout work", "forget the stored password or token")],
+    "init": [
+        ("ndr-sweeper init", "asks for your address and the rest"),
+        ("ndr-sweeper init --email me@fastmail.com --non-interactive", "from a script"),
+    ],
+    "folders": [("ndr-sweeper folders work", "what the server has, and what the sweep uses")],
+    "check": [("ndr-sweeper check", "everything the sweep needs, one line each, with the fix")],
+    "report": [("ndr-sweeper report --days 90", "backscatter per week, who sends it")],
+    "completion": [
+        (
+            "ndr-sweeper completion bash > ~/.local/share/bash-completion/completions/ndr-sweeper",
+            "",
+        ),
+        ("ndr-sweeper completion fish > ~/.config/fish/completions/ndr-sweeper.fish", ""),
+    ],
+}
+
+
+def _epilog(name: str) -> str | None:
+    rows = EXAMPLES.get(name)
+    if not rows:
+        return None
+    lines = ["examples:"]
+    for command, what in rows:
+        lines.append(f"  {command}")
+        if what:
+            lines.append(f"      {what}")
+    return "\n".join(lines)
+
+
+def _command(
+    sub: Any, name: str, help: str, examples: str | None = None, **kw: Any
+) -> argparse.ArgumentParser:
+    """A sub-command's parser: its help line as the description, examples below the options,
+    and --log-level accepted after the command name too."""
+    sp: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog=_epilog(examples or name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,
+    )
+    return sp
+
+
+def _log_level_everywhere(p: argparse.ArgumentParser) -> None:
+    """--log-level after the command name too (`ndr-sweeper sweep --log-level debug`), last in
+    each command's options; not given there, the one before the command (or none) holds."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in {id(v): v for v in action.choices.values()}.values():
+                sp.add_argument(
+                    "--log-level",
+                    default=argparse.SUPPRESS,
+                    choices=LOG_LEVELS,
+                    help=LOG_LEVEL_HELP,
+                )
+                _log_level_everywhere(sp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ndr-sweeper",
         description="Move NDR backscatter (bounces of mail you never sent) out of your mailbox.",
+        epilog=(
+            "new here?\n"
+            "  ndr-sweeper demo               a sweep of a sample mailbox, nothing of yours\n"
+            "  ndr-sweeper init               set up your account, then a dry run\n"
+            "  ndr-sweeper COMMAND --help     each command's options, with examples"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument(
-        "--log-level",
-        default=None,
-        choices=["debug", "info", "warning", "error"],
-        help="logging level (default: warning; info for `run`)",
-    )
+    p.add_argument("--log-level", default=None, choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    sp = sub.add_parser("explain", help="classify message files and show the verdict")
+    sp = _command(sub, "explain", help="classify message files and show the verdict")
     sp.add_argument("paths", nargs="+", metavar="PATH", help="message file, '-', Maildir or mbox")
     sp.add_argument("--json", action="store_true", help="one JSON object per message on stdout")
     sp.add_argument(
@@ -591,7 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_explain)
 
-    sp = sub.add_parser(
+    sp = _command(
+        sub,
         "demo",
         help="sweep a sample Maildir that ships with ndr-sweeper: dry run, sweep, undo",
     )
@@ -603,10 +696,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_demo)
 
-    sp = sub.add_parser("rules", help="work with rule files")
+    sp = _command(sub, "rules", help="work with rule files")
     rsub = sp.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
-    rp = rsub.add_parser("check", help="validate rule files and explain each rule in words")
-    rp.add_argument("files", nargs="+", metavar="FILE")
+    rp = _command(
+        rsub, "check", examples="rules", help="validate rule files and explain each rule in words"
+    )
+    rp.add_argument("files", nargs="+", metavar="FILE", help="a rules file (TOML)")
     rp.set_defaults(func=cmd_rules_check)
 
     def config_arg(sp: argparse.ArgumentParser) -> None:
@@ -616,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="config file (default: $XDG_CONFIG_HOME/ndr-sweeper/config.toml)",
         )
 
-    sp = sub.add_parser("sweep", help="sweep the accounts once")
+    sp = _command(sub, "sweep", help="sweep the accounts once")
     config_arg(sp)
     sp.add_argument(
         "--account", action="append", metavar="NAME", help="only this account (repeatable)"
@@ -630,34 +725,40 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="print only errors (for cron)")
     sp.set_defaults(func=cmd_sweep)
 
-    sp = sub.add_parser("undo", help="put every message of a run back where it was")
+    sp = _command(sub, "undo", help="put every message of a run back where it was")
     config_arg(sp)
     g = sp.add_mutually_exclusive_group(required=True)
-    g.add_argument("run_id", nargs="?", metavar="RUN_ID")
-    g.add_argument("--last", action="store_true", help="the most recent run that acted")
-    sp.add_argument("--json", action="store_true")
+    g.add_argument("run_id", nargs="?", metavar="RUN_ID", help="the run to undo (see `history`)")
+    g.add_argument(
+        "--last",
+        action="store_true",
+        help="the last sweep that left something to undo, on every account it touched",
+    )
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sp.set_defaults(func=cmd_undo)
 
-    sp = sub.add_parser("history", help="list runs with their counts")
+    sp = _command(sub, "history", help="list runs with their counts")
     config_arg(sp)
-    sp.add_argument("--account", metavar="NAME")
-    sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("--account", metavar="NAME", help="only this account")
+    sp.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="the last N runs (default 20)"
+    )
     sp.add_argument("--all", action="store_true", help="also runs that found nothing new")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sp.set_defaults(func=cmd_history)
 
-    sp = sub.add_parser("run", help="sweep every enabled account on its schedule until stopped")
+    sp = _command(sub, "run", help="sweep every enabled account on its schedule until stopped")
     config_arg(sp)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("status", help="each account's last run, its counts, and the next run")
+    sp = _command(sub, "status", help="each account's last run, its counts, and the next run")
     config_arg(sp)
     sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sp.set_defaults(func=cmd_status)
 
-    sp = sub.add_parser("login", help="store an account's password, or sign in with OAuth2")
+    sp = _command(sub, "login", help="store an account's password, or sign in with OAuth2")
     config_arg(sp)
-    sp.add_argument("account", metavar="ACCOUNT")
+    sp.add_argument("account", metavar="ACCOUNT", help="the account's name in the config")
     sp.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin's first line"
     )
@@ -670,12 +771,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-verify", action="store_true", help="do not log in to check")
     sp.set_defaults(func=cmd_login)
 
-    sp = sub.add_parser("logout", help="forget an account's stored password and OAuth2 token")
+    sp = _command(sub, "logout", help="forget an account's stored password and OAuth2 token")
     config_arg(sp)
-    sp.add_argument("account", metavar="ACCOUNT")
+    sp.add_argument("account", metavar="ACCOUNT", help="the account's name in the config")
     sp.set_defaults(func=cmd_logout)
 
     _first_hour_parsers(sub, config_arg)
+    _log_level_everywhere(p)
     return p
 
 
@@ -683,17 +785,19 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
     """init, folders, check, report and completion."""
     from ndr_sweeper.config import AUTH_METHODS, SECURITY_MODES
 
-    sp = sub.add_parser("init", help="set up an account from its email address, then dry-run it")
+    sp = _command(sub, "init", help="set up an account from its email address, then dry-run it")
     config_arg(sp)
     sp.add_argument("--email", metavar="ADDRESS", help="the account's email address")
     sp.add_argument("--name", metavar="NAME", help="the account's name (default: the address)")
     sp.add_argument("--provider", metavar="KEY", help="use this provider's preset (e.g. gmail)")
     sp.add_argument("--host", metavar="HOST", help="IMAP server (default: found from the address)")
-    sp.add_argument("--port", metavar="PORT", type=int)
-    sp.add_argument("--security", choices=SECURITY_MODES)
+    sp.add_argument("--port", metavar="PORT", type=int, help="IMAP port (default: by security)")
+    sp.add_argument("--security", choices=SECURITY_MODES, help="how to connect (default: tls)")
     sp.add_argument("--username", metavar="USER", help="login name (default: the address)")
-    sp.add_argument("--auth", choices=AUTH_METHODS)
-    sp.add_argument("--oauth2-provider", choices=["google", "microsoft"])
+    sp.add_argument("--auth", choices=AUTH_METHODS, help="how to sign in (default: by provider)")
+    sp.add_argument(
+        "--oauth2-provider", choices=["google", "microsoft"], help="whose OAuth2 to use"
+    )
     sp.add_argument("--oauth2-client-id", metavar="ID", help="client id of your registered app")
     sp.add_argument("--password-command", metavar="CMD", help="a command that prints the password")
     sp.add_argument("--sent-folder", metavar="FOLDER", help="pin the Sent folder")
@@ -708,8 +812,8 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
     sp.add_argument("--no-dry-run", action="store_true", help="do not end with a dry run")
     sp.set_defaults(func=cmd_init)
 
-    sp = sub.add_parser(
-        "folders", help="the server's folders, their counts, and which are Sent, Junk, Trash"
+    sp = _command(
+        sub, "folders", help="the server's folders, their counts, and which are Sent, Junk, Trash"
     )
     config_arg(sp)
     sp.add_argument("account", nargs="?", metavar="ACCOUNT", help="default: the first account")
@@ -724,8 +828,11 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
     sp.set_defaults(func=cmd_folders)
 
     for name, aliases in (("check", ["doctor"]),):
-        sp = sub.add_parser(
-            name, aliases=aliases, help="check config, secret, server, TLS, login, folders, state"
+        sp = _command(
+            sub,
+            name,
+            aliases=aliases,
+            help="check config, secret, server, TLS, login, folders, state",
         )
         config_arg(sp)
         sp.add_argument(
@@ -734,7 +841,7 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
         sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
         sp.set_defaults(func=cmd_check)
 
-    sp = sub.add_parser("report", help="backscatter moved per day, top bouncing servers, and more")
+    sp = _command(sub, "report", help="backscatter moved per day, top bouncing servers, and more")
     config_arg(sp)
     sp.add_argument("--days", type=int, default=30, metavar="N", help="the last N days (30)")
     sp.add_argument(
@@ -743,8 +850,8 @@ def _first_hour_parsers(sub: Any, config_arg: Any) -> None:
     sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sp.set_defaults(func=cmd_report)
 
-    sp = sub.add_parser("completion", help="print the shell completion script")
-    sp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    sp = _command(sub, "completion", help="print the shell completion script")
+    sp.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete for")
     sp.set_defaults(func=cmd_completion)
 
 

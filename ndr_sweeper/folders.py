@@ -103,6 +103,8 @@ def list_folders(
     seconds: float = COUNT_SECONDS,
     clock: Callable[[], float] = time.monotonic,
 ) -> Listing:
+    from .mailbox.discovery import same_folder
+
     folders = mb.list_folders()
     sent, junk, trash, notes = roles_of(folders, account, mb.personal_prefix())
     rows = {f.name: FolderRow(f.name, _shown_flags(f)) for f in folders}
@@ -112,8 +114,9 @@ def list_folders(
         if name is not None:
             rows[name].roles.append(role)
     for name in account.folders:
-        if name in rows:
-            rows[name].roles.append("swept")
+        listed = next((n for n in rows if same_folder(n, name)), None)  # INBOX in any case
+        if listed is not None:
+            rows[listed].roles.append("swept")
         else:
             notes.append(f"folders names {name!r}, which the server does not have")
     selectable = [f.name for f in folders if f.selectable]

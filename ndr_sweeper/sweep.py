@@ -150,7 +150,10 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
 
     folders = mb.list_folders()
     prefix = mb.personal_prefix()
-    names = {f.name for f in folders if f.unusable is None}
+    usable = [f.name for f in folders if f.unusable is None]
+    names = set(usable)
+    if any(n.upper() == "INBOX" for n in usable):
+        names |= {n for n in (*account.folders, *account.sent_folders) if n.upper() == "INBOX"}
     for f in account.folders:
         if f not in names:
             discovery.refuse_unusable(f, folders, "`folders`")
@@ -411,6 +414,7 @@ class Scanned:
     found: list[_Found] = field(default_factory=list)
     cursors: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
     selected: dict[str, FolderStatus] = field(default_factory=dict)
+    modseqs: dict[tuple[str, int], int] = field(default_factory=dict)  # CONDSTORE, when read
 
 
 def scan_folder(
@@ -424,6 +428,7 @@ def scan_folder(
     st: FolderStatus | None = None,
     dry_run: bool = True,
     selected: dict[str, FolderStatus] | None = None,
+    modseqs: dict[tuple[str, int], int] | None = None,
 ) -> tuple[int, list[int], list[_Found]]:
     """Classify what is new in one folder: (uidvalidity, new uids, report verdicts).
     *st*: the folder's STATUS when the caller already has it; *selected* receives what the
@@ -455,6 +460,8 @@ def scan_folder(
         reporter.advance()
         if may_be_report(item.header):
             candidates[item.uid] = item.internaldate
+            if modseqs is not None and item.modseq is not None:
+                modseqs[(folder, item.uid)] = item.modseq
     result.scanned += len(uids)
     found: list[_Found] = []
     if candidates:
@@ -494,6 +501,7 @@ def scan(
             where.early.get(folder),
             dry_run,
             scanned.selected,
+            scanned.modseqs,
         )
         scanned.cursors[folder] = (uidvalidity, uids)
         scanned.found.extend(found)
@@ -670,6 +678,8 @@ def act(
     for folder, waiting in prepared.waiting.items():
         retry[folder].extend(waiting)
         result.errors += len(waiting)
+    for folder, later in prepared.later.items():  # changed by another client meanwhile
+        retry[folder].extend(later)
     acting = [p for p in prepared.plans if p.acts]
     if not acting:
         return retry
@@ -686,6 +696,7 @@ def act(
         {f: st for f, st in scanned.selected.items() if f in scanned.cursors},
         prepared.identities,
         prepared.opened,
+        prepared.modseqs,
     )
     result.acted = outcome.done
     result.errors += outcome.failed
@@ -773,7 +784,13 @@ def sweep_account(
         # What each acting plan's message is; those put back by an undo, acted on already or
         # waiting for an earlier action to finish are kept (the dry run shows the same).
         prepared = prepare(
-            mb, state, account.name, plans, write=not dry_run, known=scanned.selected
+            mb,
+            state,
+            account.name,
+            plans,
+            write=not dry_run,
+            known=scanned.selected,
+            scanned_modseqs=scanned.modseqs,
         )
         result.notes.extend(prepared.notes)
         _count(result, prepared.plans)
@@ -788,8 +805,8 @@ def sweep_account(
         status = "interrupted"
         raise
     except NdrSweeperError as exc:
-        result.error = str(exc)
-        log.debug("%s: sweep failed", account.name, exc_info=True)
+        result.error = str(exc)  # already one line that says what to do: no traceback
+        log.debug("%s: sweep failed: %s", account.name, type(exc).__name__)
     except Exception as exc:  # a bug of ours: one line, the other accounts still run
         result.error = (
             f"unexpected {type(exc).__name__}: {exc}; the journal is intact and the next sweep "

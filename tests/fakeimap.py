@@ -34,7 +34,7 @@ times (default once; ``None``: always).  What it does is chained on it:
 - ``.hang()``: send nothing more and never read again (the connection stays open).
 
 Hostile data is served as given: a folder name is sent on the wire as its UTF-8 bytes, with
-``surrogateescape`` (so ``"\udcff"`` serves the byte 0xff, and ``"&A-"``, invalid modified
+``surrogateescape`` (so ``"\\udcff"`` serves the byte 0xff, and ``"&A-"``, invalid modified
 UTF-7, goes out as it is); a message added with ``wire_date=...`` answers FETCH INTERNALDATE
 with that text instead of its date (``add("INBOX", raw, wire_date="garbage")``).
 

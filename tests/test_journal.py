@@ -575,3 +575,65 @@ def test_a_killed_run_is_recorded_as_interrupted(any_world: World) -> None:
     assert world.sweep()[0] == 0
     with open_state(world.state_dir) as state:
         assert state.run(killed).status == "interrupted"
+
+
+# ---------------------------------------------------------------- another client, meanwhile (CONDSTORE)
+
+
+@pytest.mark.parametrize("condstore", [True, False])
+def test_a_report_another_client_changes_after_the_scan_is_left_alone_until_next_sweep(
+    tmp_path, monkeypatch, capsys, condstore: bool
+) -> None:
+    """The user's mail client flags one backscatter message while the sweep reads bodies. With
+    CONDSTORE the sweep sees its MODSEQ move and leaves it for the next sweep (no error);
+    without, there is nothing to see and it is moved like the others."""
+    w = World(tmp_path, monkeypatch, capsys)
+    mb = w.add("acc", "move")
+    if not condstore:
+        mb.capabilities = mb.capabilities - {"CONDSTORE"}
+    target = sorted(w.mail["acc"].backscatter)[0]
+    mb.meddle(
+        "fetch_messages",
+        lambda: mb.change_flags("INBOX", w.uid_of("INBOX", target), add=["\\Flagged"]),
+    )
+    code, acc, err = w.sweep()
+    assert code == 0 and acc["acc"]["errors"] == 0, (err, acc)
+    if condstore:
+        w.check(junk=w.mail["acc"].backscatter - {target})
+        assert any("changed by another client" in n for n in acc["acc"]["notes"]), acc
+        code, acc, err = w.sweep()
+        assert code == 0 and acc["acc"]["acted"] == 1, (err, acc)
+    w.check()
+    moved = next(m for m in mb.contents("Junk").values() if tag_of(m.data) == target)
+    assert "\\Flagged" in moved.flags
+
+
+def test_flag_mode_skips_a_message_changed_between_reading_and_flagging(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """action = "flag": another client changes one message just before our STORE; the
+    conditional STORE (UNCHANGEDSINCE) leaves it as it is, and the next sweep flags it."""
+    w = World(tmp_path, monkeypatch, capsys)
+    mb = w.add("acc", "move", action="flag")
+    target = sorted(w.mail["acc"].backscatter)[1]
+    mb.meddle(
+        "add_flags", lambda: mb.change_flags("INBOX", w.uid_of("INBOX", target), add=["\\Seen"])
+    )
+    code, acc, err = w.sweep()
+    assert code == 0 and acc["acc"]["errors"] == 0, (err, acc)
+
+    def flagged() -> set[str | None]:
+        return {
+            tag_of(m.data) for m in mb.contents("INBOX").values() if "$NdrBackscatter" in m.flags
+        }
+
+    assert flagged() == w.mail["acc"].backscatter - {target}
+    assert acc["acc"]["acted"] == len(w.mail["acc"].backscatter) - 1
+    assert any("changed by another client" in n for n in acc["acc"]["notes"]), acc
+    code, acc, err = w.sweep()
+    assert code == 0 and acc["acc"]["acted"] == 1, (err, acc)
+    assert flagged() == w.mail["acc"].backscatter
+    code, _out, err = w.undo()  # the last sweep: the one message it flagged
+    assert code == 0, err
+    kept = mb.contents("INBOX")[w.uid_of("INBOX", target)].flags
+    assert "\\Seen" in kept and "$NdrBackscatter" not in kept, kept

@@ -271,6 +271,58 @@ def test_default_without_uidplus_never_expunges(real) -> None:
     assert not [c for c in r.proxy.transcript if c.name.upper().endswith("EXPUNGE")]
 
 
+def _other_client_flags(r: Real, tag: str, flag: bytes) -> None:
+    """The user's mail client sets `flag` on the message tagged `tag`, over its own connection."""
+    uid = next(u for u, t, _f in r.folder("INBOX") if t == tag)
+    client = r.env.connect()
+    client.select_folder("INBOX")
+    client.add_flags([uid], [flag])
+    client.logout()
+
+
+def test_condstore_a_report_changed_after_the_scan_waits_for_the_next_sweep(real) -> None:
+    """Dovecot has CONDSTORE: the user's client flags a backscatter message once the sweep has
+    read the bodies; the sweep sees its MODSEQ move and leaves it for the next sweep."""
+    r = real("move")
+    target = sorted(r.mail.backscatter)[0]
+    r.proxy.on(
+        "UID FETCH",
+        after=lambda _cmd: _other_client_flags(r, target, b"\\Flagged"),
+        where=lambda a: "BODY.PEEK[]" in a,
+    )
+    code, acc, err = r.sweep()
+    assert code == 0 and acc["acc"]["errors"] == 0, (err, acc)
+    assert not r.proxy.unfired()
+    assert any("changed by another client" in n for n in acc["acc"]["notes"]), acc
+    r.check(junk=r.mail.backscatter - {target})
+    code, acc, err = r.sweep()
+    assert code == 0 and acc["acc"]["acted"] == 1, (err, acc)
+    r.check()
+
+
+def test_condstore_flag_mode_store_is_conditional(real) -> None:
+    """action = "flag": the user's client changes a message just before our STORE; Dovecot's
+    UNCHANGEDSINCE leaves it unflagged, the sweep says so, and the next sweep flags it."""
+    r = real("move", action="flag")
+    target = sorted(r.mail.backscatter)[1]
+    r.proxy.on(
+        "UID STORE",
+        before=lambda _cmd: _other_client_flags(r, target, b"\\Seen"),
+        where=lambda a: "$NdrBackscatter" in a,
+    )
+    code, acc, err = r.sweep()
+    assert code == 0 and acc["acc"]["errors"] == 0, (err, acc)
+    assert any("UNCHANGEDSINCE" in ln for ln in r.proxy.lines()), r.proxy.lines()
+
+    def flagged() -> set[str]:
+        return {t for _u, t, f in r.folder("INBOX") if "$NdrBackscatter" in f}
+
+    assert flagged() == r.mail.backscatter - {target}
+    code, acc, err = r.sweep()
+    assert code == 0 and acc["acc"]["acted"] == 1, (err, acc)
+    assert flagged() == r.mail.backscatter
+
+
 def test_protect_rereads_flags_right_before_its_expunge(real) -> None:
     r = real("copy-plain", expunge_fallback="protect")
 

@@ -43,9 +43,9 @@ class TestMailboxContract:
         else:  # a Maildir: found by their names
             assert not any(f.flags & {"\\Sent", "\\Junk", "\\Trash"} for f in folders)
         prefix = mailbox.personal_prefix()
-        assert discovery.find_sent(folders, prefix=prefix) == "Sent"
-        assert discovery.find_junk(folders, prefix=prefix) == "Junk"
-        assert discovery.find_trash(folders, prefix=prefix) == "Trash"
+        assert discovery.find_folder("sent", folders, prefix=prefix) == "Sent"
+        assert discovery.find_folder("junk", folders, prefix=prefix) == "Junk"
+        assert discovery.find_folder("trash", folders, prefix=prefix) == "Trash"
 
     def test_status_select_and_uidnext(self, mailbox):
         before = mailbox.status("INBOX")
@@ -203,10 +203,13 @@ class TestMailboxContract:
         assert sorted(mailbox.move(odd, "Junk")) == odd
         assert mailbox.search_uids() == list(range(2, 41, 2))
 
-    def test_noop_and_logout(self, mailbox):
-        mailbox.noop()
+    def test_logout_is_idempotent_and_final(self, mailbox):
+        from ndr_sweeper.errors import NdrSweeperError
+
         mailbox.logout()
-        mailbox.logout()  # idempotent
+        mailbox.logout()  # a second logout (a dead connection's) never raises
+        with pytest.raises(NdrSweeperError):
+            mailbox.status("INBOX")  # and nothing works after it
 
 
 class TestWithoutMove:

@@ -83,7 +83,10 @@ def test_maildirpp_layout_is_read_as_dovecot_names_it(tmp_path: Path) -> None:
     names = {f.name for f in folders}
     assert names == {"INBOX", "Sent", "Junk", "Archive.2024", "Drafts", "Éléments envoyés"}
     assert {f.delimiter for f in folders} == {"."}
-    assert discovery.find_sent(folders) == "Sent" and discovery.find_junk(folders) == "Junk"
+    assert (
+        discovery.find_folder("sent", folders) == "Sent"
+        and discovery.find_folder("junk", folders) == "Junk"
+    )
     box.create_folder("Résumé.2025")
     assert (tree.root / ".R&AOk-sum&AOk-.2025" / "maildirfolder").is_file()
     for sub in ("cur", "new", "tmp"):
@@ -109,8 +112,8 @@ def test_mbsync_verbatim_layout_is_read_as_mbsync_names_it(tmp_path: Path) -> No
         "INBOX/Lists",
     }
     assert {f.delimiter for f in folders} == {"/"}
-    assert discovery.find_sent(folders) == "[Gmail]/Sent Mail"
-    assert discovery.find_junk(folders) == "Junk"
+    assert discovery.find_folder("sent", folders) == "[Gmail]/Sent Mail"
+    assert discovery.find_folder("junk", folders) == "Junk"
     box.create_folder("Bounces/2025")
     assert (tree.root / "Bounces" / "2025" / "cur").is_dir()
     assert box.folder_exists("Bounces/2025") and not box.folder_exists("Bounces")

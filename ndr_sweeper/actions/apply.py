@@ -96,9 +96,22 @@ class _Box:
     """The mailbox and what the last SELECT of it said, so that a folder already open for
     writing (the sweep's scan leaves it so) is not selected again."""
 
-    def __init__(self, mb: Mailbox, known: Mapping[str, FolderStatus] | None = None) -> None:
+    def __init__(
+        self,
+        mb: Mailbox,
+        known: Mapping[str, FolderStatus] | None = None,
+        modseqs: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
         self.mb = mb
         self.known = dict(known or {})
+        # CONDSTORE: each message's MODSEQ when prepare() read it; our STOREs are conditional
+        # on it (UNCHANGEDSINCE), so a message another client changed since is left alone.
+        self.modseqs = dict(modseqs or {})
+
+    def unchanged_since(self, folder: str, rows: Iterable[JournalRow]) -> int | None:
+        """The UNCHANGEDSINCE for a STORE on `rows` (None: not known for all of them)."""
+        seen = [self.modseqs.get((folder, r.uid)) for r in rows]
+        return max(seen) if seen and all(m is not None for m in seen) else None  # type: ignore[type-var]
 
     def open(self, folder: str, *, write: bool = True) -> FolderStatus:
         mb = self.mb
@@ -141,7 +154,9 @@ class Prepared:
     plans: list[Plan]
     identities: dict[tuple[str, int], tuple[Identity, frozenset[str]]] = field(default_factory=dict)
     opened: dict[str, FolderStatus] = field(default_factory=dict)  # what SELECT said last
+    modseqs: dict[tuple[str, int], int] = field(default_factory=dict)  # CONDSTORE, as read
     waiting: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    later: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # not errors
     notes: list[str] = field(default_factory=list)
 
 
@@ -159,6 +174,7 @@ def prepare(
     *,
     write: bool,
     known: Mapping[str, FolderStatus] | None = None,
+    scanned_modseqs: Mapping[tuple[str, int], int] | None = None,
 ) -> Prepared:
     """Read what each acting plan's message is, and turn into "keep" the plans that must not act:
 
@@ -167,7 +183,9 @@ def prepare(
       path can leave the original in place, flagged), or it carries $NdrBackscatter;
     - an earlier action on it is not finished (recovery could not settle it): it waits;
     - it is no longer in the folder;
-    - its folder was renumbered (UIDVALIDITY) since the scan: its UID names another message.
+    - its folder was renumbered (UIDVALIDITY) since the scan: its UID names another message;
+    - another client changed it since the scan read it (CONDSTORE: its MODSEQ moved): it is
+      left alone this time, and read again next sweep.
 
     The dry run calls this too, so its preview is what a real sweep would do. `known` is what
     the scan's SELECT of each folder said.
@@ -193,7 +211,11 @@ def prepare(
                 "touched; the next sweep reads it again"
             )
             continue
-        found = _identities(mb, uids)
+        found: dict[int, tuple[Identity, frozenset[str]]] = {}
+        for h in mb.fetch_headers(uids, FIELDS) if uids else ():
+            found[h.uid] = (identity(h.header, h.size), h.flags)
+            if h.modseq is not None:
+                out.modseqs[(folder, h.uid)] = h.modseq
         history = state.entries_for_messages(account, folder, st.uidvalidity, uids)
         undone_fps = state.undone_fingerprints(account, [v[0].fingerprint for v in found.values()])
         undone_ids = state.undone_ids(
@@ -208,6 +230,14 @@ def prepare(
                 continue
             ident, flags = found[p.uid]
             out.identities[(folder, p.uid)] = (ident, flags)
+            before, now = (
+                (scanned_modseqs or {}).get((folder, p.uid)),
+                out.modseqs.get((folder, p.uid)),
+            )
+            if before is not None and now is not None and now != before:
+                out.plans[i] = _keep(p, "changed by another client since it was read: left alone")
+                out.later[folder].append(p.uid)
+                continue
             states = {r.state for r in history.get(p.uid, ()) if r.action in ACTING}
             if (
                 _has(flags, KEPT_KEYWORD)
@@ -430,6 +460,8 @@ def _remove_originals(
     mb = box.mb
     uids = [r.uid for r in rows]
     error: MailboxError | None = None
+    # Not conditional (UNCHANGEDSINCE): the copy is made and proven, so an original left
+    # behind would only be a duplicate; the check that matters was prepare()'s.
     if mb.has("UIDPLUS") or fallback == PROTECT:
         try:
             mb.add_flags(uids, [DELETED])
@@ -445,6 +477,17 @@ def _remove_originals(
             state.journal_update([r.id for r in done], "done")
     else:
         keywords = [DELETED, JUNK_KEYWORD] if fallback == "deleted" else [JUNK_KEYWORD]
+        st = box.open(src)
+        if fallback == "keyword" and not st.keeps_keyword(JUNK_KEYWORD):
+            # Nothing would mark the original: it would be copied again on every sweep.
+            outcome.failed += len(rows)
+            outcome.retry[src].extend(r.uid for r in rows)
+            outcome.note(
+                f"{src!r} does not keep the keyword {JUNK_KEYWORD} (PERMANENTFLAGS), which "
+                f'expunge_fallback = "keyword" needs: use expunge_fallback = "deleted"; the '
+                f"copies are in {dest!r}, the originals were left as they were"
+            )
+            return []
         try:
             mb.add_flags(uids, keywords)
         except MailboxError as exc:
@@ -589,12 +632,29 @@ def _set_flags(
         return []
     state.journal_update(ids, "sent")
     refused: MailboxError | None = None
+    since = box.unchanged_since(folder, rows)  # CONDSTORE: a message changed since is skipped
     try:
-        mb.add_flags(uids, list(keywords))
+        mb.add_flags(uids, list(keywords), unchanged_since=since)
     except MailboxError as exc:
         refused = exc
-    now = _flags_now(mb, uids)
+    now: dict[int, frozenset[str]] = {}
+    moved: set[int] = set()  # changed by another client after we read it: left alone
+    for h in mb.fetch_headers(uids, ["Message-ID"]) if uids else ():
+        now[h.uid] = h.flags
+        if since is not None and h.modseq is not None and h.modseq > since:
+            moved.add(h.uid)
     done = [r for r in rows if r.uid in now and all(_has(now[r.uid], k) for k in keywords)]
+    later = [r for r in rows if r not in done and r.uid in moved]
+    if later:
+        state.journal_update(
+            [r.id for r in later], "failed", error="changed by another client meanwhile"
+        )
+        outcome.retry[folder].extend(r.uid for r in later)
+        outcome.note(
+            f"{len(later)} message(s) in {folder!r} were changed by another client while the "
+            "sweep ran: left alone, the next sweep reads them again"
+        )
+        rows = [r for r in rows if r not in later]
     if done:
         state.journal_update(
             [r.id for r in done],
@@ -652,6 +712,7 @@ def apply_plans(
     scanned: Mapping[str, FolderStatus] | None = None,
     identities: Mapping[tuple[str, int], tuple[Identity, frozenset[str]]] | None = None,
     opened: Mapping[str, FolderStatus] | None = None,
+    modseqs: Mapping[tuple[str, int], int] | None = None,
 ) -> Outcome:
     """Journal, then carry out and check, every plan that acts. One refused group does not
     stop the others; a lost connection does (the journal says what is left to settle).
@@ -662,7 +723,7 @@ def apply_plans(
     """
     from ndr_sweeper.state import JournalEntry
 
-    box = _Box(mb, opened if opened is not None else scanned)
+    box = _Box(mb, opened if opened is not None else scanned, modseqs)
     outcome = Outcome()
     identities = identities or {}
     groups: dict[tuple[str, Action, str | None], list[Plan]] = defaultdict(list)
@@ -685,7 +746,20 @@ def apply_plans(
                         f"the server refused to create folder {dest!r} that a rule moves "
                         f"messages to ({exc}); choose another folder name in the rule"
                     ) from None
-            validity = box.open(folder).uidvalidity
+            opened = box.open(folder)
+            validity = opened.uidvalidity
+            if (
+                action is not Action.FLAG
+                and fallback == "keyword"
+                and not (mb.has("MOVE") or mb.has("UIDPLUS"))
+                and not opened.keeps_keyword(JUNK_KEYWORD)
+            ):
+                # The copy would be made and the original never marked: copied again each time.
+                raise MailboxError(
+                    f"{folder!r} does not keep the keyword {JUNK_KEYWORD} (PERMANENTFLAGS), which "
+                    'expunge_fallback = "keyword" needs on a server without MOVE and UIDPLUS: '
+                    'use expunge_fallback = "deleted"; nothing was copied'
+                )
             if scanned and folder in scanned and validity != scanned[folder].uidvalidity:
                 outcome.failed += len(group)
                 outcome.retry[folder].extend(p.uid for p in group)

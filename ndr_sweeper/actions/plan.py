@@ -225,9 +225,7 @@ def decide(
             f"younger than min_age ({int(age)}s < {int(policy.min_age)}s): look again later",
         )
     elif sent_match is not None:
-        plan = plan_(
-            Decision.OWN, Action.KEEP, f"original <{sent_match}> is in Sent: your own bounce"
-        )
+        plan = plan_(Decision.OWN, Action.KEEP, f"original <{sent_match}> is in Sent")
     elif not ids:
         plan = plan_(Decision.UNDETERMINED, Action.KEEP, "NDR carries no original Message-ID: kept")
     elif (
@@ -254,9 +252,7 @@ def decide(
         )
     else:
         action, dest = _backscatter_action(policy)
-        plan = plan_(
-            Decision.BACKSCATTER, action, f"original <{ids[0]}> is not in Sent: backscatter", dest
-        )
+        plan = plan_(Decision.BACKSCATTER, action, f"original <{ids[0]}> is not in Sent", dest)
     if rule_hook is not None and plan.decision is not Decision.TOO_YOUNG:
         replaced = rule_hook(verdict, plan, Context(age=age, reply_in_sent=reply_in_sent))
         if replaced is not None:

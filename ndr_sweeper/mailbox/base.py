@@ -4,6 +4,9 @@ Everything is UID-based: state is keyed by (folder, UIDVALIDITY, UID).  Implemen
 ``imap.ImapMailbox`` (imapclient) and ``memory.MemoryMailbox`` (unit tests).  Both raise only
 errors from ``ndr_sweeper.errors``: MailboxError (refused operation, missing folder),
 CapabilityError (the server lacks MOVE/UIDPLUS/...), ConnectError (connection lost).
+
+No sweep or undo ever writes new mail, so APPEND is not part of the protocol; the
+implementations keep an ``append`` to fill a mailbox (the contract tests use it).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class HeaderItem:
     internaldate: datetime | None  # tz-aware; None when the server's INTERNALDATE is garbage
     flags: frozenset[str]  # without the session-only "\\Recent"
     size: int  # RFC822.SIZE of the whole message
+    modseq: int | None = None  # RFC 7162 MODSEQ, when the server has CONDSTORE
 
 
 @runtime_checkable
@@ -127,7 +131,12 @@ class Mailbox(Protocol):
         """UID COPY; source->dest UID map from COPYUID, {} if the server sends none."""
         ...
 
-    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None: ...
+    def add_flags(
+        self, uids: Sequence[int], flags: Sequence[str], *, unchanged_since: int | None = None
+    ) -> None:
+        """STORE +FLAGS.  *unchanged_since* (CONDSTORE, RFC 7162): only messages whose MODSEQ
+        is not above it; the others are left as they are (a later look says which)."""
+        ...
 
     def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None: ...
 
@@ -146,18 +155,6 @@ class Mailbox(Protocol):
     def create_folder(self, name: str) -> None: ...
 
     def folder_exists(self, name: str) -> bool: ...
-
-    def append(
-        self,
-        folder: str,
-        msg: bytes,
-        flags: Sequence[str] = (),
-        internaldate: datetime | None = None,
-    ) -> int | None:
-        """APPEND; the new UID when the server says (APPENDUID), else None."""
-        ...
-
-    def noop(self) -> None: ...
 
     def logout(self) -> None: ...
 

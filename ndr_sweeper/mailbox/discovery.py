@@ -3,8 +3,7 @@
 Order of preference: the config override; the RFC 6154 SPECIAL-USE flag (``\\Sent``,
 ``\\Junk``, ``\\Trash``); then well-known names, English first, then localised ones, compared
 case-insensitively (and Unicode-normalised) with and without the personal namespace prefix
-(``INBOX.``, ``INBOX/``).  Folder names are decoded str (``decode_mutf7`` is here for raw
-names).
+(``INBOX.``, ``INBOX/``).  Folder names are decoded str (``mailbox.mutf7`` decodes them).
 
 Never chosen as Junk or Trash: a swept folder (the bounces would be "moved" to where they are),
 a folder with an empty name, the SPECIAL-USE ``\\All`` folder (Gmail's All Mail: every message
@@ -15,7 +14,6 @@ and ``check_destination`` refuse the same things when the config (or a rule) nam
 
 from __future__ import annotations
 
-import base64
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
@@ -111,8 +109,8 @@ def find_folder(
                 return f.name
         refuse_unusable(override, folders, key)
         raise MailboxError(
-            f"{key} is set to {override!r}, but the server has no such folder; "
-            f"fix {key} in the config"
+            f"{key} is set to {override!r}, but the server has no such folder "
+            f"({_listing(usable)}); fix {key} in the config"
         )
     skip = tuple(exclude)
     name = next(_candidates(role, usable, prefix, exclude=skip), None)
@@ -138,9 +136,22 @@ def find_folder(
                 f"no usable {role} folder: the server flags {f.name!r} {flag}, but {why}; "
                 f"set {key} in the config"
             )
+    create = " (or create one named Junk in your mail client)" if role == "junk" else ""
     raise MailboxError(
-        f"no {role} folder found (no {flag} flag, no known name); set {key} in the config"
+        f"no {role} folder found (no {flag} flag, no known name; {_listing(usable)}); "
+        f"set {key} in the config to one of them{create}"
     )
+
+
+def _listing(folders: Sequence[FolderInfo], most: int = 8) -> str:
+    """ "the server has 'INBOX', 'Archive' and 3 more (`ndr-sweeper folders` lists them)"."""
+    names = [repr(f.name) for f in folders if f.name]
+    if not names:
+        return "the server lists no folder you can open"
+    shown = ", ".join(names[:most])
+    if len(names) > most:
+        return f"the server has {shown} and {len(names) - most} more: `ndr-sweeper folders`"
+    return f"the server has {shown}"
 
 
 def find_all(role: Role, folders: Sequence[FolderInfo], *, prefix: str = "") -> list[str]:
@@ -233,52 +244,3 @@ def _candidates(
             yield hit.name
             if not every:
                 return
-
-
-def find_sent(
-    folders: Sequence[FolderInfo], override: str | None = None, *, prefix: str = ""
-) -> str:
-    return find_folder("sent", folders, override, prefix=prefix)
-
-
-def find_junk(
-    folders: Sequence[FolderInfo], override: str | None = None, *, prefix: str = ""
-) -> str:
-    return find_folder("junk", folders, override, prefix=prefix)
-
-
-def find_trash(
-    folders: Sequence[FolderInfo], override: str | None = None, *, prefix: str = ""
-) -> str:
-    return find_folder("trash", folders, override, prefix=prefix)
-
-
-def decode_mutf7(name: str | bytes) -> str:
-    """Decode an IMAP modified UTF-7 folder name (RFC 3501 5.1.3): ``"&AMk-l&AOk-ments"`` ->
-    ``"Éléments"``.  Text that is not valid modified UTF-7 is returned unchanged."""
-    raw = name.decode("ascii", "replace") if isinstance(name, bytes) else name
-    if "&" not in raw:
-        return raw
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        ch = raw[i]
-        if ch != "&":
-            out.append(ch)
-            i += 1
-            continue
-        end = raw.find("-", i + 1)
-        if end < 0:
-            return raw
-        chunk = raw[i + 1 : end]
-        if not chunk:
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            b64 += "=" * (-len(b64) % 4)
-            try:
-                out.append(base64.b64decode(b64, validate=True).decode("utf-16-be"))
-            except (ValueError, UnicodeDecodeError):
-                return raw
-        i = end + 1
-    return "".join(out)

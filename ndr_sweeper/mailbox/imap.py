@@ -574,7 +574,10 @@ class ImapMailbox(LogoutOnExit):
         else:
             section = "HEADER"
             batch = min(batch, HEADER_BATCH)
-        items = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[{section}])"
+        # MODSEQ when the server has CONDSTORE (asking for it enables it, RFC 7162 3.1): it
+        # tells a message changed since it was read.
+        modseq = " MODSEQ" if self.has("CONDSTORE") else ""
+        items = f"(UID FLAGS INTERNALDATE RFC822.SIZE{modseq} BODY.PEEK[{section}])"
         for b in uidset.batches(uids, max_count=batch, max_bytes=self.max_set_bytes):
             wanted = set(b.uids)
             for uid, item in self._uid_fetch(folder, b.set, items):
@@ -591,6 +594,7 @@ class ImapMailbox(LogoutOnExit):
                     internaldate=_aware(date) if isinstance(date, datetime) else None,
                     flags=_flags(item.get(b"FLAGS", ())),
                     size=int(item.get(b"RFC822.SIZE", 0)),
+                    modseq=_modseq(item.get(b"MODSEQ")),
                 )
 
     def fetch_messages(
@@ -644,19 +648,42 @@ class ImapMailbox(LogoutOnExit):
     def copy(self, uids: Sequence[int], dest: str) -> dict[int, int]:
         return self._copy_or_move("COPY", uids, dest)
 
-    def _store(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
+    def _store(
+        self,
+        uids: Sequence[int],
+        flags: Sequence[str],
+        add: bool,
+        unchanged_since: int | None = None,
+    ) -> None:
         folder = self._sel("STORE", write=True)
         if not flags:
             return
+        conditional = unchanged_since is not None and self.has("CONDSTORE")
         for b in uidset.batches(uids, max_count=self.store_batch, max_bytes=self.max_set_bytes):
             with self._op("STORE", folder):
-                if add:
+                if conditional:
+                    # UID STORE set (UNCHANGEDSINCE n) +FLAGS.SILENT (...): a message changed
+                    # since we looked is left alone; the server names it in [MODIFIED ...].
+                    what = ("+" if add else "-") + "FLAGS.SILENT"
+                    typ, data = self.client._imap.uid(
+                        "STORE",
+                        b.set,
+                        f"(UNCHANGEDSINCE {int(unchanged_since or 0)})",
+                        what,
+                        "(" + " ".join(flags) + ")",
+                    )
+                    if typ != "OK":
+                        raise imaplib.IMAP4.error(f"STORE failed: {_text(data)}")
+                    self.client._imap.untagged_responses.pop("FETCH", None)
+                elif add:
                     self.client.add_flags(b.set, list(flags), silent=True)
                 else:
                     self.client.remove_flags(b.set, list(flags), silent=True)
 
-    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
-        self._store(uids, flags, add=True)
+    def add_flags(
+        self, uids: Sequence[int], flags: Sequence[str], *, unchanged_since: int | None = None
+    ) -> None:
+        self._store(uids, flags, add=True, unchanged_since=unchanged_since)
 
     def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
         self._store(uids, flags, add=False)
@@ -719,10 +746,6 @@ class ImapMailbox(LogoutOnExit):
             resp = self.client.append(wire, msg, list(flags), internaldate)
         m = re.search(rb"\[APPENDUID \d+ (\d+)\]", resp if isinstance(resp, bytes) else b"")
         return int(m.group(1)) if m else None
-
-    def noop(self) -> None:
-        with self._op("NOOP"):
-            self.client.noop()
 
     def logout(self) -> None:
         """LOGOUT; never raises (the connection may already be gone)."""
@@ -947,6 +970,16 @@ def _decode_name(raw: bytes) -> str:
     # C1 controls and bidi marks go back as the bytes LIST gave and are escaped wherever a
     # name is shown: such a folder stays usable (Dovecot allows them, and people use them).
     return name
+
+
+def _modseq(value: object) -> int | None:
+    """A FETCH MODSEQ as an int (fastfetch gives an int, imapclient's parser a tuple)."""
+    if isinstance(value, tuple | list):
+        value = value[0] if value else None
+    try:
+        return int(value) if value is not None else None  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
 
 
 def _aware(date: datetime) -> datetime:

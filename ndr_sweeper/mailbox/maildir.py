@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from ndr_sweeper.errors import CapabilityError, ConnectError, MailboxError, StateError
+from ndr_sweeper.mailbox import mutf7
 from ndr_sweeper.mailbox.base import (
     FolderInfo,
     FolderStatus,
@@ -64,9 +65,18 @@ from ndr_sweeper.mailbox.base import (
     LogoutOnExit,
     missing_folder_message,
 )
-from ndr_sweeper.mailbox.discovery import decode_mutf7
 from ndr_sweeper.mailbox.memory import header_fields, header_of
 from ndr_sweeper.textsafe import printable
+
+
+def _decoded(name: str) -> str:
+    """A Maildir++ folder name as Dovecot writes it (modified UTF-7); kept as it is when it is
+    not valid modified UTF-7 (another program's own name for it)."""
+    try:
+        return mutf7.decode(name.encode("ascii")) if "&" in name else name
+    except (ValueError, UnicodeEncodeError):
+        return name
+
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +237,7 @@ def list_tree(root: str, layout: Layout) -> dict[str, Folder]:
                 break
             if not n.startswith(".") or n in ("..", ".") or not is_maildir(os.path.join(root, n)):
                 continue
-            name = decode_mutf7(n[1:])
+            name = _decoded(n[1:])
             parts = name.split(".")
             if not all(parts) or name.upper() == "INBOX" or _CONTROL.search(name):
                 continue
@@ -760,7 +770,10 @@ class MaildirMailbox(LogoutOnExit):
     def copy(self, uids: Sequence[int], dest: str) -> dict[int, int]:
         return self._transfer(uids, dest, move=False)
 
-    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+    def add_flags(
+        self, uids: Sequence[int], flags: Sequence[str], *, unchanged_since: int | None = None
+    ) -> None:
+        # No CONDSTORE on a Maildir: unchanged_since is ignored.
         self._store(uids, flags, add=True)
 
     def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
@@ -866,9 +879,6 @@ class MaildirMailbox(LogoutOnExit):
         if self.selected == f.name:
             self._refresh()
         return uid
-
-    def noop(self) -> None:
-        self._alive()
 
     def logout(self) -> None:
         if not self.logged_out:

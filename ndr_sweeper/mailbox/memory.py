@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ndr_sweeper.errors import CapabilityError, ConnectError, MailboxError
 from ndr_sweeper.mailbox import uidset
@@ -64,6 +64,7 @@ class StoredMessage:
     data: bytes
     flags: set[str]
     internaldate: datetime
+    modseq: int = 0  # the folder's modseq when it arrived or its flags last changed
 
 
 @dataclass
@@ -80,7 +81,13 @@ class MemoryFolder:
         self.uidnext += 1
         self.messages[uid] = msg
         self.highestmodseq += 1
+        msg.modseq = self.highestmodseq
         return uid
+
+    def touch(self, msg: StoredMessage) -> None:
+        """Another change of a message's flags: it gets the folder's next modseq."""
+        self.highestmodseq += 1
+        msg.modseq = self.highestmodseq
 
 
 def header_of(data: bytes) -> bytes:
@@ -146,6 +153,7 @@ class MemoryMailbox(LogoutOnExit):
         self.calls: list[tuple[object, ...]] = []
         self._failures: dict[str, list[BaseException]] = {}
         self._script: list[Misbehaviour] = []
+        self._meddling: list[list[Any]] = []  # [op, calls left, change]: see meddle()
 
     # ---------------------------------------------------------------- test helpers
     def fail_next(self, op: str, exc: BaseException) -> None:
@@ -179,6 +187,21 @@ class MemoryMailbox(LogoutOnExit):
         entry = Misbehaviour(op, how, nth, error, rewrite)
         self._script.append(entry)
         return entry
+
+    def meddle(self, op: str, change: Callable[[], object], *, nth: int = 1) -> None:
+        """Another client's *change*, made just before the *nth* call of method *op* (counted
+        from now), once: what a sweep sees when the mailbox moves under it."""
+        self._meddling.append([op, nth, change])
+
+    def change_flags(
+        self, folder: str, uid: int, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> None:
+        """Another client's STORE on one message: its flags change and its MODSEQ moves."""
+        f = self._folder(folder)
+        m = f.messages[uid]
+        m.flags |= set(add)
+        m.flags -= set(remove)
+        f.touch(m)
 
     def add_message(
         self,
@@ -277,7 +300,10 @@ class MemoryMailbox(LogoutOnExit):
                 if m is None:
                     continue
                 header = header_fields(m.data, fields) if fields else header_of(m.data)
-                yield HeaderItem(uid, header, m.internaldate, frozenset(m.flags), len(m.data))
+                modseq = m.modseq if self.has("CONDSTORE") else None
+                yield HeaderItem(
+                    uid, header, m.internaldate, frozenset(m.flags), len(m.data), modseq
+                )
 
     def fetch_messages(
         self, uids: Sequence[int], max_bytes: int | None = None, batch: int = 200
@@ -323,8 +349,10 @@ class MemoryMailbox(LogoutOnExit):
             mapping.update(self._answer(lie, done if self.has("UIDPLUS") else {}))
         return mapping
 
-    def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
-        self._store(uids, flags, add=True)
+    def add_flags(
+        self, uids: Sequence[int], flags: Sequence[str], *, unchanged_since: int | None = None
+    ) -> None:
+        self._store(uids, flags, add=True, unchanged_since=unchanged_since)
 
     def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
         self._store(uids, flags, add=False)
@@ -377,9 +405,6 @@ class MemoryMailbox(LogoutOnExit):
         uid = self.add_message(folder, msg, flags, internaldate)
         return uid if self.has("UIDPLUS") else None
 
-    def noop(self) -> None:
-        self._enter("noop")
-
     def logout(self) -> None:
         if not self.logged_out:
             self.calls.append(("logout",))
@@ -394,6 +419,12 @@ class MemoryMailbox(LogoutOnExit):
         if pending:
             raise pending.pop(0)
         self.calls.append((op, *args))
+        for entry in list(self._meddling):
+            if entry[0] == op:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._meddling.remove(entry)
+                    entry[2]()
 
     def _command(self, op: str, *args: object) -> Misbehaviour | None:
         """Enter one IMAP command of *op*; the scripted lie for it, if any."""
@@ -451,8 +482,16 @@ class MemoryMailbox(LogoutOnExit):
         modseq = f.highestmodseq if self.has("CONDSTORE") else None
         return FolderStatus(f.uidvalidity, f.uidnext, len(f.messages), modseq)
 
-    def _store(self, uids: Sequence[int], flags: Sequence[str], *, add: bool) -> None:
+    def _store(
+        self,
+        uids: Sequence[int],
+        flags: Sequence[str],
+        *,
+        add: bool,
+        unchanged_since: int | None = None,
+    ) -> None:
         op = "add_flags" if add else "remove_flags"
+        conditional = unchanged_since is not None and self.has("CONDSTORE")
         for b in uidset.batches(uids, max_count=self.store_batch):
             lie = self._command(op, b.set, tuple(flags))
             f = self._writable()
@@ -461,11 +500,13 @@ class MemoryMailbox(LogoutOnExit):
                     m = f.messages.get(uid)
                     if m is None:
                         continue
+                    if conditional and m.modseq > (unchanged_since or 0):
+                        continue  # changed since: left alone (RFC 7162 UNCHANGEDSINCE)
                     if add:
                         m.flags |= set(flags)
                     else:
                         m.flags -= set(flags)
-                f.highestmodseq += 1
+                    f.touch(m)
             self._answer(lie, None)
 
 
