@@ -293,6 +293,17 @@ def test_stream_errors(wire: bytes, error: str):
     assert imap.tagged_commands == {}
 
 
+def test_modseq_on_the_fast_path(monkeypatch):
+    """A CONDSTORE server's answer (MODSEQ between RFC822.SIZE and the body, as Dovecot sends
+    it) takes the one-regex path and keeps its MODSEQ."""
+    calls = []
+    monkeypatch.setattr(fastfetch, "parse_fetch", lambda d: calls.append(d) or {})
+    wire = header_answer(1, 7, HDR).replace(b"RFC822.SIZE 4286 ", b"RFC822.SIZE 4286 MODSEQ (42) ")
+    box, _ = wire_box(wire + b"A1 OK\r\n")
+    [(uid, item)] = box._uid_fetch("INBOX", "7", "(UID)")
+    assert uid == 7 and item[b"MODSEQ"] == 42 and item[SECTION] == HDR and not calls
+
+
 def test_stopping_early_reads_the_rest_of_the_answer():
     """The connection stays usable: what the caller did not take is read to the tag."""
     wire = b"".join(header_answer(i, i, HDR) for i in range(1, 5)) + b"A1 OK\r\n* 9 EXISTS\r\n"
@@ -338,6 +349,7 @@ def test_real_server_responses_parse_like_imapclient(imap_user):
                         assert streamed[uid][key].replace(tzinfo=None) == value.replace(tzinfo=None)
         got = list(mb.fetch_headers(uids, ["From", "Subject"]))
         assert [h.uid for h in got] == [u for u in uids if u != uids[1]]
+        assert mb.has("CONDSTORE") and all(h.modseq for h in got)
         assert all(h.header.startswith(b"From:") or b"Subject" in h.header for h in got)
     finally:
         mb.logout()

@@ -776,7 +776,7 @@ def connect(
 # fastfetch's general parser, then imapclient's.
 _HEAD_LINE = re.compile(
     rb'\* (\d+) FETCH \(UID (\d+) FLAGS \(([^()"{}\r\n]*)\) INTERNALDATE "([^"\r\n]*)" '
-    rb"RFC822\.SIZE (\d+) (BODY\[[^\]\r\n]*\]) \{(\d+)\}\r\n"
+    rb"RFC822\.SIZE (\d+) (?:MODSEQ \((\d+)\) )?(BODY\[[^\]\r\n]*\]) \{(\d+)\}\r\n"
 )
 _FETCH_LINE = re.compile(rb"\* (\d+) FETCH (.*)", re.DOTALL)
 _LITERAL_AT_END = re.compile(rb".*\{(\d+)\}$", re.DOTALL)
@@ -814,7 +814,7 @@ class _FetchReader:
             line = self._line()
             m = _HEAD_LINE.fullmatch(line)
             if m is not None:
-                body = self._literal(int(m.group(7)))
+                body = self._literal(int(m.group(8)))
                 tail = self._line()
                 if tail == b")\r\n":
                     yield int(m.group(2)), self._item(m, body)
@@ -840,13 +840,16 @@ class _FetchReader:
             when: datetime | None = fastfetch.parse_internaldate(date)
         except fastfetch.Unparsed:
             when = None
-        return {
+        item: dict[bytes, Any] = {
             b"UID": int(m.group(2)),
             b"FLAGS": flags,
             b"INTERNALDATE": when,
             b"RFC822.SIZE": int(m.group(5)),
-            m.group(6).upper(): body,
+            m.group(7).upper(): body,
         }
+        if m.group(6) is not None:
+            item[b"MODSEQ"] = int(m.group(6))
+        return item
 
     def _general(self, elements: list[Any], text: bytes) -> Iterator[tuple[int, dict[bytes, Any]]]:
         """One untagged FETCH answer of any shape: its literals read as imaplib reads them,
