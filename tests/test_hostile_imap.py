@@ -214,6 +214,16 @@ SCENARIOS: dict[str, tuple[Script, str]] = {
         lambda s, b: s.on("FETCH", match=first_fetch).trickle(4),
         r"127\.0\.0\.1:\d+ was too slow in answer to FETCH: \d+ bytes? in 1 s",
     ),
+    # Numbers of 5,000 digits (Python's int() refuses more than 4,300): a literal's size, and
+    # a message count.
+    "long-number-literal": (
+        lambda s, b: s.on("LIST").send_instead(b'* LIST () "/" {' + b"9" * 5000 + b"}\r\n"),
+        r"127\.0\.0\.1:\d+ sent a number of more than \d+ digits during LIST",
+    ),
+    "long-number-exists": (
+        lambda s, b: s.on("SELECT").send(b"* " + b"9" * 5000 + b" EXISTS\r\n"),
+        r"127\.0\.0\.1:\d+ sent a number of more than \d+ digits during SELECT",
+    ),
     # A long greeting trickled at 4 bytes/s.
     "trickled-greeting": (
         lambda s, b: setattr(s, "greeting", LONG_GREETING) or s.on("GREETING").trickle(4),

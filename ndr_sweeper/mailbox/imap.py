@@ -28,6 +28,7 @@ import logging
 import re
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timezone
 from typing import Any, Literal
@@ -364,6 +365,15 @@ class ImapMailbox(LogoutOnExit):
             raise ConnectError(
                 f"connection to {self.host}:{self.port} lost during {operation}{where}: "
                 f"{_reason(exc)}; check the network and try again"
+            ) from None
+        except ValueError as exc:
+            if "integer string conversion" not in str(exc):
+                raise
+            # A number of thousands of digits (a literal's size, a UID, a count): Python's int()
+            # refuses it, and the answer cannot be read on from there.
+            raise ConnectError(
+                f"{self.host}:{self.port} sent a number of more than {sys.get_int_max_str_digits()} "
+                f"digits during {operation}{where}; giving up on this account"
             ) from None
         except imaplib.IMAP4.error as exc:
             text = _unrepr(str(exc))
