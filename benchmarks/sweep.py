@@ -23,7 +23,10 @@ to a new user) and in this order:
   +new      ``--new`` more messages (a tenth bounces) appended, then the command once more.
 
 It prints a row per run, a summary per size (median, and the range over the runs) and the time
-of ``ndr-sweeper --version``.  ``--profile DIR``: one more first sweep per size, on another
+of ``ndr-sweeper --version``; under each sweep, the seconds it spent in each stage of its
+progress display (start: imports, config and state; connecting: log in and find the folders;
+scanning: header fields of every new message and the prefilter; reading: the possible reports
+fetched and classified; indexing: the Sent index, then the decisions; acting: the moves).  ``--profile DIR``: one more first sweep per size, on another
 copy, under cProfile (DIR/sweep-N.prof; not in the table).  It measures, it does not assert:
 the sweep's counts are printed next to what the generator put in, for a glance.
 """
@@ -322,8 +325,22 @@ _PEAK_WRAPPER = (
     "    import cProfile\n"
     "    p = cProfile.Profile()\n"
     "    p.enable()\n"
+    "stages = os.environ.pop('NDR_BENCH_STAGES', '')\n"
+    "if stages:\n"
+    "    import time\n"
+    "    from ndr_sweeper import render\n"
+    "    marks = [('start', time.perf_counter())]\n"
+    "    real_stage = render.Progress.stage\n"
+    "    def stage(self, account, name, total=None):\n"
+    "        marks.append((name.split(' ')[0], time.perf_counter()))\n"
+    "        return real_stage(self, account, name, total)\n"
+    "    render.Progress.stage = stage\n"
     "from ndr_sweeper.cli import main\n"
     "code = main(sys.argv[1:])\n"
+    "if stages:\n"
+    "    marks.append(('end', time.perf_counter()))\n"
+    "    sys.stderr.write('\\nNDR_BENCH_STAGES ' + ' '.join(\n"
+    "        f'{a}={b - t:.3f}' for (a, t), (b_, b) in zip(marks, marks[1:])) + '\\n')\n"
     "if prof:\n"
     "    p.disable()\n"
     "    p.dump_stats(prof)\n"
@@ -338,7 +355,7 @@ def run_cli(
 ) -> tuple[float, int, str, int]:
     """(wall seconds, peak RSS in KB, stdout, exit code) of one ndr-sweeper process; with
     *profile*, under cProfile (imports included), the statistics written there."""
-    env = {**os.environ, **xdg, "NO_COLOR": "1"}
+    env = {**os.environ, **xdg, "NO_COLOR": "1", "NDR_BENCH_STAGES": "1"}
     if profile is not None:
         env["NDR_BENCH_PROFILE"] = str(profile)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -353,6 +370,9 @@ def run_cli(
         text = out.read().decode()
         errors = err.read().decode()
         peak = re.search(r"NDR_BENCH_PEAK_KB (\d+)", errors)
+        stages = re.search(r"NDR_BENCH_STAGES (.*)", errors)
+        if stages and profile is None:
+            print(f"    seconds per stage: {stages.group(1)}", flush=True)
         if p.returncode not in (0, 1):
             sys.stderr.write(errors)
     return seconds, int(peak.group(1)) if peak else 0, text, p.returncode
