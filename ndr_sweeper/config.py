@@ -197,6 +197,16 @@ def parse_duration(value: str | int | float) -> float:
 _DURATION_HINT: Final = "use e.g. 30s, 15m, 2h, 1d, 1h30m, or a number of seconds"
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as the config writes it, for messages: ``2h``, ``15m``, else ``90s``."""
+    s = round(seconds)
+    if s and s % 3600 == 0:
+        return f"{s // 3600}h"
+    if s and s % 60 == 0:
+        return f"{s // 60}m"
+    return f"{seconds:g}s"
+
+
 # --------------------------------------------------------------------------- validation
 
 

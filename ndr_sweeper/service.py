@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from ndr_sweeper.config import format_duration
 from ndr_sweeper.errors import (
     AuthenticationError,
     ConfigError,
@@ -149,23 +150,14 @@ def build_trigger(account: Account) -> tuple[Any, int, str]:
             ) from None
         return trigger, 24 * 3600, f"cron {account.cron}"
     every = account.every or DEFAULT_EVERY
-    return IntervalTrigger(seconds=every), max(int(every), 60), f"every {format_seconds(every)}"
-
-
-def format_seconds(seconds: float) -> str:
-    s = round(seconds)
-    if s and s % 3600 == 0:
-        return f"{s // 3600}h"
-    if s and s % 60 == 0:
-        return f"{s // 60}m"
-    return f"{seconds:g}s"
+    return IntervalTrigger(seconds=every), max(int(every), 60), f"every {format_duration(every)}"
 
 
 def schedule_text(account: Account) -> str:
     if account.cron:
         text = f"cron {account.cron}"
     else:
-        text = f"every {format_seconds(account.every or DEFAULT_EVERY)}"
+        text = f"every {format_duration(account.every or DEFAULT_EVERY)}"
     return text + (" + watch" if account.watch else "")
 
 
@@ -533,7 +525,7 @@ class Service:
                 pending = bool(rt.wakeups)
                 stuck, took = rt.stuck_reported, time.monotonic() - rt.running_since
             if stuck:
-                log.info("%s: the long sweep ended after %s", name, format_seconds(round(took)))
+                log.info("%s: the long sweep ended after %s", name, format_duration(round(took)))
             if pending:
                 self._reschedule(rt)
 
@@ -613,8 +605,8 @@ class Service:
                 "that stopped answering: each command gives up after timeout = %s); later runs "
                 "wait for it",
                 name,
-                format_seconds(round(took)),
-                format_seconds(rt.account.timeout),
+                format_duration(round(took)),
+                format_duration(rt.account.timeout),
             )
         else:
             log.debug("%s: the previous sweep is still running: skipping this run", name)
@@ -647,15 +639,15 @@ class Service:
                 "so the server does not lock the account)",
                 rt.account.name,
                 exc,
-                format_seconds(delay),
-                format_seconds(cap),
+                format_duration(delay),
+                format_duration(cap),
             )
         else:
             log.debug(
                 "%s: login refused again (%d times): next try in %s",
                 rt.account.name,
                 n,
-                format_seconds(delay),
+                format_duration(delay),
             )
 
     def _auth_ok(self, rt: _Runtime) -> None:

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from ndr_sweeper.config import format_duration
 from ndr_sweeper.errors import AuthenticationError, CredentialError
 
 if TYPE_CHECKING:
@@ -638,7 +639,7 @@ class WatchLoop:
             w.name,
             w.folder,
             reason,
-            _seconds(w.delay),
+            format_duration(w.delay),
         )
         w.failing = True
         w.state = "waiting"
@@ -700,13 +701,3 @@ class WatchLoop:
         self._watches.clear()
         if n:
             log.debug("closed %d IDLE connection(s)", n)
-
-
-def _seconds(seconds: float) -> str:
-    """As ``service.format_seconds`` (which this module does not import)."""
-    s = round(seconds)
-    if s and s % 3600 == 0:
-        return f"{s // 3600}h"
-    if s and s % 60 == 0:
-        return f"{s // 60}m"
-    return f"{seconds:g}s"
