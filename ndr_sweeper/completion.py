@@ -9,6 +9,7 @@ soon as it is in ``build_parser``. Standard library only.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -87,6 +88,46 @@ def _value_flags(root: Command) -> list[str]:
     )
 
 
+# bash and zsh share the syntax of `case`: the loop that follows the command words, and the
+# completion of an option's value, are written once for both.
+
+
+def _follow_words(root: Command, paths: list[tuple[tuple[str, ...], Command]], w: str) -> list[str]:
+    """The rest of the loop over the words typed so far (after ``w`` is set; *w* is how the
+    shell reads it): skip options and their values, follow sub-command names into
+    ``cmdpath``."""
+    return [
+        f"        case {w} in",
+        f"            {'|'.join(_value_flags(root))}) ((i++)); continue ;;",
+        "            -*) continue ;;",
+        "        esac",
+        '        case "$cmdpath $w" in',
+        "            " + "|".join(f'"{" ".join(("", *p))}"' for p, _c in paths if p) + ")",
+        '                cmdpath="$cmdpath $w" ;;',
+        "        esac",
+        "    done",
+    ]
+
+
+def _value_cases(
+    paths: list[tuple[tuple[str, ...], Command]],
+    choices: Callable[[str], str],
+    files: str,
+    other: str,
+) -> list[str]:
+    """``case "$cmdpath|$prev"``: the value after an option that takes one is completed from
+    its choices (*choices* of them, space-separated), as a file name, or not at all."""
+    lines = ['    case "$cmdpath|$prev" in']
+    for p, c in paths:
+        key = " ".join(("", *p))
+        for o in c.options:
+            if o.takes_value:
+                pattern = "|".join(f'"{key}|{f}"' for f in o.flags)
+                reply = choices(" ".join(o.choices)) if o.choices else files if o.files else other
+                lines.append(f"        {pattern}) {reply}; return ;;")
+    return [*lines, "    esac"]
+
+
 # --------------------------------------------------------------------------- bash
 
 
@@ -102,31 +143,15 @@ def bash(root: Command) -> str:
         '    local cmdpath="" i w',
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
         '        w="${COMP_WORDS[i]}"',
-        '        case "$w" in',
-        f"            {'|'.join(_value_flags(root))}) ((i++)); continue ;;",
-        "            -*) continue ;;",
-        "        esac",
-        '        case "$cmdpath $w" in',
-        "            " + "|".join(f'"{" ".join(("", *p))}"' for p, _c in paths if p) + ")",
-        '                cmdpath="$cmdpath $w" ;;',
-        "        esac",
-        "    done",
-        '    case "$cmdpath|$prev" in',
+        *_follow_words(root, paths, '"$w"'),
     ]
-    for p, c in paths:
-        key = " ".join(("", *p))
-        for o in c.options:
-            if not o.takes_value:
-                continue
-            pattern = "|".join(f'"{key}|{f}"' for f in o.flags)
-            if o.choices:
-                reply = f'COMPREPLY=($(compgen -W "{" ".join(o.choices)}" -- "$cur"))'
-            elif o.files:
-                reply = 'COMPREPLY=($(compgen -f -- "$cur"))'
-            else:
-                reply = "COMPREPLY=()"
-            lines.append(f"        {pattern}) {reply}; return ;;")
-    lines += ["    esac", '    local words=""', '    case "$cmdpath" in']
+    lines += _value_cases(
+        paths,
+        lambda words: f'COMPREPLY=($(compgen -W "{words}" -- "$cur"))',
+        'COMPREPLY=($(compgen -f -- "$cur"))',
+        "COMPREPLY=()",
+    )
+    lines += ['    local words=""', '    case "$cmdpath" in']
     for p, c in paths:
         words = [w for child in c.commands for w in (child.name, *child.aliases)]
         words += [f for o in c.options for f in o.flags]
@@ -165,31 +190,10 @@ def zsh(root: Command) -> str:
         "    local -a cands",
         "    for ((i = 2; i < CURRENT; i++)); do",
         "        w=${words[i]}",
-        "        case $w in",
-        f"            {'|'.join(_value_flags(root))}) ((i++)); continue ;;",
-        "            -*) continue ;;",
-        "        esac",
-        '        case "$cmdpath $w" in',
-        "            " + "|".join(f'"{" ".join(("", *p))}"' for p, _c in paths if p) + ")",
-        '                cmdpath="$cmdpath $w" ;;',
-        "        esac",
-        "    done",
-        '    case "$cmdpath|$prev" in',
+        *_follow_words(root, paths, "$w"),
     ]
-    for p, c in paths:
-        key = " ".join(("", *p))
-        for o in c.options:
-            if not o.takes_value:
-                continue
-            pattern = "|".join(f'"{key}|{f}"' for f in o.flags)
-            if o.choices:
-                reply = f"compadd -- {' '.join(o.choices)}"
-            elif o.files:
-                reply = "_files"
-            else:
-                reply = "_message value"
-            lines.append(f"        {pattern}) {reply}; return ;;")
-    lines += ["    esac", '    case "$cmdpath" in']
+    lines += _value_cases(paths, lambda words: f"compadd -- {words}", "_files", "_message value")
+    lines += ['    case "$cmdpath" in']
     for p, c in paths:
         cands = [f"{w}:{child.help}" for child in c.commands for w in (child.name, *child.aliases)]
         cands += [f"{f}:{o.help}" for o in c.options for f in o.flags]
