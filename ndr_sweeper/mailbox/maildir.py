@@ -39,7 +39,6 @@ bounded (a header by ``MAX_HEADER_BYTES``, a message by the caller's ``max_bytes
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import itertools
@@ -146,27 +145,6 @@ def unique_name() -> str:
     sec, usec = divmod(ns // 1000, 1_000_000)
     rand = os.urandom(6).hex()
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_names)}R{rand}.{_host()}"
-
-
-def encode_mutf7(name: str) -> str:
-    """IMAP modified UTF-7 (RFC 3501 5.1.3), as Dovecot names Maildir++ folders on disk."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
 
 
 # ---------------------------------------------------------------- the tree
@@ -282,7 +260,7 @@ def check_new_name(name: str, layout: Layout) -> list[str]:
         parts = name.split(".")
         if "/" in name or not all(parts):
             raise bad
-        encoded = "." + encode_mutf7(name)
+        encoded = "." + mutf7.encode(name).decode("ascii")
         if len(encoded.encode()) > 255:
             raise bad
         return [encoded]
@@ -714,11 +692,12 @@ class MaildirMailbox(LogoutOnExit):
 
     def search_header(self, field: str, value: str) -> list[int]:
         v = self._refresh()
+        f = self._sel()
         needle = value.casefold()
         out = []
         for uid in sorted(v.by_uid):
             got = self._read_entry(
-                uid, lambda fd: _read(fd, MAX_HEADER_BYTES, until_blank_line=True)
+                f, uid, lambda fd: _read(fd, MAX_HEADER_BYTES, until_blank_line=True)
             )
             if got is None:
                 continue
@@ -736,9 +715,10 @@ class MaildirMailbox(LogoutOnExit):
         self, uids: Sequence[int], fields: Sequence[str] | None = None, batch: int = 2000
     ) -> Iterator[HeaderItem]:
         self._refresh()
+        f = self._sel()
         for uid in sorted(set(uids)):
             got = self._read_entry(
-                uid, lambda fd: _read(fd, MAX_HEADER_BYTES, until_blank_line=True), stat_too=True
+                f, uid, lambda fd: _read(fd, MAX_HEADER_BYTES, until_blank_line=True), stat_too=True
             )
             if got is None:
                 continue
@@ -759,8 +739,9 @@ class MaildirMailbox(LogoutOnExit):
         self, uids: Sequence[int], max_bytes: int | None = None, batch: int = 200
     ) -> Iterator[tuple[int, bytes]]:
         self._refresh()
+        f = self._sel()
         for uid in sorted(set(uids)):
-            got = self._read_entry(uid, lambda fd: _read(fd, max_bytes))
+            got = self._read_entry(f, uid, lambda fd: _read(fd, max_bytes))
             if got is not None:
                 yield uid, got[1]
 
@@ -805,7 +786,8 @@ class MaildirMailbox(LogoutOnExit):
             gone.append(message_key(entry.name))
         if gone:
             _fsync_dir(os.path.join(f.path, "cur"))
-        self._refresh()
+            self.store.forget(f.path, gone)
+        # No listing read again here: every reading method looks at the folder first.
 
     def expunge_flagged_deleted(self) -> None:
         raise CapabilityError(
@@ -875,10 +857,7 @@ class MaildirMailbox(LogoutOnExit):
                 os.unlink(tmp)
             raise self._os_error("add a message to", f, exc) from None
         _fsync_dir(os.path.join(f.path, "cur"))
-        uid = self.store.assign(f.path, [message_key(name)])[message_key(name)]
-        if self.selected == f.name:
-            self._refresh()
-        return uid
+        return self.store.assign(f.path, [message_key(name)])[message_key(name)]
 
     def logout(self) -> None:
         if not self.logged_out:
@@ -916,11 +895,10 @@ class MaildirMailbox(LogoutOnExit):
         return f, self._refresh()
 
     def _read_entry(
-        self, uid: int, read: Callable[[int], bytes], *, stat_too: bool = False
+        self, f: Folder, uid: int, read: Callable[[int], bytes], *, stat_too: bool = False
     ) -> tuple[Entry, bytes, os.stat_result | None] | None:
-        """Read one message of the selected folder (looking again once if another client
+        """Read one message of the selected folder *f* (looking again once if another client
         renamed it meanwhile); None when it is gone or is not a regular file."""
-        f = self._sel()
         for attempt in range(2):
             assert self._view is not None
             entry = self._view.by_uid.get(uid)
@@ -996,7 +974,6 @@ class MaildirMailbox(LogoutOnExit):
         got = self.store.assign(dst.path, [message_key(n) for n in placed.values()])
         if move:
             self.store.forget(src.path, moved_keys)
-        self._refresh()
         if error is not None:
             raise error
         return {uid: got[message_key(n)] for uid, n in placed.items()}
@@ -1085,7 +1062,6 @@ class MaildirMailbox(LogoutOnExit):
                     raise self._os_error("change flags in", f, exc) from None
         if changed:
             _fsync_dir(os.path.join(f.path, "cur"))
-        self._refresh()
 
 
 def open_maildir(root: str | Path, state_dir: str | Path, *, account: str = "") -> MaildirMailbox:
