@@ -70,28 +70,24 @@ def _shown_flags(f: FolderInfo) -> list[str]:
 def roles_of(
     folders: Sequence[FolderInfo], account: Account, prefix: str
 ) -> tuple[list[str], str | None, str | None, list[str]]:
-    """Sent folders, Junk and Trash as the sweep would choose them (the config's overrides
-    first), and a note for each that cannot be found (with the key to set)."""
-    from .mailbox.discovery import find_all, find_folder
+    """Sent folders, Junk and Trash as the sweep chooses them (the very functions it uses),
+    and for each that cannot be, the sweep's error as a note (it says which key to set)."""
+    from .sweep import choose_destination, choose_sent
 
     notes: list[str] = []
-    names = {f.name for f in folders}
-    if account.sent_folders:
-        sent = [s for s in account.sent_folders if s in names]
-        notes += [f"sent_folders names {s!r}, which the server does not have"
-                  for s in account.sent_folders if s not in names]  # fmt: skip
-    else:
-        sent = find_all("sent", folders, prefix=prefix)
-        if not sent:
-            notes.append("no Sent folder found (no \\Sent flag, no known name): set sent_folders")
+    try:
+        sent = choose_sent(folders, account, prefix)
+    except MailboxError as exc:
+        sent = []
+        notes.append(str(exc))
     found: dict[str, str | None] = {}
-    for role, override in (("junk", account.junk_folder), ("trash", account.trash_folder)):
+    for role, action in (("junk", "move"), ("trash", "delete")):
         try:
-            found[role] = find_folder(role, folders, override, prefix=prefix)  # type: ignore[arg-type]
+            found[role] = choose_destination(role, folders, account, prefix)  # type: ignore[arg-type]
         except MailboxError as exc:
             found[role] = None
-            needed = {"junk": "move", "trash": "delete"}[role] == account.action
-            notes.append(f"{exc}" + ("" if needed else f" (only needed for action = {role})"))
+            needed = account.action == action
+            notes.append(f"{exc}" + ("" if needed else f" (only needed for action = {action})"))
     return sent, found["junk"], found["trash"], notes
 
 
@@ -108,15 +104,18 @@ def list_folders(
     folders = mb.list_folders()
     sent, junk, trash, notes = roles_of(folders, account, mb.personal_prefix())
     rows = {f.name: FolderRow(f.name, _shown_flags(f)) for f in folders}
-    for name in sent:
-        rows[name].roles.append("sent")
-    for role, name in (("junk", junk), ("trash", trash)):
-        if name is not None:
-            rows[name].roles.append(role)
+
+    def listed(name: str) -> str | None:
+        return next((n for n in rows if same_folder(n, name)), None)  # INBOX in any case
+
+    for role, names in (("sent", sent), ("junk", [junk]), ("trash", [trash])):
+        for row in (listed(n) for n in names if n is not None):
+            if row is not None:
+                rows[row].roles.append(role)
     for name in account.folders:
-        listed = next((n for n in rows if same_folder(n, name)), None)  # INBOX in any case
-        if listed is not None:
-            rows[listed].roles.append("swept")
+        row = listed(name)
+        if row is not None:
+            rows[row].roles.append("swept")
         else:
             notes.append(f"folders names {name!r}, which the server does not have")
     selectable = [f.name for f in folders if f.selectable]

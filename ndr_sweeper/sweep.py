@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ndr_sweeper.actions.plan import SentExtent
     from ndr_sweeper.classify import Verdict
     from ndr_sweeper.config import Account, Config
-    from ndr_sweeper.mailbox.base import FolderStatus, HeaderItem, Mailbox
+    from ndr_sweeper.mailbox.base import FolderInfo, FolderStatus, HeaderItem, Mailbox
     from ndr_sweeper.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -146,14 +146,10 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
     """Sent folders, and the destination folders the account's action needs.  Refuses a
     destination that is swept or the \\All folder; warns once per folder it cannot use."""
     from ndr_sweeper.mailbox import discovery
-    from ndr_sweeper.mailbox.discovery import find_all, find_folder
 
     folders = mb.list_folders()
     prefix = mb.personal_prefix()
-    usable = [f.name for f in folders if f.unusable is None]
-    names = set(usable)
-    if any(n.upper() == "INBOX" for n in usable):
-        names |= {n for n in (*account.folders, *account.sent_folders) if n.upper() == "INBOX"}
+    names = _usable_names(folders, account)
     for f in account.folders:
         if f not in names:
             discovery.refuse_unusable(f, folders, "`folders`")
@@ -161,7 +157,35 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
                 f"account {account.name!r}: folder {f!r} does not exist on the server; "
                 "check `folders` in the config"
             )
+    sent = choose_sent(folders, account, prefix)
+    discovery.check_swept(account.folders, folders)
+    junk = trash = None
+    if account.action == "move":
+        junk = choose_destination("junk", folders, account, prefix)
+    elif account.action == "delete":
+        trash = choose_destination("trash", folders, account, prefix)
+    for f in folders:
+        if f.unusable is not None:
+            log.warning("%s: ignoring folder %r: %s", account.name, f.name, f.unusable)
+    return sent, junk, trash
+
+
+def _usable_names(folders: Sequence[FolderInfo], account: Account) -> set[str]:
+    """The folder names the config may give: those listed and usable, and INBOX in any case."""
+    names = {f.name for f in folders if f.unusable is None}
+    if any(n.upper() == "INBOX" for n in names):
+        names |= {n for n in (*account.folders, *account.sent_folders) if n.upper() == "INBOX"}
+    return names
+
+
+def choose_sent(folders: Sequence[FolderInfo], account: Account, prefix: str) -> list[str]:
+    """The Sent folders: ``sent_folders``, else every folder found as Sent (MailboxError
+    saying what to set when there is none, or a configured one does not exist)."""
+    from ndr_sweeper.mailbox import discovery
+    from ndr_sweeper.mailbox.discovery import find_all, find_folder
+
     if account.sent_folders:
+        names = _usable_names(folders, account)
         missing = [s for s in account.sent_folders if s not in names]
         if missing:
             discovery.refuse_unusable(missing[0], folders, "`sent_folders`")
@@ -169,28 +193,27 @@ def resolve_folders(mb: Mailbox, account: Account) -> tuple[list[str], str | Non
                 f"account {account.name!r}: Sent folder {missing[0]!r} does not exist on the "
                 "server; check `sent_folders` in the config"
             )
-        sent = list(account.sent_folders)
-    else:
-        # Every Sent folder, not only the best: a bounce of mail that another client saved in
-        # "Sent Items" beside "Sent" must still be found (or it would be junked).
-        sent = find_all("sent", folders, prefix=prefix) or [
-            find_folder("sent", folders, None, prefix=prefix)  # raises, saying what to set
-        ]
-    swept = account.folders
-    discovery.check_swept(swept, folders)
-    junk = trash = None
-    if account.action == "move":
-        junk = find_folder("junk", folders, account.junk_folder, prefix=prefix, exclude=swept)
-        fix = "set junk_folder to another folder"
-        discovery.check_destination("junk_folder is", junk, swept, folders, fix)
-    elif account.action == "delete":
-        trash = find_folder("trash", folders, account.trash_folder, prefix=prefix, exclude=swept)
-        fix = "set trash_folder to another folder"
-        discovery.check_destination("trash_folder is", trash, swept, folders, fix)
-    for f in folders:
-        if f.unusable is not None:
-            log.warning("%s: ignoring folder %r: %s", account.name, f.name, f.unusable)
-    return sent, junk, trash
+        return list(account.sent_folders)
+    # Every Sent folder, not only the best: a bounce of mail that another client saved in
+    # "Sent Items" beside "Sent" must still be found (or it would be junked).
+    return find_all("sent", folders, prefix=prefix) or [
+        find_folder("sent", folders, None, prefix=prefix)  # raises, saying what to set
+    ]
+
+
+def choose_destination(
+    role: Literal["junk", "trash"], folders: Sequence[FolderInfo], account: Account, prefix: str
+) -> str:
+    """Junk or Trash as the sweep uses it: never a swept folder or \\All (MailboxError
+    saying what to set)."""
+    from ndr_sweeper.mailbox import discovery
+    from ndr_sweeper.mailbox.discovery import find_folder
+
+    override = account.junk_folder if role == "junk" else account.trash_folder
+    dest = find_folder(role, folders, override, prefix=prefix, exclude=account.folders)
+    fix = f"set {role}_folder to another folder"
+    discovery.check_destination(f"{role}_folder is", dest, account.folders, folders, fix)
+    return dest
 
 
 def resolve_archives(mb: Mailbox, account: Account) -> list[str]:

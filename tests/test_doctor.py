@@ -210,3 +210,25 @@ def test_folders_counts_and_roles_on_the_fake_server(fake_imap, tmp_path) -> Non
     lines_fit(screen.stdout)
     assert "\x1b" not in screen.stdout and "\\x1b" in screen.stdout
     assert "--count N" in screen.stdout
+
+
+def test_folders_shows_the_junk_folder_the_sweep_uses() -> None:
+    """`folders` chooses roles with the sweep's own functions: a swept folder flagged \\Junk is
+    not shown as Junk (the sweep would not use it), and `sent_folders = ["inbox"]` names the
+    inbox (INBOX in any case), as the sweep accepts it."""
+    from ndr_sweeper.config import Account
+    from ndr_sweeper.folders import roles_of
+    from ndr_sweeper.mailbox.base import FolderInfo
+
+    listing = [
+        FolderInfo("INBOX", frozenset(), "/"),
+        FolderInfo("Spam", frozenset({"\\Junk"}), "/"),
+        FolderInfo("Junk", frozenset(), "/"),
+        FolderInfo("Sent", frozenset({"\\Sent"}), "/"),
+    ]
+    acc = Account(name="t", host="h", username="u", folders=("INBOX", "Spam"))
+    sent, junk, _trash, _notes = roles_of(listing, acc, "")
+    assert junk == "Junk" and sent == ["Sent"]
+    acc = Account(name="t", host="h", username="u", sent_folders=("inbox",))
+    sent, _junk, _trash, notes = roles_of(listing, acc, "")
+    assert sent == ["inbox"] and not [n for n in notes if "inbox" in n]
