@@ -334,6 +334,13 @@ def _find_copies(box: _Box, dest: str, rows: Sequence[JournalRow]) -> dict[int, 
     return found
 
 
+def _others(rows: Sequence[JournalRow], taken: Iterable[JournalRow]) -> list[JournalRow]:
+    """*rows* without those in *taken*, by journal id (``r not in taken`` compared whole rows,
+    field by field: quadratic, 5.8 s for 5,000 rows)."""
+    ids = {r.id for r in taken}
+    return [r for r in rows if r.id not in ids]
+
+
 # ---------------------------------------------------------------- moving
 
 
@@ -515,7 +522,7 @@ def _remove_originals(
             state.journal_update([r.id for r in gone], "done")
             done += gone
     outcome.done += len(done)
-    stuck = [r for r in rows if r not in done]
+    stuck = _others(rows, done)
     if stuck:
         why = f"{error}" if error is not None else "the server did not remove them"
         outcome.failed += len(stuck)
@@ -644,7 +651,7 @@ def _set_flags(
         if since is not None and h.modseq is not None and h.modseq > since:
             moved.add(h.uid)
     done = [r for r in rows if r.uid in now and all(_has(now[r.uid], k) for k in keywords)]
-    later = [r for r in rows if r not in done and r.uid in moved]
+    later = [r for r in _others(rows, done) if r.uid in moved]
     if later:
         state.journal_update(
             [r.id for r in later], "failed", error="changed by another client meanwhile"
@@ -663,7 +670,7 @@ def _set_flags(
                 r.id: [k for k in keywords if not _has(r.flags_before or (), k)] for r in done
             },
         )
-    failed = [r for r in rows if r not in done]
+    failed = _others(rows, done)
     if failed:
         why = str(refused) if refused else "the server did not keep the keywords"
         state.journal_update([r.id for r in failed], "failed", error=why)
@@ -909,7 +916,7 @@ def recover_pending(
                         for r in ok
                     },
                 )
-            bad = [r for r in rows if r not in ok]
+            bad = _others(rows, ok)
             if bad:  # keywords are harmless: the rescan sets them again if still wanted
                 state.journal_update([r.id for r in bad], "failed", error="recovery: interrupted")
         elif kind == "unflag":
@@ -1104,7 +1111,7 @@ def _undo_flags(
     state.journal_update([u.id for u in ok], "done")
     _mark_undone(state, ok)
     result.restored += len(ok)
-    bad = [u for u in undo if u not in ok]
+    bad = _others(undo, ok)
     if bad:
         state.journal_update([u.id for u in bad], "failed", error=str(refused or "flags stayed"))
         result.failed += len(bad)
@@ -1150,7 +1157,7 @@ def _undo_moves(
     drop = [
         r for r in left if origin_st and r.uidvalidity == origin_st.uidvalidity and r.uid in still
     ]
-    restore = [r for r in found if r not in drop]
+    restore = _others(found, drop)
     if drop:
         assert origin_st is not None
         entries = [
