@@ -337,18 +337,22 @@ def update_sent_index(
     return SentExtent(oldest, empty=sent_messages == 0 and not archived_mine)
 
 
+def _first_field(header: bytes, name: str) -> str | None:
+    """The first *name* field of a header block, unfolded (the classifier's own parser: folds
+    with tabs, "From :", ...)."""
+    from ndr_sweeper.classify.message import Headers, parse_header_block
+
+    return Headers(parse_header_block(header.decode("utf-8", "replace"))).get(name)
+
+
 def _sent_by(header: bytes, mine: tuple[str, ...]) -> bool:
     """Was this archived message sent from one of `mine` (its From header)?"""
     from ndr_sweeper.actions.plan import is_mine
 
     if not mine:
         return False
-    text = header.decode("utf-8", "replace")
-    values = [
-        line.split(":", 1)[1] for line in text.replace("\r\n ", " ").splitlines()
-        if line[:5].lower() == "from:"
-    ]  # fmt: skip
-    return bool(values) and is_mine(values[0], mine) is True
+    sender = _first_field(header, "from")
+    return sender is not None and is_mine(sender, mine) is True
 
 
 def _sent_date(item: HeaderItem) -> datetime | None:
@@ -356,14 +360,14 @@ def _sent_date(item: HeaderItem) -> datetime | None:
     servers keeps it, its INTERNALDATE may not), else its INTERNALDATE."""
     from email.utils import parsedate_to_datetime
 
-    for line in item.header.decode("ascii", "replace").replace("\r\n ", " ").splitlines():
-        if line[:5].lower() == "date:":
-            try:
-                when = parsedate_to_datetime(line[5:].strip()[:200])
-            except (TypeError, ValueError, IndexError, OverflowError):
-                break
-            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    return item.internaldate
+    date = _first_field(item.header, "date")
+    if date is None:
+        return item.internaldate
+    try:
+        when = parsedate_to_datetime(date[:200])
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return item.internaldate
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _oldest_in(mb: Mailbox, folder: str, mine: tuple[str, ...] | None) -> datetime | None:

@@ -165,3 +165,16 @@ def test_empty_sent_folders_judge_as_before_and_say_so(state) -> None:
     r = sweep(mb, state)
     assert r.acted == 1
     assert any("Sent folders hold no message" in n for n in r.notes)
+
+
+def test_folded_from_and_date_of_sent_mail_are_read() -> None:
+    """A From or Date folded with a tab (or written "From :") is read as the classifier reads
+    it: an archived message of the user's is theirs, and its Date is its date."""
+    from ndr_sweeper.mailbox.base import HeaderItem
+    from ndr_sweeper.sweep import _sent_by, _sent_date
+
+    header = b"From:\r\n\tMe <me@x.org>\r\nDate: Tue, 1 Dec 2026\r\n\t10:00:00 +0000\r\n\r\n"
+    assert _sent_by(header, ("me@x.org",))
+    assert _sent_by(b"From : me@x.org\r\n\r\n", ("me@x.org",))
+    item = HeaderItem(1, header, None, (), len(header))
+    assert _sent_date(item) == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
