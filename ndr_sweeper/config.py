@@ -219,12 +219,7 @@ def _may_be_loopback(host: str) -> bool:
     or a ``*.localhost`` name. No DNS here: connecting checks every address the name resolves
     to (``connect.check_transport``); this only rejects early what can never pass there."""
     h = host.strip().strip("[]").rstrip(".").lower()
-    if h == "localhost" or h.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
+    return h == "localhost" or h.endswith(".localhost") or is_loopback_ip(h)
 
 
 def _str(v: object) -> str:
@@ -328,17 +323,21 @@ def _cron(v: object) -> str:
 _URL_UNSAFE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
 
 
-def is_literal_loopback(host: str) -> bool:
-    """``localhost`` exactly, or a loopback IP address written out (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
+def is_loopback_ip(address: str) -> bool:
+    """True for an IP address of this machine: 127.0.0.0/8, ::1, and IPv4-mapped loopback
+    (``::ffff:127.0.0.1``), with or without a ``%scope``; False for anything else."""
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
+
+
+def is_literal_loopback(host: str) -> bool:
+    """``localhost`` exactly, or a loopback IP address written out (127.0.0.0/8, ::1)."""
+    return host.lower() == "localhost" or is_loopback_ip(host)
 
 
 def endpoint_problem(url: str) -> str | None:

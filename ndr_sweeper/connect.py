@@ -9,11 +9,11 @@ resolves to must be a loopback address.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ndr_sweeper.config import is_loopback_ip as is_loopback_address
 from ndr_sweeper.errors import AuthenticationError, ConfigError, ConnectError
 
 if TYPE_CHECKING:
@@ -39,17 +39,6 @@ def resolve_addresses(host: str, port: int, resolve: Resolver = socket.getaddrin
     except (OSError, UnicodeError) as exc:
         raise ConnectError(f"cannot reach {host}:{port}: {exc}; check host") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def is_loopback_address(address: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for anything else."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 def non_loopback(host: str, port: int, resolve: Resolver = socket.getaddrinfo) -> list[str]:

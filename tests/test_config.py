@@ -510,3 +510,13 @@ def test_maildir_account_keeps_rules_and_schedule(tmp_path: Path) -> None:
     assert "rule file" in error(
         tmp_path, '[[accounts]]\nname = "x"\nmaildir = "M"\nrules = ["no"]\n'
     )
+
+
+def test_plain_to_an_ipv4_mapped_loopback_address(tmp_path: Path) -> None:
+    """The config accepts what connecting accepts (one loopback test for both): on Python
+    3.11 and 3.12 ``ipaddress`` does not call ``::ffff:127.0.0.1`` loopback by itself."""
+    from ndr_sweeper import config, connect
+
+    assert connect.is_loopback_address is config.is_loopback_ip
+    text = MINIMAL.replace("imap.example.com", "::ffff:127.0.0.1") + 'security = "plain"\n'
+    assert load(tmp_path, text).accounts[0].security == "plain"
