@@ -425,11 +425,17 @@ class Service:
         return nxt
 
     def request_sweep(self, name: str, at: datetime) -> None:
-        """Sweep ``name`` at ``at`` (or sooner): what a watcher asks for when mail arrives."""
+        """Sweep ``name`` at ``at`` (or sooner): what a watcher asks for when mail arrives.
+        A sweep already asked for within ``watch_settle`` before ``at`` takes this mail too
+        (it is old enough by then): a server that reports new mail without end keeps one
+        wake-up per settle time, not one per report."""
         rt = self._accounts.get(name)
         if rt is None or self.stopping.is_set():
             return
         with rt.lock:
+            last = rt.wakeups[-1] if rt.wakeups else None
+            if last is not None and at - timedelta(seconds=self.watch_settle) <= last <= at:
+                return
             rt.wakeups.append(at)
             if rt.running:
                 return  # the run in progress reschedules when it ends

@@ -600,3 +600,14 @@ def test_status_table_and_json(tmp_path: Path, capsys) -> None:
     assert cli.cmd_status(argparse.Namespace(config=str(cfg), json=False)) == 0
     out = capsys.readouterr().out
     assert "work" in out and "home" in out and "never" in out and "not scheduled" in out
+
+
+def test_endless_new_mail_reports_keep_a_few_wakeups(tmp_path: Path, make_service) -> None:
+    """A server that reports new mail without end (EXISTS after EXPUNGE) does not grow the
+    wake-up list by one entry a report: each settle time keeps one."""
+    fake = FakeSweep()
+    s = make_service(config(tmp_path, account("a", every=3600.0, min_age=600.0)), fake)
+    assert wait_until(lambda: fake.calls["a"] == 1)
+    for _ in range(20_000):
+        s.mail_arrived("a")
+    assert 1 <= len(s._accounts["a"].wakeups) <= 3
