@@ -22,9 +22,8 @@ __all__ = ["UNSAFE", "SafeFormatter", "json_safe", "printable", "printable_lines
 # overrides and isolates and the three bidi marks; the Unicode line and paragraph separators
 # (str.splitlines and some viewers break lines there); lone surrogates (undecodable bytes kept
 # by surrogateescape; writing them to a UTF-8 stream would raise).
-UNSAFE: Final = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+_BEYOND_C0: Final = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+UNSAFE: Final = re.compile(f"[\x00-\x1f{_BEYOND_C0}]")
 _SHORT: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 ELLIPSIS: Final = "..."
 _HALF_ESCAPE: Final = re.compile(r"\\(?:x[0-9a-f]?|u[0-9a-f]{0,3})?$")
@@ -64,9 +63,7 @@ def printable_lines(text: str) -> str:
     return "\n".join(printable(line) for line in text.split("\n"))
 
 
-_JSON_UNSAFE: Final = re.compile(
-    "[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+_JSON_UNSAFE: Final = re.compile(f"[{_BEYOND_C0}]")  # json.dumps escapes C0 itself
 
 
 def json_safe(document: str) -> str:

@@ -71,7 +71,8 @@ def parse_internaldate(value: bytes) -> datetime:
         raise Unparsed(f"bad INTERNALDATE {value!r}") from exc
 
 
-def _date_or_none(value: object) -> datetime | None:
+def date_or_none(value: object) -> datetime | None:
+    """An INTERNALDATE's bytes as a datetime; None when it is not one (garbage waits)."""
     if not isinstance(value, bytes):
         return None
     try:
@@ -147,7 +148,7 @@ def parse_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]]:
         if uid is None:
             continue  # unsolicited (another client changed flags): not an answer to us
         if b"INTERNALDATE" in item:
-            item[b"INTERNALDATE"] = _date_or_none(item[b"INTERNALDATE"])
+            item[b"INTERNALDATE"] = date_or_none(item[b"INTERNALDATE"])
         if b"MODSEQ" in item and isinstance(item[b"MODSEQ"], tuple):
             item[b"MODSEQ"] = int(item[b"MODSEQ"][0]) if item[b"MODSEQ"] else None
         prev = out.get(uid)

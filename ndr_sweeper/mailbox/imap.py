@@ -845,15 +845,10 @@ class _FetchReader:
             if len(self._flags) > 256:
                 self._flags.clear()
             flags = self._flags[raw_flags] = tuple(raw_flags.split())
-        date = m.group(4)
-        try:
-            when: datetime | None = fastfetch.parse_internaldate(date)
-        except fastfetch.Unparsed:
-            when = None
         item: dict[bytes, Any] = {
             b"UID": int(m.group(2)),
             b"FLAGS": flags,
-            b"INTERNALDATE": when,
+            b"INTERNALDATE": fastfetch.date_or_none(m.group(4)),
             b"RFC822.SIZE": int(m.group(5)),
             m.group(7).upper(): body,
         }

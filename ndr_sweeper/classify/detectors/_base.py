@@ -46,7 +46,7 @@ BOUNCE_SUBJECT = re.compile(
     r"전송 실패|전송실패|"
     r"não (?:foi )?entregue|nao entregue|falha na entrega|mensagem devolvida|"
     r"no entregado|devuelto al remitente|niedostarcz|nie dostarczono|nedoručiteln|"
-    r"nedoručen|onbestelbaar|niet afgeleverd|olevererbar|kunde inte levereras|"
+    r"nedoručen|niet afgeleverd|olevererbar|kunde inte levereras|"
     r"kunne ikke leveres|ikke-leverbar|ikke leveret|ei voitu toimittaa|"
     r"kézbesíthetetlen|teslim edilemedi|iletilemedi|μη παραδοτέο|"
     r"mancata consegna|non distribué|échec de (?:la )?remise|nu a putut fi livrat",
