@@ -64,7 +64,7 @@ from ndr_sweeper.mailbox.base import (
     LogoutOnExit,
     missing_folder_message,
 )
-from ndr_sweeper.mailbox.memory import header_fields, header_of
+from ndr_sweeper.mailbox.headers import header_fields, header_of, header_values
 from ndr_sweeper.textsafe import printable
 
 
@@ -566,12 +566,6 @@ def _rename(src: str, dst: str) -> None:
     os.rename(src, dst)
 
 
-def _header_values(header: bytes, field: str) -> list[str]:
-    block = header_fields(header, [field]).decode("utf-8", "replace")
-    unfolded = re.sub(r"\r?\n[ \t]+", " ", block)
-    return [ln.split(":", 1)[1].strip() for ln in unfolded.splitlines() if ":" in ln]
-
-
 # ---------------------------------------------------------------- the mailbox
 
 
@@ -702,7 +696,7 @@ class MaildirMailbox(LogoutOnExit):
             if got is None:
                 continue
             header = header_of(got[1])
-            if any(needle in h.casefold() for h in _header_values(header, field)):
+            if any(needle in h.casefold() for h in header_values(header, field)):
                 out.append(uid)
         return out
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from ndr_sweeper.mailbox.base import (
     LogoutOnExit,
     missing_folder_message,
 )
+from ndr_sweeper.mailbox.headers import header_fields, header_of, header_values
 
 DEFAULT_CAPABILITIES = frozenset(
     {"IMAP4REV1", "UIDPLUS", "MOVE", "SPECIAL-USE", "CONDSTORE", "NAMESPACE", "MULTIAPPEND"}
@@ -88,40 +88,6 @@ class MemoryFolder:
         """Another change of a message's flags: it gets the folder's next modseq."""
         self.highestmodseq += 1
         msg.modseq = self.highestmodseq
-
-
-def header_of(data: bytes) -> bytes:
-    """The header block of a message, up to and including the blank line."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        pos = data.find(sep)
-        if pos >= 0:
-            return data[: pos + len(sep)]
-    return data
-
-
-def header_fields(data: bytes, fields: Sequence[str]) -> bytes:
-    """Like BODY[HEADER.FIELDS (...)]: the matching header lines (with continuations) + CRLF."""
-    wanted = {f.lower().encode() for f in fields}
-    out: list[bytes] = []
-    keep = False
-    for line in header_of(data).splitlines(keepends=True):
-        if not line.strip():
-            break
-        if line[:1] in (b" ", b"\t"):
-            if keep:
-                out.append(line)
-            continue
-        name = line.split(b":", 1)[0].strip().lower()
-        keep = name in wanted
-        if keep:
-            out.append(line)
-    return b"".join(out) + b"\r\n"
-
-
-def _header_values(data: bytes, field_name: str) -> list[str]:
-    block = header_fields(data, [field_name]).decode("utf-8", "replace")
-    unfolded = re.sub(r"\r?\n[ \t]+", " ", block)
-    return [ln.split(":", 1)[1].strip() for ln in unfolded.splitlines() if ":" in ln]
 
 
 class MemoryMailbox(LogoutOnExit):
@@ -273,7 +239,7 @@ class MemoryMailbox(LogoutOnExit):
             [
                 uid
                 for uid, m in sorted(self._sel().messages.items())
-                if any(needle in v.casefold() for v in _header_values(m.data, field))
+                if any(needle in v.casefold() for v in header_values(m.data, field))
             ],
         )
 
