@@ -453,6 +453,19 @@ def _settle(
     return finished
 
 
+def _delete_ours(
+    mb: Mailbox, uids: Sequence[int], fallback: str, guard: ProtectJournal | None
+) -> None:
+    """Flag these messages \\Deleted and expunge exactly them: UID EXPUNGE with UIDPLUS,
+    the protect fallback's expunge without; with another fallback they stay flagged (the
+    user's client expunges them)."""
+    mb.add_flags(uids, [DELETED])
+    if mb.has("UIDPLUS"):
+        mb.expunge_uids(uids)
+    elif fallback == PROTECT:
+        _protected_expunge(mb, uids, guard)
+
+
 def _remove_originals(
     box: _Box,
     state: StateDB,
@@ -471,11 +484,7 @@ def _remove_originals(
     # behind would only be a duplicate; the check that matters was prepare()'s.
     if mb.has("UIDPLUS") or fallback == PROTECT:
         try:
-            mb.add_flags(uids, [DELETED])
-            if mb.has("UIDPLUS"):
-                mb.expunge_uids(uids)
-            else:
-                _protected_expunge(mb, uids, guard)
+            _delete_ours(mb, uids, fallback, guard)
         except MailboxError as exc:
             error = exc
         left = set(mb.search_uid_set(uids))
@@ -1223,14 +1232,7 @@ def _drop(
     box.open(copy_folder)
     copies = [u.uid for u in undo]
     try:
-        if mb.has("UIDPLUS") or fallback == PROTECT:
-            mb.add_flags(copies, [DELETED])
-            if mb.has("UIDPLUS"):
-                mb.expunge_uids(copies)
-            else:
-                _protected_expunge(mb, copies, guard)
-        else:  # our own duplicate in Junk: flagged \\Deleted, the client expunges it
-            mb.add_flags(copies, [DELETED])
+        _delete_ours(mb, copies, fallback, guard)  # our own duplicates in Junk
         st = box.open(origin)
         by_flags: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for u in undo:
