@@ -162,20 +162,13 @@ def schedule_text(account: Account) -> str:
 
 
 class _SkippedRunFilter(logging.Filter):
-    """A run skipped because the account's previous sweep is still going: not APScheduler's
-    WARNING with its job repr each time, but the service's own account of it (``on_skip``):
-    said once at WARNING with how long the sweep has been going, then quietly."""
-
-    def __init__(self, on_skip: Callable[[str], None]) -> None:
-        super().__init__()
-        self.on_skip = on_skip
+    """Drops APScheduler's WARNING (with its job repr) for a run skipped because the
+    account's previous sweep is still going: the service gives its own account of it (told
+    by the EVENT_JOB_MAX_INSTANCES event, not by this text), once at WARNING with how long
+    the sweep has been going, then quietly."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "maximum number of running instances" not in str(record.msg):
-            return True
-        job = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        self.on_skip(str((getattr(job, "args", None) or ["?"])[0]))
-        return False
+        return "maximum number of running instances" not in str(record.msg)
 
 
 # ---------------------------------------------------------------- per-account runtime state
@@ -286,6 +279,7 @@ class Service:
         return self._scheduler is not None
 
     def start(self) -> None:
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -295,13 +289,17 @@ class Service:
         triggers = {a.name: build_trigger(a) for a in accounts}
         with open_state(self.config.state_dir):  # fail now, not in every job, when unusable
             pass
-        self._skip_filter = _SkippedRunFilter(self._skipped)
+        self._skip_filter = _SkippedRunFilter()
         scheduler_log.addFilter(self._skip_filter)
         self._raise_open_file_limit()
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(self.config.max_parallel)},
             job_defaults={"coalesce": True, "max_instances": 1},
             logger=scheduler_log,
+        )
+        self._scheduler.add_listener(
+            lambda event: self._skipped(event.job_id.removeprefix("sweep:")),
+            EVENT_JOB_MAX_INSTANCES,
         )
         for acc in accounts:
             self._accounts[acc.name] = _Runtime(acc)
