@@ -19,6 +19,7 @@ innermost message that was *sent*; the wrapped report's own Message-ID goes into
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 
@@ -344,20 +345,13 @@ def _dsn_original_ids(msg: ParsedMessage) -> list[str]:
     return ids
 
 
-def extract_original(msg: ParsedMessage, body_text: str | None = None) -> Original:
-    """Everything the report says about the original message (worked out once per message
-    and text: a detector may ask before the verdict is completed)."""
-    if body_text is not None:
-        return _find_original(msg, body_text)
+def extract_original(msg: ParsedMessage) -> Original:
+    """Everything the report says about the original message (worked out once per message:
+    a detector may ask before the verdict is completed)."""
     cached = msg.memo.get("original")
     if isinstance(cached, Original):
         return cached
-    found = msg.memo["original"] = _find_original(msg, None)
-    return found
-
-
-def _find_original(msg: ParsedMessage, body_text: str | None) -> Original:
-    found = _extract_original(msg, body_text)
+    found = _extract_original(msg)
     if found.message_id is None and not found.other_message_ids:
         # last resort: the report's own header naming the original (Coremail's
         # X-CM-Original-Message-ID and the like); never preferred to the returned message
@@ -365,25 +359,20 @@ def _find_original(msg: ParsedMessage, body_text: str | None) -> Original:
             if name.endswith("original-message-id") and name != "x-ms-exchange-original-message-id":
                 ident = normalise_id(msg.headers.get(name))
                 if ident and ident != normalise_id(msg.headers.get("message-id")):
-                    return Original(
-                        message_id=ident,
-                        from_=found.from_,
-                        to=found.to,
-                        subject=found.subject,
-                        date=found.date,
-                        received=found.received,
-                    )
+                    found = dataclasses.replace(found, message_id=ident)
+                    break
+    msg.memo["original"] = found
     return found
 
 
-def _extract_original(msg: ParsedMessage, body_text: str | None) -> Original:
+def _extract_original(msg: ParsedMessage) -> Original:
     structural = _structural_sources(msg)
     outer_rcpts = {_addr(r.get("final-recipient").split(";")[-1]) for r in dsn_records(msg)}
     outer_rcpts.discard("")
     chosen, wrapped = _choose_structural(msg, structural, outer_rcpts)
     other: list[str] = list(wrapped)
     dsn_ids = _dsn_original_ids(msg)
-    text = body_text if body_text is not None else msg.body_text()
+    text = msg.body_text()
     if chosen is not None and normalise_id(chosen.headers.get("message-id")) is None:
         # an embedded message without an ID (e.g. "Message removed"): try other sources
         alt = next((s for s in structural if normalise_id(s.headers.get("message-id"))), None)
