@@ -18,7 +18,8 @@ to a new user) and in this order:
             header fields of every INBOX message (the sweep's HEADER.FIELDS), the whole
             message of every bounce, the Message-IDs of every Sent message (median of --reps);
   sweep     the real ``ndr-sweeper sweep --json`` as a subprocess (min_age = "0s", its own
-            XDG dirs), wall-clock time of the whole process and its peak RSS (its VmHWM);
+            XDG dirs), wall-clock time of the whole process, its peak RSS (its VmHWM) and
+            that of its helper process (``ndr_sweeper.offload``; 0 when it started none);
   re-run    the same command again with nothing new;
   +new      ``--new`` more messages (a tenth bounces) appended, then the command once more.
 
@@ -346,15 +347,19 @@ _PEAK_WRAPPER = (
     "    p.dump_stats(prof)\n"
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
     "sys.stderr.write('\\nNDR_BENCH_PEAK_KB ' + hwm[0].split()[1] + '\\n')\n"
+    "import resource\n"
+    "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "sys.stderr.write(f'\\nNDR_BENCH_HELPER_KB {kids}\\n')\n"
     "sys.exit(code)\n"
 )
 
 
 def run_cli(
     args: list[str], xdg: dict[str, str], profile: Path | None = None
-) -> tuple[float, int, str, int]:
-    """(wall seconds, peak RSS in KB, stdout, exit code) of one ndr-sweeper process; with
-    *profile*, under cProfile (imports included), the statistics written there."""
+) -> tuple[float, tuple[int, int], str, int]:
+    """(wall seconds, (peak RSS in KB, that of its helper process or 0), stdout, exit code)
+    of one ndr-sweeper process; with *profile*, under cProfile (imports included), the
+    statistics written there."""
     env = {**os.environ, **xdg, "NO_COLOR": "1", "NDR_BENCH_STAGES": "1"}
     if profile is not None:
         env["NDR_BENCH_PROFILE"] = str(profile)
@@ -370,17 +375,19 @@ def run_cli(
         text = out.read().decode()
         errors = err.read().decode()
         peak = re.search(r"NDR_BENCH_PEAK_KB (\d+)", errors)
+        helper = re.search(r"NDR_BENCH_HELPER_KB (\d+)", errors)
         stages = re.search(r"NDR_BENCH_STAGES (.*)", errors)
         if stages and profile is None:
             print(f"    seconds per stage: {stages.group(1)}", flush=True)
         if p.returncode not in (0, 1):
             sys.stderr.write(errors)
-    return seconds, int(peak.group(1)) if peak else 0, text, p.returncode
+    peaks = (int(peak.group(1)) if peak else 0, int(helper.group(1)) if helper else 0)
+    return seconds, peaks, text, p.returncode
 
 
 def sweep(
     cfg: Path, xdg: dict[str, str], profile: Path | None = None
-) -> tuple[float, int, dict[str, object]]:
+) -> tuple[float, tuple[int, int], dict[str, object]]:
     seconds, rss, text, _ = run_cli(["sweep", "--json", "--config", str(cfg)], xdg, profile)
     try:
         data = json.loads(text)
@@ -465,7 +472,7 @@ def one_run(
     xdg = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "xstate")}
     cfg = base / "config.toml"
     write_config(cfg, env, base / "state")
-    row["sweep"], row["rss"], data = sweep(cfg, xdg)
+    row["sweep"], (row["rss"], row["helper_rss"]), data = sweep(cfg, xdg)
     print(
         f"[{n} #{run}] first sweep {row['sweep']:.2f} s (imaplib {row['imaplib']:.2f} s, "
         f"imapclient {row['imapclient']:.2f} s): {_counts(data)} (generated: {corpus.bounces} "
@@ -567,19 +574,21 @@ def report(
     print(f"\n{kind}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     head = (
         "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s "
-        f"| sweep / imapclient | sweep / imaplib | re-run s | +{new} new s | peak RSS MB |"
+        f"| sweep / imapclient | sweep / imaplib | re-run s | +{new} new s | peak RSS MB "
+        "| helper's peak RSS MB |"
     )
     print("runs:\n" + head)
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {int(r['size']):,} / {int(r['size']) // 2:,} #{int(r['run'])} "
             f"| {r['imapclient']:.2f} | {r['imaplib']:.2f} | {r['sweep']:.2f} "
             f"| {r['sweep'] / r['imapclient']:.2f} | {r['sweep'] / r['imaplib']:.2f} "
-            f"| {r['rerun']:.2f} | {r['new']:.2f} | {r['rss'] / 1024:.0f} |"
+            f"| {r['rerun']:.2f} | {r['new']:.2f} | {r['rss'] / 1024:.0f} "
+            f"| {r['helper_rss'] / 1024:.0f} |"
         )
     print("\nmedian (range) over the runs:\n" + head)
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in dict.fromkeys(int(r["size"]) for r in rows):
         rs = [r for r in rows if int(r["size"]) == n]
 
@@ -592,7 +601,8 @@ def report(
             f"| {_spread([r['sweep'] / r['imapclient'] for r in rs])} "
             f"| {_spread([r['sweep'] / r['imaplib'] for r in rs])} "
             f"| {_spread(col('rerun'))} | {_spread(col('new'))} "
-            f"| {_spread([r['rss'] / 1024 for r in rs], '.0f')} |"
+            f"| {_spread([r['rss'] / 1024 for r in rs], '.0f')} "
+            f"| {_spread([r['helper_rss'] / 1024 for r in rs], '.0f')} |"
         )
     print(
         f"\n`ndr-sweeper --version`: {min(versions):.3f} s best, "

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
 from ndr_sweeper.progress import NullReporter, Reporter
-from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header, ids_in_message
+from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
 
 if TYPE_CHECKING:
     from ndr_sweeper.actions.apply import Prepared
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ndr_sweeper.classify import Verdict
     from ndr_sweeper.config import Account, Config
     from ndr_sweeper.mailbox.base import FolderInfo, FolderStatus, HeaderItem, Mailbox
+    from ndr_sweeper.offload import Classifying
     from ndr_sweeper.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -442,6 +443,23 @@ class Scanned:
     cursors: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
     selected: dict[str, FolderStatus] = field(default_factory=dict)
     modseqs: dict[tuple[str, int], int] = field(default_factory=dict)  # CONDSTORE, when read
+    # The possible reports read and not yet classified (a helper process may be at them):
+    # ``verdicts`` collects them into ``found``.
+    classifying: Classifying | None = None
+
+    def verdicts(self, result: AccountResult) -> list[_Found]:
+        """Every possible report with its verdict (waiting for the helper's, if need be)."""
+        if self.classifying is not None:
+            for key, verdict, quoted in self.classifying.results():
+                folder, uid, date = key  # type: ignore[misc]
+                self.found.append(_Found(folder, uid, verdict, date, quoted))
+            self.classifying = None
+        result.ndrs = sum(f.verdict.is_ndr for f in self.found)
+        return self.found
+
+    def close(self) -> None:
+        if self.classifying is not None:
+            self.classifying.close()
 
 
 def scan_folder(
@@ -452,55 +470,64 @@ def scan_folder(
     full: bool,
     reporter: Reporter,
     result: AccountResult,
+    scanned: Scanned,
     st: FolderStatus | None = None,
     dry_run: bool = True,
-    selected: dict[str, FolderStatus] | None = None,
-    modseqs: dict[tuple[str, int], int] | None = None,
-) -> tuple[int, list[int], list[_Found]]:
-    """Classify what is new in one folder: (uidvalidity, new uids, report verdicts).
-    *st*: the folder's STATUS when the caller already has it; *selected* receives what the
-    SELECT of the folder said (acting then needs no second SELECT)."""
+) -> None:
+    """Read what is new in one folder into *scanned*: its UIDVALIDITY and new UIDs (the
+    cursor), what its SELECT said (acting then needs no second SELECT), and the whole of each
+    possible report, handed to ``scanned.classifying``.  *st*: the folder's STATUS when the
+    caller already has it."""
     st = st or mb.status(folder)
+    scanned.cursors[folder] = (st.uidvalidity, [])
     cursor = None if full else state.get_cursor(account, folder)
     if cursor is not None and cursor[0] != st.uidvalidity:
         log.info("%s: UIDVALIDITY of %s changed: scanning it again from the start", account, folder)
         cursor = None
     last = cursor[1] if cursor else 0
     if st.uidnext - 1 <= last:
-        return st.uidvalidity, [], []
+        return
     # Read-write unless this is a dry run: the acting step then needs no second SELECT.
     # BODY.PEEK never sets \\Seen, so reading changes nothing either way.
     sel = mb.select(folder, readonly=dry_run)
-    if selected is not None:
-        selected[folder] = sel
+    scanned.selected[folder] = sel
     if sel.uidvalidity != st.uidvalidity:
         raise MailboxError(f"UIDVALIDITY of {folder!r} changed while it was opened: sweep again")
     uids = mb.search_uids(last + 1, below=sel.uidnext)
     if not uids:
-        return st.uidvalidity, [], []
+        return
+    scanned.cursors[folder] = (st.uidvalidity, uids)
     # Loaded only when there is something new: a no-op sweep never pays for it.
-    from ndr_sweeper.classify import HEADER_FIELDS, classify, may_be_report
+    from ndr_sweeper import offload
+    from ndr_sweeper.classify import HEADER_FIELDS, may_be_report
 
+    classifying = scanned.classifying = scanned.classifying or offload.Classifying(helper=False)
+    chunk = len(uids)
+    if offload.wanted(len(uids)):
+        # A helper classifies on the other core; it starts up while the first headers are
+        # read, and gets the possible reports of each chunk of them as soon as they are read.
+        classifying.start_helper(take_back=not offload.forced())
+        chunk = offload.SCAN_CHUNK
     reporter.stage(account, f"scanning {folder}", len(uids))
-    candidates: dict[int, datetime | None] = {}
-    for item in mb.fetch_headers(uids, HEADER_FIELDS):
-        reporter.advance()
-        if may_be_report(item.header):
-            candidates[item.uid] = item.internaldate
-            if modseqs is not None and item.modseq is not None:
-                modseqs[(folder, item.uid)] = item.modseq
-    result.scanned += len(uids)
-    found: list[_Found] = []
-    if candidates:
-        reporter.stage(
-            account, f"reading {len(candidates)} possible reports in {folder}", len(candidates)
-        )
-        for uid, raw in mb.fetch_messages(sorted(candidates), max_bytes=MAX_REPORT_BYTES):
+    for start in range(0, len(uids), chunk):
+        candidates: dict[int, datetime | None] = {}
+        for item in mb.fetch_headers(uids[start : start + chunk], HEADER_FIELDS):
             reporter.advance()
-            verdict = classify(raw)
-            quoted = tuple(ids_in_message(raw)) if verdict.is_ndr else ()
-            found.append(_Found(folder, uid, verdict, candidates[uid], quoted))
-    return st.uidvalidity, uids, found
+            if may_be_report(item.header):
+                candidates[item.uid] = item.internaldate
+                if item.modseq is not None:
+                    scanned.modseqs[(folder, item.uid)] = item.modseq
+        if not candidates:
+            continue
+        if chunk == len(uids):
+            reporter.stage(
+                account, f"reading {len(candidates)} possible reports in {folder}", len(candidates)
+            )
+        for uid, raw in mb.fetch_messages(sorted(candidates), max_bytes=MAX_REPORT_BYTES):
+            if chunk == len(uids):
+                reporter.advance()
+            classifying.add((folder, uid, candidates[uid]), raw)
+    result.scanned += len(uids)
 
 
 def scan(
@@ -514,25 +541,28 @@ def scan(
     dry_run: bool,
     reporter: Reporter,
 ) -> Scanned:
-    """Read what is new in every swept folder (only what is new: a cursor per folder)."""
+    """Read what is new in every swept folder (only what is new: a cursor per folder).  The
+    verdicts may still be in the making (a helper process): ``Scanned.verdicts`` has them."""
     scanned = Scanned()
-    for folder in account.folders:
-        uidvalidity, uids, found = scan_folder(
-            mb,
-            state,
-            account.name,
-            folder,
-            full,
-            reporter,
-            result,
-            where.early.get(folder),
-            dry_run,
-            scanned.selected,
-            scanned.modseqs,
-        )
-        scanned.cursors[folder] = (uidvalidity, uids)
-        scanned.found.extend(found)
-    result.ndrs = sum(f.verdict.is_ndr for f in scanned.found)
+    try:
+        for folder in account.folders:
+            scan_folder(
+                mb,
+                state,
+                account.name,
+                folder,
+                full,
+                reporter,
+                result,
+                scanned,
+                where.early.get(folder),
+                dry_run,
+            )
+        if scanned.classifying is not None:
+            scanned.classifying.flush()
+    except BaseException:
+        scanned.close()
+        raise
     return scanned
 
 
@@ -588,10 +618,15 @@ def decide_all(
     there is an NDR to check) and decide every message (actions.plan.decide, pure)."""
     from ndr_sweeper.mailbox.discovery import find_folder
 
-    found = scanned.found
-    replies = rule_hook is not None and any(f.verdict.reply_to_ids for f in found)
     extent = None
-    if result.ndrs or replies:
+    if scanned.classifying is not None and scanned.classifying.helping:
+        # The helper classifies while the Sent index is read: a first sweep of a large
+        # mailbox, where some of them are NDRs (and if none is, the index is read once early).
+        extent = update_sent_index(mb, state, account, where.sent, reporter, where.archives)
+        reporter.stage(account.name, "classifying")
+    found = scanned.verdicts(result)
+    replies = rule_hook is not None and any(f.verdict.reply_to_ids for f in found)
+    if extent is None and (result.ndrs or replies):
         extent = update_sent_index(mb, state, account, where.sent, reporter, where.archives)
     policy = Policy(
         action=account.action,
@@ -784,6 +819,7 @@ def sweep_account(
         account.name, dry_run=dry_run, command="sweep", invocation=invocation
     )
     mb: Mailbox | None = None
+    scanned: Scanned | None = None
     status: str | None = None
     try:
         mb, where = connect_and_discover(account, mailbox_factory, reporter)
@@ -841,6 +877,8 @@ def sweep_account(
         )
         log.debug("%s: unexpected error", account.name, exc_info=True)
     finally:
+        if scanned is not None:
+            scanned.close()  # a helper process still classifying is no longer wanted
         if mb is not None:
             try:
                 mb.logout()

@@ -39,8 +39,15 @@ def _own_message_id(raw: bytes) -> str | None:
     return m.group(1).decode("ascii", "replace") if m else None
 
 
-@pytest.mark.parametrize("server_name", ["dovecot", "dovecot_nomove"])
-def test_corpus_inbox_is_swept_exactly(request, server_name, new_imap_user, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("server_name", "helper"),
+    [("dovecot", "auto"), ("dovecot_nomove", "auto"), ("dovecot", "on")],
+)
+def test_corpus_inbox_is_swept_exactly(
+    request, server_name, helper, new_imap_user, tmp_path
+) -> None:
+    """(``helper = "on"``: the possible reports are classified by a helper process too,
+    ndr_sweeper.offload, as on a first sweep of a large mailbox.)"""
     labels = _labels()
     env = new_imap_user(request.getfixturevalue(server_name))
 
@@ -93,9 +100,25 @@ def test_corpus_inbox_is_swept_exactly(request, server_name, new_imap_user, tmp_
 
     xdg = xdg_dirs(tmp_path)
     cfg = write_config(tmp_path / "c.toml", env)
-    result = run_cli(xdg, "sweep", "--config", str(cfg), "--json")
+    result = run_cli(
+        xdg,
+        "sweep",
+        "--config",
+        str(cfg),
+        "--json",
+        "--log-level",
+        "debug",
+        env_extra={"NDR_SWEEPER_HELPER": helper},
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)["accounts"][0]
+    if helper == "on":
+        # (it is sent every possible report, and nothing is taken back from it)
+        m = re.search(
+            r"classified (\d+) possible reports, (\d+) of them by the helper", result.stderr
+        )
+        assert m is not None and m.group(1) == m.group(2) != "0", m
+        assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
 
     client = env.connect()
     after_inbox = lab.read_folder(client, "INBOX")
