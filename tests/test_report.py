@@ -10,8 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ndr_sweeper import report
+from ndr_sweeper.actions import plan
 from ndr_sweeper.actions.plan import address_domain
 from ndr_sweeper.mailbox.memory import MemoryMailbox
 from ndr_sweeper.state import open_state
@@ -153,3 +156,75 @@ def test_a_sweep_journals_where_bounces_came_from_and_report_draws_it(tmp_path: 
     assert acc["top_bouncing_servers"][0] == {"domain": "mx.example.net", "count": 4}
     bad = run_cli(xdg, "report", "--days", "0", "--config", str(cfg))
     assert bad.returncode == 2 and "--days" in bad.stderr
+
+
+def _corpus_addresses() -> list[str]:
+    """Every From, To and recipient value of the fixtures and the corpus, as the classifier
+    reads them (what decide() asks address_domain about)."""
+    import json
+
+    from test_classify_corpus import corpus_dir
+
+    from ndr_sweeper.classify import classify
+
+    raws = [p.read_bytes() for p in (Path(__file__).parent / "fixtures" / "messages").glob("*.eml")]
+    d = corpus_dir()
+    if d is not None:
+        for line in (d / "labels.jsonl").read_text().splitlines():
+            raws.append((d / json.loads(line)["path"]).read_bytes())
+    out: set[str] = set()
+    for raw in raws:
+        v = classify(raw)
+        out.update(x for x in (v.from_, v.original.to, *(r.address for r in v.recipients)) if x)
+    return sorted(out)
+
+
+def test_the_quick_address_path_agrees_with_the_parser() -> None:
+    values = _corpus_addresses()
+    assert len(values) > 100
+    quick = 0
+    for value in values:
+        assert address_domain(value) == plan._address_domain(value), value
+        quick += plan._PLAIN_ADDRESS.fullmatch(value) is not None
+    assert quick > len(values) // 3  # the quick path is the usual one
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "a",
+                "Z",
+                "0",
+                "_",
+                "-",
+                ".",
+                "@",
+                "<",
+                ">",
+                " ",
+                "\t",
+                "%",
+                "+",
+                "=",
+                '"',
+                "(",
+                ")",
+                ",",
+                ":",
+                ";",
+                "[",
+                "]",
+                "\\",
+                "é",
+                "mailer-daemon",
+                "example.com",
+                "x.y",
+            ]
+        ),
+        max_size=14,
+    ).map("".join)
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_quick_address_path_agrees_on_generated_headers(value: str) -> None:
+    assert address_domain(value) == plan._address_domain(value) if value else True

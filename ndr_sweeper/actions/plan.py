@@ -114,11 +114,29 @@ _DOMAIN_RE = re.compile(
 )
 
 
+# The usual shapes, "local@host" and "Name <local@host>" with plain words: what getaddresses
+# makes of them is that address (tests/test_report.py compares the two on every address the
+# corpus holds and on generated ones); getaddresses costs ~60 us a call, this ~1 us.
+_ADDR = r"[A-Za-z0-9_%+=-]+(?:\.[A-Za-z0-9_%+=-]+)*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)"
+_PLAIN_ADDRESS = re.compile(
+    rf"[ \t]*(?:(?:[A-Za-z0-9_-]+(?:[ \t]+[A-Za-z0-9_-]+)*[ \t]*)?<{_ADDR}>|{_ADDR})[ \t]*"
+)
+
+
 def address_domain(header: str | None) -> str | None:
     """The domain of the first address in an address header (or a bare address), lower-case,
     when it is a host name; None otherwise. What a message says is hostile: bounded, checked."""
     if not header:
         return None
+    plain = _PLAIN_ADDRESS.fullmatch(header) if len(header) <= 2000 else None
+    if plain is not None:
+        domain = (plain.group(1) or plain.group(2)).lower()
+        return domain if _DOMAIN_RE.fullmatch(domain) else None
+    return _address_domain(header)
+
+
+def _address_domain(header: str) -> str | None:
+    """address_domain for any header: the standard library's parser."""
     from email.utils import getaddresses
 
     for _name, addr in getaddresses([header[:2000]]):
