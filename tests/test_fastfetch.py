@@ -318,6 +318,7 @@ def test_stopping_early_reads_the_rest_of_the_answer():
 @pytest.mark.imap
 def test_real_server_responses_parse_like_imapclient(imap_user):
     """Dovecot's own bytes: headers, whole messages, after one message was expunged."""
+    from ndr_sweeper.mailbox import imap as imap_mod
     from ndr_sweeper.mailbox.imap import connect
 
     client = imap_user.connect()
@@ -326,6 +327,7 @@ def test_real_server_responses_parse_like_imapclient(imap_user):
     client.select_folder("INBOX")
     client.add_flags([uids[1]], [b"\\Deleted"])
     client.uid_expunge([uids[1]])
+    client.add_flags([uids[2]], [b"\\Flagged", b"$Ours"])
     client.logout()
     mb = connect(imap_user.host, imap_user.port, "plain", imap_user.user, imap_user.password)
     try:
@@ -351,5 +353,22 @@ def test_real_server_responses_parse_like_imapclient(imap_user):
         assert [h.uid for h in got] == [u for u in uids if u != uids[1]]
         assert mb.has("CONDSTORE") and all(h.modseq for h in got)
         assert all(h.header.startswith(b"From:") or b"Subject" in h.header for h in got)
+        # fetch_headers reads the usual shape straight from the line (_Head): the same items
+        # as imapclient's parser makes of the same answer
+        fetch = (
+            "(UID FLAGS INTERNALDATE RFC822.SIZE MODSEQ BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])"
+        )
+        raw = list(mb._uid_fetch("INBOX", f"{uids[0]}:{uids[-1]}", fetch, heads=True))
+        assert raw and all(type(item) is imap_mod._Head for _, item in raw)
+        typ, data = mb.client._imap.uid("FETCH", f"{uids[0]}:{uids[-1]}", fetch)
+        theirs = parse_fetch_response(data, normalise_times=False, uid_is_key=True)
+        for h in got:
+            t = theirs[h.uid]
+            assert h.header == t[b"BODY[HEADER.FIELDS (FROM SUBJECT)]"]
+            assert h.flags == imap_mod._flags(t[b"FLAGS"])
+            assert h.size == t[b"RFC822.SIZE"]
+            assert h.modseq == t[b"MODSEQ"][0]
+            assert h.internaldate == imap_mod._aware(t[b"INTERNALDATE"])
+        assert {"\\Flagged", "$Ours"} <= next(h.flags for h in got if h.uid == uids[2])
     finally:
         mb.logout()

@@ -31,7 +31,7 @@ import ssl
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import imapclient
 from imapclient import exceptions as imapexc
@@ -160,6 +160,7 @@ class ImapMailbox(LogoutOnExit):
         client.folder_encode = False  # names are ours to decode and encode (_wire_name)
         self._wire: dict[str, bytes] | None = None  # decoded name -> as LIST gave it
         self._status_uidnext: dict[str, int] = {}  # UIDNEXT of the last STATUS per folder
+        self._flagsets: dict[bytes, frozenset[str]] = {}  # FLAGS as sent -> as fetch_headers gives
 
     # ---------------------------------------------------------------- connect
     @classmethod
@@ -557,19 +558,25 @@ class ImapMailbox(LogoutOnExit):
         return sorted(uids)
 
     def _uid_fetch(
-        self, folder: str, set_: str, items: str, bodies: tuple[int | None, int] | None = None
-    ) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        self,
+        folder: str,
+        set_: str,
+        items: str,
+        bodies: tuple[int | None, int] | None = None,
+        heads: bool = False,
+    ) -> Iterator[tuple[int, Any]]:
         """One UID FETCH, its answers yielded as they arrive, ``(uid, {item: value})``, so the
         caller's work on one overlaps the server's on the next.  *bodies*: (largest literal
         asked for or None, how many): the answer's limits (``guard``); without it, the limits
-        for headers.  No other command may be sent on this connection until it is exhausted
+        for headers.  *heads*: an answer of the usual header shape comes as a ``_Head``, not
+        as a dict (fetch_headers reads it straight from the match).  No other command may be sent on this connection until it is exhausted
         (closing it early reads the rest of the answer, within the same limits)."""
         imap = self.client._imap
         with self._op("FETCH", folder):
             expect = getattr(imap, "expect_literals", None)
             if bodies is not None and expect is not None:
                 expect(*bodies)
-            reader = _FetchReader(imap, imap._command("UID", "FETCH", set_, items))
+            reader = _FetchReader(imap, imap._command("UID", "FETCH", set_, items), heads)
             try:
                 yield from reader.answers()
             finally:
@@ -588,11 +595,32 @@ class ImapMailbox(LogoutOnExit):
         # tells a message changed since it was read.
         modseq = " MODSEQ" if self.has("CONDSTORE") else ""
         items = f"(UID FLAGS INTERNALDATE RFC822.SIZE{modseq} BODY.PEEK[{section}])"
+        flagsets = self._flagsets
         for b in uidset.batches(uids, max_count=batch, max_bytes=self.max_set_bytes):
             wanted = set(b.uids)
-            for uid, item in self._uid_fetch(folder, b.set, items):
+            for uid, item in self._uid_fetch(folder, b.set, items, heads=True):
                 if uid not in wanted:
                     continue  # not ours (or a second answer for one: the first is kept)
+                if type(item) is _Head:  # the usual shape: read straight from the match
+                    m, header = item
+                    if not m.group(7).upper().startswith(b"BODY[HEADER"):
+                        continue
+                    wanted.discard(uid)
+                    raw_flags = m.group(3)
+                    flags = flagsets.get(raw_flags)
+                    if flags is None:
+                        if len(flagsets) > 256:
+                            flagsets.clear()
+                        flags = flagsets[raw_flags] = _flags(raw_flags.split())
+                    yield HeaderItem(
+                        uid,
+                        header,
+                        fastfetch.date_or_none(m.group(4)),
+                        flags,
+                        int(m.group(5)),
+                        None if m.group(6) is None else int(m.group(6)),
+                    )
+                    continue
                 header = _body(item, b"BODY[HEADER")
                 if header is None or b"INTERNALDATE" not in item:
                     continue  # an unsolicited FETCH (flag update) without our data
@@ -792,6 +820,13 @@ _FETCH_LINE = re.compile(rb"\* (\d+) FETCH (.*)", re.DOTALL)
 _LITERAL_AT_END = re.compile(rb".*\{(\d+)\}$", re.DOTALL)
 
 
+class _Head(NamedTuple):
+    """An answer of _HEAD_LINE's shape, as it came (see _FetchReader's ``heads``)."""
+
+    match: re.Match[bytes]
+    body: bytes
+
+
 class _FetchReader:
     """Reads the answer to one UID FETCH off imaplib's connection (its ``readline`` and
     ``read``: under ``guard``, every byte is counted against the command and its deadline),
@@ -799,10 +834,11 @@ class _FetchReader:
     answers are parsed and handed out one by one; other untagged answers are skipped (a BYE
     ends the session), and the tagged answer ends the command (NO or BAD: IMAP4.error)."""
 
-    def __init__(self, imap: Any, tag: bytes) -> None:
+    def __init__(self, imap: Any, tag: bytes, heads: bool = False) -> None:
         self.imap = imap
         self.tag = tag
         self.done = False
+        self.heads = heads
         self._flags: dict[bytes, tuple[bytes, ...]] = {}
 
     def _line(self) -> bytes:
@@ -827,7 +863,7 @@ class _FetchReader:
                 body = self._literal(int(m.group(8)))
                 tail = self._line()
                 if tail == b")\r\n":
-                    yield int(m.group(2)), self._item(m, body)
+                    yield int(m.group(2)), _Head(m, body) if self.heads else self._item(m, body)
                     continue
                 elements: list[Any] = [(line[2:-2].replace(b"FETCH ", b"", 1), body)]
                 yield from self._general(elements, tail)
