@@ -102,7 +102,7 @@ def _serve(conn: Connection) -> None:  # the helper process
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the sweep, which stops us
     logging.disable(logging.WARNING)  # nothing of ours on the user's terminal from here
-    import ndr_sweeper.classify  # noqa: F401  (imported before the first batch arrives)
+    import ndr_sweeper.classify.engine  # noqa: F401  (loaded before the first batch arrives)
 
     try:
         conn.send(_READY)

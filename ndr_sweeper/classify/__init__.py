@@ -40,9 +40,24 @@ The original message's IDs and headers are then pulled out by :mod:`.extract`.
 
 from __future__ import annotations
 
-from .engine import classify
+from typing import TYPE_CHECKING
+
 from .prefilter import HEADER_FIELDS, may_be_report
 from .verdict import Kind, Original, Recipient, Verdict
+
+if TYPE_CHECKING:
+    from .engine import classify
+
+
+def __getattr__(name: str) -> object:
+    """``classify`` loads the detectors on first use: a sweep whose possible reports a
+    helper process classifies (``ndr_sweeper.offload``) only needs the prefilter here."""
+    if name == "classify":
+        from .engine import classify
+
+        return classify
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "HEADER_FIELDS",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 
 from ._rx import fast, trie_pattern
-from .detectors._base import BOUNCE_SUBJECT, DAEMON_FROM, addr_of
 from .message import Headers, normalise, parse_header_block
+from .signals import BOUNCE_SUBJECT, DAEMON_FROM, addr_of
 
 HEADER_FIELDS: tuple[str, ...] = (
     "From",

@@ -12,45 +12,15 @@ from dataclasses import dataclass
 
 from .._rx import fast
 from ..message import MAX_TEXT, ParsedMessage
+from ..signals import BOUNCE_SUBJECT as BOUNCE_SUBJECT
+from ..signals import DAEMON_FROM as DAEMON_FROM
+from ..signals import addr_of as addr_of
 from ..verdict import Kind, Recipient, Verdict
 
 # ---- header signals ----------------------------------------------------------------------
 
-DAEMON_FROM = re.compile(
-    r"mailer[-_ ]?daemon|postmaster|post_master|mail ?delivery|mail administrator|"
-    r"mailadmin|mail ?system|mail ?deliver|mdaemon|mail ?router|smtp ?gateway|"
-    r"system administrator|mail ?server|bounce|\bndr@|nobody@|\bdaemon@|"
-    r"\bmailer@|\bmail@|_smtp_|smtp_?mail|delivery[-_ ]?(?:status|notification)|"
-    r"microsoft outlook|automated response|antivirus|anti-virus|postoffice|"
-    r"no-?reply@.*\.(?:dion|ezweb|au|docomo|softbank)|\bsmtp@|\bmmdf|inetgw|"
-    r"notification@|content-filter|\bmta@|mailwasher|courier mail server",
-)
-
-BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered|returned mail|returned to sender|returning message|"
-    r"delivery status|delivery (?:failure|failed|notification|problem|report|error)|"
-    r"failure notice|failure delivery|failed delivery|mail delivery|non[- ]?delivery|"
-    r"not (?:be )?delivered|delivery has failed|could not (?:be )?(?:send|sent|deliver)|"
-    r"warning: (?:could not|message|delayed)|warning--|delayed mail|message delayed|"
-    r"delivery delayed|nondeliverable|non-deliverable|mail system error|mail error|"
-    r"error sending|error during delivery|failed mail|mail failure|"
-    r"message (?:you sent )?blocked|blocked message|rejected|unzustellbar|"
-    r"unable to deliver|cannot be delivered|can't be delivered|delivery notification|"
-    r"returned|bounce|ndn|non remis|nicht zustellbar|niet bezorgd|onbestelbaar|"
-    r"non recapitabile|no (?:se )?(?:ha podido|pudo) entregar|не доставлено|недоставлен|"
-    r"postmaster notify|see transcript|error mail report|considered unsolicited|"
-    r"virus|failed|failure|delay|undeliverable|notification|"
-    # webmail and gateways in other languages
-    r"系统退信|退信通知|被退回|未送达|无法送达|无法投递|投递失败|發送失敗|退件通知|반송된|반송 메일|"
-    r"메일 반송|반송 알림|"
-    r"전송 실패|전송실패|"
-    r"não (?:foi )?entregue|nao entregue|falha na entrega|mensagem devolvida|"
-    r"no entregado|devuelto al remitente|niedostarcz|nie dostarczono|nedoručiteln|"
-    r"nedoručen|niet afgeleverd|olevererbar|kunde inte levereras|"
-    r"kunne ikke leveres|ikke-leverbar|ikke leveret|ei voitu toimittaa|"
-    r"kézbesíthetetlen|teslim edilemedi|iletilemedi|μη παραδοτέο|"
-    r"mancata consegna|non distribué|échec de (?:la )?remise|nu a putut fi livrat",
-)
+# DAEMON_FROM, BOUNCE_SUBJECT and addr_of live in ..signals (the prefilter needs them
+# without loading every detector).
 
 # Strongly bounce-like subjects (used to accept free-text reports)
 STRONG_SUBJECT = re.compile(
@@ -69,16 +39,6 @@ STRONG_SUBJECT = re.compile(
 )
 
 FWD_OR_REPLY = re.compile(r"^\s*(?:fwd?|fw|wg|tr|aw|re|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
-
-
-_ANGLE = re.compile(r"<([^<>]*)>")
-
-
-def addr_of(value: str) -> str:
-    m = _ANGLE.search(value) if "<" in value else None
-    if m:
-        return m.group(1).strip()
-    return value.strip().split(" ")[0] if value.strip() else ""
 
 
 def sender_is_daemon(msg: ParsedMessage) -> bool:
