@@ -359,16 +359,10 @@ def _sent_by(header: bytes, mine: tuple[str, ...]) -> bool:
 def _sent_date(item: HeaderItem) -> datetime | None:
     """When a Sent message was sent: its Date header (a copy imported or moved between
     servers keeps it, its INTERNALDATE may not), else its INTERNALDATE."""
-    from email.utils import parsedate_to_datetime
+    from ndr_sweeper.maildate import mail_date
 
     date = _first_field(item.header, "date")
-    if date is None:
-        return item.internaldate
-    try:
-        when = parsedate_to_datetime(date[:200])
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return item.internaldate
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return (mail_date(date) if date is not None else None) or item.internaldate
 
 
 def _oldest_in(mb: Mailbox, folder: str, mine: tuple[str, ...] | None) -> datetime | None:

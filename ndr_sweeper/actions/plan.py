@@ -9,7 +9,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -163,18 +163,11 @@ SENT_BEFORE_BOUNCE = timedelta(days=7)
 def sent_when(verdict: Verdict, arrived: datetime | None) -> datetime | None:
     """When the original was sent, as far as can be told: its Date (when it is a date, and
     not later than the bounce), else the bounce's arrival minus SENT_BEFORE_BOUNCE."""
-    from email.utils import parsedate_to_datetime
+    from ndr_sweeper.maildate import mail_date
 
-    date: datetime | None = None
-    if verdict.original.date:
-        try:
-            date = parsedate_to_datetime(verdict.original.date[:200])
-        except (TypeError, ValueError, IndexError, OverflowError):
-            date = None
-        if date is not None and date.tzinfo is None:
-            date = date.replace(tzinfo=UTC)
-        if date is not None and arrived is not None and date > arrived:
-            date = None  # "sent" after its bounce arrived: not a date to trust
+    date = mail_date(verdict.original.date)
+    if date is not None and arrived is not None and date > arrived:
+        date = None  # "sent" after its bounce arrived: not a date to trust
     if date is None and arrived is not None:
         date = arrived - SENT_BEFORE_BOUNCE
     return date
