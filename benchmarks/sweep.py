@@ -26,8 +26,11 @@ to a new user) and in this order:
 It prints a row per run, a summary per size (median, and the range over the runs) and the time
 of ``ndr-sweeper --version``; under each sweep, the seconds it spent in each stage of its
 progress display (start: imports, config and state; connecting: log in and find the folders;
-scanning: header fields of every new message and the prefilter; reading: the possible reports
-fetched and classified; indexing: the Sent index, then the decisions; acting: the moves).  ``--profile DIR``: one more first sweep per size, on another
+scanning: header fields of every new message and the prefilter, and with a helper process
+(``ndr_sweeper.offload``, 2,000 new messages or more) the possible reports fetched and handed to
+it; reading: without a helper, the possible reports fetched and classified; indexing: the Sent
+index (then, without a helper, the decisions); classifying: with a helper, its last verdicts and
+the decisions; acting: the moves).  ``--profile DIR``: one more first sweep per size, on another
 copy, under cProfile (DIR/sweep-N.prof; not in the table).  It measures, it does not assert:
 the sweep's counts are printed next to what the generator put in, for a glance.
 """
