@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/sweep.py [--sizes 10000,50000,100000] [--new 100] [--reps 1]
                                   [--runs 1] [--bounce-ratio 0.1] [--matched 0.7] [--size 3000]
-                                  [--real [CORPUS]] [--profile DIR]
+                                  [--real [CORPUS]] [--profile DIR] [--compare TREE]
 
 For every size N: a fresh lab user gets N INBOX messages (a tenth of them bounces, 70% of those
 naming a Sent message) and N/2 Sent messages, appended with MULTIAPPEND.  Synthetic (default):
@@ -22,6 +22,10 @@ to a new user) and in this order:
             that of its helper process (``ndr_sweeper.offload``; 0 when it started none);
   re-run    the same command again with nothing new;
   +new      ``--new`` more messages (a tenth bounces) appended, then the command once more.
+
+``--compare TREE``: in each run, right after this tree's first sweep, another source tree's
+(a git worktree of an older commit, say) on another copy: the same machine at the same moment,
+which matters on shared machines whose speed drifts by half from one minute to the next.
 
 It prints a row per run, a summary per size (median, and the range over the runs) and the time
 of ``ndr-sweeper --version``; under each sweep, the seconds it spent in each stage of its
@@ -358,18 +362,18 @@ _PEAK_WRAPPER = (
 
 
 def run_cli(
-    args: list[str], xdg: dict[str, str], profile: Path | None = None
+    args: list[str], xdg: dict[str, str], profile: Path | None = None, tree: Path = REPO
 ) -> tuple[float, tuple[int, int], str, int]:
     """(wall seconds, (peak RSS in KB, that of its helper process or 0), stdout, exit code)
     of one ndr-sweeper process; with *profile*, under cProfile (imports included), the
-    statistics written there."""
+    statistics written there.  *tree*: the source tree whose ``ndr_sweeper`` runs."""
     env = {**os.environ, **xdg, "NO_COLOR": "1", "NDR_BENCH_STAGES": "1"}
     if profile is not None:
         env["NDR_BENCH_PROFILE"] = str(profile)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t = time.perf_counter()
         p = subprocess.Popen(
-            [sys.executable, "-c", _PEAK_WRAPPER, *args], stdout=out, stderr=err, env=env, cwd=REPO
+            [sys.executable, "-c", _PEAK_WRAPPER, *args], stdout=out, stderr=err, env=env, cwd=tree
         )
         p.wait()
         seconds = time.perf_counter() - t
@@ -389,9 +393,9 @@ def run_cli(
 
 
 def sweep(
-    cfg: Path, xdg: dict[str, str], profile: Path | None = None
+    cfg: Path, xdg: dict[str, str], profile: Path | None = None, tree: Path = REPO
 ) -> tuple[float, tuple[int, int], dict[str, object]]:
-    seconds, rss, text, _ = run_cli(["sweep", "--json", "--config", str(cfg)], xdg, profile)
+    seconds, rss, text, _ = run_cli(["sweep", "--json", "--config", str(cfg)], xdg, profile, tree)
     try:
         data = json.loads(text)
     except ValueError:
@@ -482,6 +486,21 @@ def one_run(
         f"bounces so far, {corpus.backscatter} backscatter)",
         flush=True,
     )
+    if a.compare is not None:  # the other tree's first sweep of the same mailbox, right after
+        other = clone(srv, template, f"bench{n}r{run}c")
+        baseline_imaplib(other, bounces)
+        obase = work / f"u{n}r{run}c"
+        (obase / "config").mkdir(parents=True)
+        oxdg = {"XDG_CONFIG_HOME": str(obase / "config"), "XDG_STATE_HOME": str(obase / "x")}
+        ocfg = obase / "config.toml"
+        write_config(ocfg, other, obase / "state")
+        row["compare"], _, odata = sweep(ocfg, oxdg, tree=a.compare)
+        print(
+            f"[{n} #{run}] {a.compare}: first sweep {row['compare']:.2f} s "
+            f"({row['compare'] / row['imaplib']:.2f} x imaplib; this tree "
+            f"{row['sweep'] / row['compare']:.2f} x its time): {_counts(odata)}",
+            flush=True,
+        )
     row["rerun"], _, data = sweep(cfg, xdg)
     fill(env, "INBOX", corpus.inbox(n, a.new, tag=f"new{run}"))
     row["new"], _, data = sweep(cfg, xdg)
@@ -528,6 +547,13 @@ def main() -> int:
     )
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR")
     ap.add_argument("--format", default="maildir", choices=["maildir", "sdbox"], help="mail store")
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="TREE",
+        help="also time another source tree's first sweep on a copy, in each run (a git worktree)",
+    )
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
     if (why := lab.missing_reason()) is not None:
@@ -606,6 +632,13 @@ def report(
             f"| {_spread(col('rerun'))} | {_spread(col('new'))} "
             f"| {_spread([r['rss'] / 1024 for r in rs], '.0f')} "
             f"| {_spread([r['helper_rss'] / 1024 for r in rs], '.0f')} |"
+        )
+    for n in dict.fromkeys(int(r["size"]) for r in rows if "compare" in r):
+        rs = [r for r in rows if int(r["size"]) == n and "compare" in r]
+        print(
+            f"\n--compare, {n:,}: its first sweep {_spread([r['compare'] for r in rs])} s, "
+            f"{_spread([r['compare'] / r['imaplib'] for r in rs])} x imaplib; this tree's takes "
+            f"{_spread([r['sweep'] / r['compare'] for r in rs])} x its time"
         )
     print(
         f"\n`ndr-sweeper --version`: {min(versions):.3f} s best, "

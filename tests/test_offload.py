@@ -127,3 +127,44 @@ def test_nothing_or_one_message(n):
     raws = messages()[:n]
     with Classifying(helper=True) as c:
         assert run(c, raws) == expected(raws)
+
+
+def header_blocks() -> list[bytes]:
+    from test_classify_corpus import header_fields_only
+
+    return [header_fields_only(raw) for raw in messages()]
+
+
+def test_the_helper_prefilters_as_this_process_does():
+    blocks = header_blocks()
+    expected_answers = offload.prefilter_batch(blocks)
+    assert any(expected_answers) and not all(expected_answers)
+    with Classifying(helper=True) as c:
+        assert c.wait_until_up(60)
+        job = c.prefilter(blocks)
+        assert c.prefiltered(job) == expected_answers
+        assert job.results is not None  # answered (by the helper, or taken back)
+
+
+def test_prefilter_work_the_helper_has_not_taken_is_done_here(monkeypatch):
+    blocks = header_blocks()[:50]
+    with Classifying(helper=True) as c:  # not up yet: nothing is sent before it is
+        job = c.prefilter(blocks)
+        assert c.prefiltered(job) == offload.prefilter_batch(blocks)
+        assert c.waiting_bytes == 0
+
+
+def test_prefilter_after_the_helper_died():
+    blocks = header_blocks()
+    with Classifying(helper=True) as c:
+        assert c.wait_until_up(60)
+        os.kill(helper_pid(c), signal.SIGKILL)
+        jobs = [c.prefilter(blocks[i : i + 40]) for i in range(0, len(blocks), 40)]
+        got = [answer for job in jobs for answer in c.prefiltered(job)]
+    assert got == offload.prefilter_batch(blocks)
+
+
+def test_prefilter_without_a_helper():
+    blocks = header_blocks()[:30]
+    c = Classifying(helper=False)
+    assert c.prefiltered(c.prefilter(blocks)) == offload.prefilter_batch(blocks)
