@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -97,19 +97,6 @@ def classify_batch(raws: list[bytes]) -> list[Result]:
     return [classify_one(raw) for raw in raws]
 
 
-def prefilter_batch(blocks: list[bytes]) -> list[bool]:
-    """may_be_report of each header block (the helper's too, while the sweep reads on)."""
-    from ndr_sweeper.classify import may_be_report
-
-    return [may_be_report(block) for block in blocks]
-
-
-_JOBS: dict[str, Callable[[list[bytes]], list[Any]]] = {
-    "classify": classify_batch,
-    "prefilter": prefilter_batch,
-}
-
-
 def _serve(conn: Connection) -> None:  # the helper process
     import signal
 
@@ -121,10 +108,10 @@ def _serve(conn: Connection) -> None:  # the helper process
         conn.send(_READY)
         while True:
             try:
-                kind, items = conn.recv()
+                raws = conn.recv()
             except EOFError:  # the sweep is done with us
                 return
-            conn.send(_JOBS[kind](items))
+            conn.send(classify_batch(raws))
     except OSError:  # the sweep went away
         return
 
@@ -134,12 +121,8 @@ class _Batch:
     keys: list[Hashable] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
     size: int = 0
-    results: list[Any] | None = None
+    results: list[Result] | None = None
     at_helper: bool = False  # taken by the feeding thread: this process waits for it
-    kind: str = "classify"  # which of _JOBS
-
-    def run_here(self) -> None:
-        self.results, self.raws = _JOBS[self.kind](self.raws), []
 
 
 class Classifying:
@@ -153,7 +136,6 @@ class Classifying:
         self._batches: list[_Batch] = []
         self._open = _Batch()
         self._queue: deque[_Batch] = deque()  # for the helper, not yet taken: oldest first
-        self._urgent: deque[_Batch] = deque()  # the same, sent first: prefilter batches
         self._waiting = 0  # bytes in the queue and at the helper
         self._cond = threading.Condition()
         self._proc: Any = None
@@ -219,25 +201,22 @@ class Classifying:
     def _send_loop(self) -> None:
         conn = self._conn
         assert conn is not None
-        # Nothing is sent before the helper is up: until then this process takes back what
-        # it needs (a prefilter batch) rather than wait for the helper's start.
-        self._up.wait()
         try:
             while True:
                 with self._cond:
                     while (
                         self._alive
                         and not self._closing
-                        and (not (self._queue or self._urgent) or len(self._sent) >= AT_HELPER)
+                        and (not self._queue or len(self._sent) >= AT_HELPER)
                     ):
                         self._cond.wait()
                     if self._closing or not self._alive:
                         return
-                    b = (self._urgent or self._queue).popleft()
+                    b = self._queue.popleft()
                     b.at_helper = True
                     self._sent.append(b)
                     self._cond.notify_all()
-                conn.send((b.kind, b.raws))
+                conn.send(b.raws)
         except Exception as exc:  # it died (a broken pipe)
             self._failed(exc)
 
@@ -265,8 +244,7 @@ class Classifying:
                     self._sent.popleft()
                     b.results, b.raws, b.at_helper = results, [], False
                     self._waiting -= b.size
-                    if b.kind == "classify":
-                        self.by_helper += len(results)
+                    self.by_helper += len(results)
                     self._cond.notify_all()
         except Exception as exc:  # it died (EOF), hung, or said something else
             self._failed(exc)
@@ -289,7 +267,6 @@ class Classifying:
             b.at_helper = False
         self._sent.clear()
         self._queue.clear()
-        self._urgent.clear()
         self._waiting = 0
         self._cond.notify_all()
         if self._proc is not None and self._proc.is_alive():
@@ -316,36 +293,7 @@ class Classifying:
                 self._waiting += b.size
                 self._cond.notify_all()
                 return
-        b.run_here()
-
-    # ---------------------------------------------------------------- the prefilter
-    def prefilter(self, blocks: list[bytes]) -> _Batch:
-        """Start the prefilter on these header blocks: the helper's next job, or here and now
-        without one.  ``prefiltered`` has the answers."""
-        b = _Batch(raws=blocks, size=sum(map(len, blocks)), kind="prefilter")
-        with self._cond:
-            if self._alive:
-                self._urgent.append(b)
-                self._waiting += b.size
-                self._cond.notify_all()
-                return b
-        b.run_here()
-        return b
-
-    def prefiltered(self, b: _Batch) -> list[bool]:
-        """may_be_report of each block given to ``prefilter``, in order (waiting for the
-        helper's answers; taken back when it has not started on them)."""
-        with self._cond:
-            if b in self._urgent:
-                self._urgent.remove(b)
-                self._waiting -= b.size
-            else:
-                while b.results is None and b.at_helper:
-                    self._cond.wait()
-        if b.results is None:
-            b.run_here()
-        assert b.results is not None
-        return b.results
+        b.results, b.raws = classify_batch(b.raws), []
 
     # ---------------------------------------------------------------- collecting
     def results(self) -> Iterator[tuple[Hashable, Verdict, tuple[str, ...]]]:
@@ -358,13 +306,13 @@ class Classifying:
                     break
                 b = self._queue.pop()
                 self._waiting -= b.size
-            b.run_here()
+            b.results, b.raws = classify_batch(b.raws), []
         for b in self._batches:
             with self._cond:
                 while b.results is None and (b.at_helper or b in self._queue):
                     self._cond.wait()
             if b.results is None:  # the helper failed before answering for it
-                b.run_here()
+                b.results, b.raws = classify_batch(b.raws), []
             for key, (verdict, quoted) in zip(b.keys, b.results, strict=True):
                 yield key, verdict, quoted
         total = sum(len(b.keys) for b in self._batches)

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
@@ -493,28 +493,26 @@ def scan_folder(
     scanned.cursors[folder] = (st.uidvalidity, uids)
     # Loaded only when there is something new: a no-op sweep never pays for it.
     from ndr_sweeper import offload
-    from ndr_sweeper.classify import HEADER_FIELDS
+    from ndr_sweeper.classify import HEADER_FIELDS, may_be_report
 
     classifying = scanned.classifying = scanned.classifying or offload.Classifying(helper=False)
-    # Read in chunks (one, for a small sweep): a helper on the other core, when there is one,
-    # prefilters a chunk of header blocks while the next is read, and classifies its possible
-    # reports while the rest is read.  It starts up while the first chunk is read.
-    chunk = min(len(uids), offload.SCAN_CHUNK)
+    chunk = len(uids)
     if offload.wanted(len(uids)):
+        # A helper classifies on the other core; it starts up while the first headers are
+        # read, and gets the possible reports of each chunk of them as soon as they are read.
         classifying.start_helper(take_back=not offload.forced())
+        chunk = offload.SCAN_CHUNK
     reporter.stage(account, f"scanning {folder}", len(uids))
-
-    def read_reports(items: list[HeaderItem], answers: list[bool]) -> None:
-        """Fetch the possible reports among *items* (the prefilter's *answers*), whole, for
-        the classifier."""
+    for start in range(0, len(uids), chunk):
         candidates: dict[int, datetime | None] = {}
-        for item, maybe in zip(items, answers, strict=True):
-            if maybe:
+        for item in mb.fetch_headers(uids[start : start + chunk], HEADER_FIELDS):
+            reporter.advance()
+            if may_be_report(item.header):
                 candidates[item.uid] = item.internaldate
                 if item.modseq is not None:
                     scanned.modseqs[(folder, item.uid)] = item.modseq
         if not candidates:
-            return
+            continue
         if chunk == len(uids):
             reporter.stage(
                 account, f"reading {len(candidates)} possible reports in {folder}", len(candidates)
@@ -523,19 +521,6 @@ def scan_folder(
             if chunk == len(uids):
                 reporter.advance()
             classifying.add((folder, uid, candidates[uid]), raw)
-
-    waiting: tuple[list[HeaderItem], Any] | None = None  # a chunk at the prefilter
-    for start in range(0, len(uids), chunk):
-        items: list[HeaderItem] = []
-        for item in mb.fetch_headers(uids[start : start + chunk], HEADER_FIELDS):
-            reporter.advance()
-            items.append(item)
-        job = classifying.prefilter([item.header for item in items])
-        if waiting is not None:
-            read_reports(waiting[0], classifying.prefiltered(waiting[1]))
-        waiting = (items, job)
-    if waiting is not None:
-        read_reports(waiting[0], classifying.prefiltered(waiting[1]))
     result.scanned += len(uids)
 
 
