@@ -22,8 +22,10 @@ queue both ends take from are all this needs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 from collections import deque
 from collections.abc import Hashable, Iterator, Mapping
@@ -98,8 +100,6 @@ def classify_batch(raws: list[bytes]) -> list[Result]:
 
 
 def _serve(conn: Connection) -> None:  # the helper process
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the sweep, which stops us
     logging.disable(logging.WARNING)  # nothing of ours on the user's terminal from here
     import ndr_sweeper.classify.engine  # noqa: F401  (loaded before the first batch arrives)
@@ -114,6 +114,22 @@ def _serve(conn: Connection) -> None:  # the helper process
             conn.send(classify_batch(raws))
     except OSError:  # the sweep went away
         return
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the helper is started: it inherits that, so a Ctrl-C meant for
+    the sweep never reaches it, not even before its first line runs (a KeyboardInterrupt
+    there would print a traceback on the user's terminal).  Only the main thread may change
+    a signal handler; elsewhere (the service's worker threads) there is no terminal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass(eq=False)
@@ -177,7 +193,8 @@ class Classifying:
             ctx = multiprocessing.get_context("spawn")
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(target=_serve, args=(theirs,), daemon=True, name="ndr-classify")
-            proc.start()
+            with _sigint_ignored():
+                proc.start()
             theirs.close()
         except Exception as exc:  # no processes here (a sandbox, a limit): one core it is
             log.debug("no helper process for classifying: %s", exc)

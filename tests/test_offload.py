@@ -127,3 +127,16 @@ def test_nothing_or_one_message(n):
     raws = messages()[:n]
     with Classifying(helper=True) as c:
         assert run(c, raws) == expected(raws)
+
+
+def test_ctrl_c_does_not_reach_a_helper_that_is_starting():
+    """A Ctrl-C right as the helper starts (before its first line runs) must not kill it with
+    a KeyboardInterrupt traceback: it is started with SIGINT ignored, and inherits that."""
+    raws = messages()[:200]
+    with Classifying(helper=True) as c:
+        os.kill(helper_pid(c), signal.SIGINT)
+        assert c.wait_until_up(60)
+        c._take_back = False  # every batch to the helper: it must be alive to answer
+        assert run(c, raws) == expected(raws)
+        assert c.by_helper == len(raws)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # ours again
