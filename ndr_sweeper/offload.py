@@ -208,7 +208,7 @@ class Classifying:
     def wait_until_up(self, timeout: float) -> bool:
         """Wait for the helper to be up (tests); False when there is none."""
         self._up.wait(timeout)
-        return self._up.is_set() and self._alive
+        return self._up.is_set() and self._alive and not self._closing
 
     # Two threads, so that the helper always has the next batches at hand: one sends (it may
     # wait for the helper to read), one receives (the helper may wait for us to read).  With a
@@ -218,6 +218,9 @@ class Classifying:
     def _send_loop(self) -> None:
         conn = self._conn
         assert conn is not None
+        # Nothing is sent before the helper is up: until then all of it can be taken back,
+        # and a helper that never comes up holds up nothing.
+        self._up.wait()
         try:
             while True:
                 with self._cond:
@@ -342,6 +345,7 @@ class Classifying:
         with self._cond:
             self._closing = True
             self._queue.clear()
+            self._up.set()  # (the sending thread may still wait for it)
             self._cond.notify_all()
         threads, conn, proc = self._threads, self._conn, self._proc
         self._threads, self._conn, self._proc = [], None, None

@@ -140,3 +140,18 @@ def test_ctrl_c_does_not_reach_a_helper_that_is_starting():
         assert run(c, raws) == expected(raws)
         assert c.by_helper == len(raws)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # ours again
+
+
+def test_a_helper_that_never_comes_up_holds_up_nothing():
+    """Nothing is sent to a helper before it says it is up: a stuck one (stopped here before
+    its first line) leaves every message to this process at once, not after a timeout."""
+    import time
+
+    raws = messages()[:120]
+    with Classifying(helper=True) as c:
+        os.kill(helper_pid(c), signal.SIGSTOP)
+        started = time.monotonic()
+        got = run(c, raws)
+        assert time.monotonic() - started < 10
+    assert got == expected(raws)
+    assert c.by_helper == 0
