@@ -496,12 +496,12 @@ def scan_folder(
     from ndr_sweeper.classify import HEADER_FIELDS, may_be_report
 
     classifying = scanned.classifying = scanned.classifying or offload.Classifying(helper=False)
-    chunk = len(uids)
+    chunk, whole = len(uids), True  # whole: one chunk, its reading shown as a stage
     if offload.wanted(len(uids)):
         # A helper classifies on the other core; it starts up while the first headers are
         # read, and gets the possible reports of each chunk of them as soon as they are read.
         classifying.start_helper(take_back=not offload.forced())
-        chunk = offload.SCAN_CHUNK
+        chunk, whole = offload.SCAN_CHUNK, False
     reporter.stage(account, f"scanning {folder}", len(uids))
     for start in range(0, len(uids), chunk):
         candidates: dict[int, datetime | None] = {}
@@ -513,12 +513,12 @@ def scan_folder(
                     scanned.modseqs[(folder, item.uid)] = item.modseq
         if not candidates:
             continue
-        if chunk == len(uids):
+        if whole:
             reporter.stage(
                 account, f"reading {len(candidates)} possible reports in {folder}", len(candidates)
             )
         for uid, raw in mb.fetch_messages(sorted(candidates), max_bytes=MAX_REPORT_BYTES):
-            if chunk == len(uids):
+            if whole:
                 reporter.advance()
             classifying.add((folder, uid, candidates[uid]), raw)
     result.scanned += len(uids)

@@ -569,8 +569,9 @@ class ImapMailbox(LogoutOnExit):
         caller's work on one overlaps the server's on the next.  *bodies*: (largest literal
         asked for or None, how many): the answer's limits (``guard``); without it, the limits
         for headers.  *heads*: an answer of the usual header shape comes as a ``_Head``, not
-        as a dict (fetch_headers reads it straight from the match).  No other command may be sent on this connection until it is exhausted
-        (closing it early reads the rest of the answer, within the same limits)."""
+        as a dict (fetch_headers reads it straight from the match).  No other command may be
+        sent on this connection until it is exhausted (closing it early reads the rest of the
+        answer, within the same limits)."""
         imap = self.client._imap
         with self._op("FETCH", folder):
             expect = getattr(imap, "expect_literals", None)
