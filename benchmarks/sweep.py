@@ -19,7 +19,9 @@ to a new user) and in this order:
             message of every bounce, the Message-IDs of every Sent message (median of --reps);
   sweep     the real ``ndr-sweeper sweep --json`` as a subprocess (min_age = "0s", its own
             XDG dirs), wall-clock time of the whole process, its peak RSS (its VmHWM) and
-            that of its helper process (``ndr_sweeper.offload``; 0 when it started none);
+            the largest peak RSS among its child processes (RUSAGE_CHILDREN): its helper's
+            (``ndr_sweeper.offload``) when it starts one, else the password command's, which
+            counts the pages it shared with the sweep until it ran printf (~28 MB);
   re-run    the same command again with nothing new;
   +new      ``--new`` more messages (a tenth bounces) appended, then the command once more.
 
@@ -31,7 +33,7 @@ It prints a row per run, a summary per size (median, and the range over the runs
 of ``ndr-sweeper --version``; under each sweep, the seconds it spent in each stage of its
 progress display (start: imports, config and state; connecting: log in and find the folders;
 scanning: header fields of every new message and the prefilter, and with a helper process
-(``ndr_sweeper.offload``, 2,000 new messages or more) the possible reports fetched and handed to
+(``ndr_sweeper.offload``, 5,000 new messages or more) the possible reports fetched and handed to
 it; reading: without a helper, the possible reports fetched and classified; indexing: the Sent
 index (then, without a helper, the decisions); classifying: with a helper, its last verdicts and
 the decisions; acting: the moves).  ``--profile DIR``: one more first sweep per size, on another
@@ -364,7 +366,7 @@ _PEAK_WRAPPER = (
 def run_cli(
     args: list[str], xdg: dict[str, str], profile: Path | None = None, tree: Path = REPO
 ) -> tuple[float, tuple[int, int], str, int]:
-    """(wall seconds, (peak RSS in KB, that of its helper process or 0), stdout, exit code)
+    """(wall seconds, (peak RSS in KB, the largest of its children's), stdout, exit code)
     of one ndr-sweeper process; with *profile*, under cProfile (imports included), the
     statistics written there.  *tree*: the source tree whose ``ndr_sweeper`` runs."""
     env = {**os.environ, **xdg, "NO_COLOR": "1", "NDR_BENCH_STAGES": "1"}
@@ -458,6 +460,15 @@ def bounce_uids(corpus: object, n: int) -> list[int]:
     return [i + 1 for i in range(n) if every and i % every == every - 1]
 
 
+def sweep_dirs(env: lab.LabEnv, base: Path) -> tuple[Path, dict[str, str]]:
+    """A config for *env* and XDG directories of its own under *base*: (config, XDG env)."""
+    (base / "config").mkdir(parents=True)
+    xdg = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "xstate")}
+    cfg = base / "config.toml"
+    write_config(cfg, env, base / "state")
+    return cfg, xdg
+
+
 def one_run(
     srv: lab.DovecotLab,
     template: lab.LabEnv,
@@ -474,11 +485,7 @@ def one_run(
     row["imapclient"] = statistics.median(baseline_imapclient(env, bounces) for _ in range(a.reps))
     row["imaplib"] = statistics.median(baseline_imaplib(env, bounces) for _ in range(a.reps))
 
-    base = work / f"u{n}r{run}"
-    (base / "config").mkdir(parents=True)
-    xdg = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "xstate")}
-    cfg = base / "config.toml"
-    write_config(cfg, env, base / "state")
+    cfg, xdg = sweep_dirs(env, work / f"u{n}r{run}")
     row["sweep"], (row["rss"], row["helper_rss"]), data = sweep(cfg, xdg)
     print(
         f"[{n} #{run}] first sweep {row['sweep']:.2f} s (imaplib {row['imaplib']:.2f} s, "
@@ -489,11 +496,7 @@ def one_run(
     if a.compare is not None:  # the other tree's first sweep of the same mailbox, right after
         other = clone(srv, template, f"bench{n}r{run}c")
         baseline_imaplib(other, bounces)
-        obase = work / f"u{n}r{run}c"
-        (obase / "config").mkdir(parents=True)
-        oxdg = {"XDG_CONFIG_HOME": str(obase / "config"), "XDG_STATE_HOME": str(obase / "x")}
-        ocfg = obase / "config.toml"
-        write_config(ocfg, other, obase / "state")
+        ocfg, oxdg = sweep_dirs(other, work / f"u{n}r{run}c")
         row["compare"], _, odata = sweep(ocfg, oxdg, tree=a.compare)
         print(
             f"[{n} #{run}] {a.compare}: first sweep {row['compare']:.2f} s "
@@ -515,11 +518,7 @@ def profile_run(
 
     env = clone(srv, template, f"bench{n}prof")
     baseline_imaplib(env, [])
-    base = work / f"u{n}prof"
-    (base / "config").mkdir(parents=True)
-    xdg = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "xstate")}
-    cfg = base / "config.toml"
-    write_config(cfg, env, base / "state")
+    cfg, xdg = sweep_dirs(env, work / f"u{n}prof")
     a.profile.mkdir(parents=True, exist_ok=True)
     out = a.profile / f"sweep-{n}.prof"
     seconds, _, _ = sweep(cfg, xdg, profile=out)
@@ -604,7 +603,7 @@ def report(
     head = (
         "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s "
         f"| sweep / imapclient | sweep / imaplib | re-run s | +{new} new s | peak RSS MB "
-        "| helper's peak RSS MB |"
+        "| children's peak RSS MB |"
     )
     print("runs:\n" + head)
     print("|---|---|---|---|---|---|---|---|---|---|")
