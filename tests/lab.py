@@ -403,6 +403,25 @@ class DovecotLab:
             os.chmod(home, 0o700)
         return self.env_for(user, password)
 
+    def log_matches(self, pattern: str, at_least: int = 1, timeout: float = 5.0) -> list[str]:
+        """The log's matches of ``pattern`` (its first group), once there are ``at_least``.
+
+        Dovecot's log process writes a login line a moment after the client has
+        its answer, so a test that reads the log right after logging out can see
+        it without that line. Waits up to ``timeout`` for the lines, then
+        returns what there is, so an assertion on the result still fails.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                text = self.log_path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            found = re.findall(pattern, text)
+            if len(found) >= at_least or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

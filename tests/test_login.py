@@ -9,7 +9,6 @@ import argparse
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -282,7 +281,7 @@ def test_cli_oauth2_login_then_sweep(
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["ok"] is True
     assert token_server.grants == ["authorization_code", "refresh_token"]
-    methods = re.findall(r"method=(\w+)", dovecot_oauth2.log_path.read_text())
+    methods = dovecot_oauth2.log_matches(r"method=(\w+)", at_least=2)
     assert methods.count("OAUTHBEARER") >= 2  # login's check, then the sweep
 
     token_server.revoke()

@@ -601,7 +601,7 @@ def test_module_imports_nothing_heavy() -> None:
 
 
 def _methods(server: lab.DovecotLab) -> list[str]:
-    return re.findall(r"Login: user=<[^>]*>, method=(\w+)", server.log_path.read_text())
+    return server.log_matches(r"Login: user=<[^>]*>, method=(\w+)")
 
 
 @pytest.mark.imap
