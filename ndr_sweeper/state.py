@@ -535,29 +535,38 @@ class StateDB:
     def find_sent(self, account: str, ids: Iterable[str]) -> str | None:
         """The first of ``ids`` (normalised, in the order given) that is in the Sent index, as
         the index spells it; failing an exact match, the first that matches ignoring case."""
-        wanted = list(
-            dict.fromkeys(n for raw in ids if (n := normalise_message_id(raw)) is not None)
-        )
+        return self.find_sent_many(account, [ids])[0]
+
+    def find_sent_many(self, account: str, id_lists: Sequence[Iterable[str]]) -> list[str | None]:
+        """find_sent for each of ``id_lists``, in a few queries for all of them (a first sweep
+        checks thousands of bounces: one query each cost more than the rest of the check)."""
+        wanted = [
+            list(dict.fromkeys(n for raw in ids if (n := normalise_message_id(raw)) is not None))
+            for ids in id_lists
+        ]
         found = self._present(
             "SELECT DISTINCT message_id FROM sent_ids WHERE account = ? AND message_id",
             account,
-            wanted,
+            list(dict.fromkeys(w for ws in wanted for w in ws)),
         )
-        hit = next((w for w in wanted if w in found), None)
-        if hit is not None or not wanted:
-            return hit
-        # The same ID in another case (a relay that changed it on the way) is still the user's
-        # message: keeping its bounce is the safe side. Only misses pay for this (no index).
-        folded = {
-            f.lower(): f
-            for f in self._present(
-                "SELECT DISTINCT message_id FROM sent_ids INDEXED BY sent_ids_nocase "
-                "WHERE account = ? AND message_id COLLATE NOCASE",
-                account,
-                wanted,
-            )
-        }
-        return next((folded[w.lower()] for w in wanted if w.lower() in folded), None)
+        hits: list[str | None] = [next((w for w in ws if w in found), None) for ws in wanted]
+        missed = [i for i, ws in enumerate(wanted) if ws and hits[i] is None]
+        if missed:
+            # The same ID in another case (a relay that changed it on the way) is still the
+            # user's message: keeping its bounce is the safe side. Only misses pay for this
+            # (no index).
+            folded = {
+                f.lower(): f
+                for f in self._present(
+                    "SELECT DISTINCT message_id FROM sent_ids INDEXED BY sent_ids_nocase "
+                    "WHERE account = ? AND message_id COLLATE NOCASE",
+                    account,
+                    list(dict.fromkeys(w for i in missed for w in wanted[i])),
+                )
+            }
+            for i in missed:
+                hits[i] = next((folded[w.lower()] for w in wanted[i] if w.lower() in folded), None)
+        return hits
 
     def undone_ids(self, account: str, bounce_ids: Iterable[str]) -> set[str]:
         """Those of ``bounce_ids`` whose message an earlier undo put back: the user keeps them."""

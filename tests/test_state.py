@@ -284,6 +284,48 @@ def test_sent_index(db: StateDB) -> None:
     assert sent_count(db, "work") == 3 and db.sent_cursor("work", "Sent") == (42, 4)
 
 
+def test_find_sent_many_answers_as_find_sent_does(db: StateDB) -> None:
+    db.add_sent_ids(
+        "work",
+        "Sent",
+        42,
+        [(1, ["<One@example.com>"]), (2, ["two@example.com", "<x-ms-orig@outlook>"])]
+        + [(10 + i, [f"m{i}@example.org"]) for i in range(700)],
+        last_uid=800,
+    )
+    lists = [
+        ["<One@example.com>"],
+        ["ONE@EXAMPLE.COM"],
+        ["TWO@example.com", "x-ms-orig@outlook"],  # exact beats a case match...
+        ["TWO@example.com"],  # ...which is found when it is all there is
+        ["nope", "x-ms-orig@outlook", "two@example.com"],
+        [],
+        ["one@example.co", "<>", "none"],
+        *([f"m{i}@example.org", f"gone{i}@example.org"] for i in range(0, 1400, 2)),
+        *([f"M{i}@EXAMPLE.ORG"] for i in range(1, 1400, 2)),
+    ]
+    queries: list[str] = []
+    db._conn.set_trace_callback(queries.append)
+    try:
+        many = db.find_sent_many("work", lists)
+    finally:
+        db._conn.set_trace_callback(None)
+    assert many == [db.find_sent("work", ids) for ids in lists]
+    assert many[:7] == [
+        "One@example.com",
+        "One@example.com",
+        "x-ms-orig@outlook",
+        "two@example.com",
+        "x-ms-orig@outlook",
+        None,
+        None,
+    ]
+    assert many[7 + 349] == "m698@example.org" and many[7 + 350] is None  # m700 is not indexed
+    assert many[-1] is None and many[-351] == "m699@example.org"  # M699@EXAMPLE.ORG: its case
+    # 2,106 IDs: a handful of queries of 500, not one or two for each of the 1,407 lists
+    assert len([q for q in queries if q.lstrip().upper().startswith("SELECT")]) <= 10
+
+
 def test_sent_uidvalidity_drop(db: StateDB) -> None:
     db.add_sent_ids("work", "Sent", 1, [(1, ["a@x"]), (2, ["b@x"])], last_uid=2)
     db.add_sent_ids("work", "Sent Items", 5, [(1, ["c@x"])], last_uid=1)
