@@ -18,7 +18,9 @@ to a new user) and in this order:
             header fields of every INBOX message (the sweep's HEADER.FIELDS), the whole
             message of every bounce, the Message-IDs of every Sent message (median of --reps);
   sweep     the real ``ndr-sweeper sweep --json`` as a subprocess (min_age = "0s", its own
-            XDG dirs), wall-clock time of the whole process, its peak RSS (its VmHWM) and
+            XDG dirs), wall-clock time of the whole process, its CPU time (user + system,
+            its helper's included: on a machine of two cores, what the sweep leaves the
+            server and everything else), its peak RSS (its VmHWM) and
             the largest peak RSS among its child processes (RUSAGE_CHILDREN): its helper's
             (``ndr_sweeper.offload``) when it starts one, else the password command's, which
             counts the pages it shared with the sweep until it ran printf (~28 MB);
@@ -27,7 +29,8 @@ to a new user) and in this order:
 
 ``--compare TREE``: in each run, right after this tree's first sweep, another source tree's
 (a git worktree of an older commit, say) on another copy: the same machine at the same moment,
-which matters on shared machines whose speed drifts by half from one minute to the next.
+which matters on shared machines whose speed drifts by half from one minute to the next; the
+summary gives both trees' CPU time too, which drifts less.
 
 It prints a row per run, a summary per size (median, and the range over the runs) and the time
 of ``ndr-sweeper --version``; under each sweep, the seconds it spent in each stage of its
@@ -56,6 +59,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -363,11 +367,23 @@ _PEAK_WRAPPER = (
 )
 
 
+class Ran(NamedTuple):
+    """One ndr-sweeper process: wall seconds, CPU seconds (user + system, its own and its
+    children's: the helper's), peak RSS in KB and the largest of its children's, stdout,
+    exit code."""
+
+    seconds: float
+    cpu: float
+    rss: int
+    child_rss: int
+    out: str
+    code: int
+
+
 def run_cli(
     args: list[str], xdg: dict[str, str], profile: Path | None = None, tree: Path = REPO
-) -> tuple[float, tuple[int, int], str, int]:
-    """(wall seconds, (peak RSS in KB, the largest of its children's), stdout, exit code)
-    of one ndr-sweeper process; with *profile*, under cProfile (imports included), the
+) -> Ran:
+    """Run one ndr-sweeper process; with *profile*, under cProfile (imports included), the
     statistics written there.  *tree*: the source tree whose ``ndr_sweeper`` runs."""
     env = {**os.environ, **xdg, "NO_COLOR": "1", "NDR_BENCH_STAGES": "1"}
     if profile is not None:
@@ -377,8 +393,9 @@ def run_cli(
         p = subprocess.Popen(
             [sys.executable, "-c", _PEAK_WRAPPER, *args], stdout=out, stderr=err, env=env, cwd=tree
         )
-        p.wait()
+        _, status, usage = os.wait4(p.pid, 0)
         seconds = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         text = out.read().decode()
@@ -390,19 +407,25 @@ def run_cli(
             print(f"    seconds per stage: {stages.group(1)}", flush=True)
         if p.returncode not in (0, 1):
             sys.stderr.write(errors)
-    peaks = (int(peak.group(1)) if peak else 0, int(helper.group(1)) if helper else 0)
-    return seconds, peaks, text, p.returncode
+    return Ran(
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        int(peak.group(1)) if peak else 0,
+        int(helper.group(1)) if helper else 0,
+        text,
+        p.returncode,
+    )
 
 
 def sweep(
     cfg: Path, xdg: dict[str, str], profile: Path | None = None, tree: Path = REPO
-) -> tuple[float, tuple[int, int], dict[str, object]]:
-    seconds, rss, text, _ = run_cli(["sweep", "--json", "--config", str(cfg)], xdg, profile, tree)
+) -> tuple[Ran, dict[str, object]]:
+    ran = run_cli(["sweep", "--json", "--config", str(cfg)], xdg, profile, tree)
     try:
-        data = json.loads(text)
+        data = json.loads(ran.out)
     except ValueError:
-        data = {"raw": text[-500:]}
-    return seconds, rss, data
+        data = {"raw": ran.out[-500:]}
+    return ran, data
 
 
 def _counts(data: dict[str, object]) -> str:
@@ -486,9 +509,10 @@ def one_run(
     row["imaplib"] = statistics.median(baseline_imaplib(env, bounces) for _ in range(a.reps))
 
     cfg, xdg = sweep_dirs(env, work / f"u{n}r{run}")
-    row["sweep"], (row["rss"], row["helper_rss"]), data = sweep(cfg, xdg)
+    ran, data = sweep(cfg, xdg)
+    row.update(sweep=ran.seconds, cpu=ran.cpu, rss=ran.rss, helper_rss=ran.child_rss)
     print(
-        f"[{n} #{run}] first sweep {row['sweep']:.2f} s (imaplib {row['imaplib']:.2f} s, "
+        f"[{n} #{run}] first sweep {row['sweep']:.2f} s, CPU {row['cpu']:.2f} s (imaplib {row['imaplib']:.2f} s, "
         f"imapclient {row['imapclient']:.2f} s): {_counts(data)} (generated: {corpus.bounces} "
         f"bounces so far, {corpus.backscatter} backscatter)",
         flush=True,
@@ -497,16 +521,19 @@ def one_run(
         other = clone(srv, template, f"bench{n}r{run}c")
         baseline_imaplib(other, bounces)
         ocfg, oxdg = sweep_dirs(other, work / f"u{n}r{run}c")
-        row["compare"], _, odata = sweep(ocfg, oxdg, tree=a.compare)
+        oran, odata = sweep(ocfg, oxdg, tree=a.compare)
+        row.update(compare=oran.seconds, compare_cpu=oran.cpu)
         print(
-            f"[{n} #{run}] {a.compare}: first sweep {row['compare']:.2f} s "
+            f"[{n} #{run}] {a.compare}: first sweep {row['compare']:.2f} s, CPU "
+            f"{row['compare_cpu']:.2f} s "
             f"({row['compare'] / row['imaplib']:.2f} x imaplib; this tree "
             f"{row['sweep'] / row['compare']:.2f} x its time): {_counts(odata)}",
             flush=True,
         )
-    row["rerun"], _, data = sweep(cfg, xdg)
+    row["rerun"] = sweep(cfg, xdg)[0].seconds
     fill(env, "INBOX", corpus.inbox(n, a.new, tag=f"new{run}"))
-    row["new"], _, data = sweep(cfg, xdg)
+    ran, data = sweep(cfg, xdg)
+    row["new"] = ran.seconds
     print(f"[{n} #{run}] re-run {row['rerun']:.2f} s, +{a.new} {row['new']:.2f} s: {_counts(data)}")
     return row
 
@@ -521,8 +548,8 @@ def profile_run(
     cfg, xdg = sweep_dirs(env, work / f"u{n}prof")
     a.profile.mkdir(parents=True, exist_ok=True)
     out = a.profile / f"sweep-{n}.prof"
-    seconds, _, _ = sweep(cfg, xdg, profile=out)
-    print(f"[{n}] profiled first sweep: {seconds:.2f} s -> {out}")
+    ran, _ = sweep(cfg, xdg, profile=out)
+    print(f"[{n}] profiled first sweep: {ran.seconds:.2f} s -> {out}")
     pstats.Stats(str(out)).sort_stats("cumulative").print_stats(25)
 
 
@@ -564,8 +591,7 @@ def main() -> int:
 
     versions = []
     for _ in range(5):
-        seconds, _, _, _ = run_cli(["--version"], {})
-        versions.append(seconds)
+        versions.append(run_cli(["--version"], {}).seconds)
 
     rows = []
     with (
@@ -601,22 +627,22 @@ def report(
 ) -> None:
     print(f"\n{kind}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     head = (
-        "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s "
+        "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s | its CPU s "
         f"| sweep / imapclient | sweep / imaplib | re-run s | +{new} new s | peak RSS MB "
         "| children's peak RSS MB |"
     )
     print("runs:\n" + head)
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {int(r['size']):,} / {int(r['size']) // 2:,} #{int(r['run'])} "
-            f"| {r['imapclient']:.2f} | {r['imaplib']:.2f} | {r['sweep']:.2f} "
+            f"| {r['imapclient']:.2f} | {r['imaplib']:.2f} | {r['sweep']:.2f} | {r['cpu']:.2f} "
             f"| {r['sweep'] / r['imapclient']:.2f} | {r['sweep'] / r['imaplib']:.2f} "
             f"| {r['rerun']:.2f} | {r['new']:.2f} | {r['rss'] / 1024:.0f} "
             f"| {r['helper_rss'] / 1024:.0f} |"
         )
     print("\nmedian (range) over the runs:\n" + head)
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in dict.fromkeys(int(r["size"]) for r in rows):
         rs = [r for r in rows if int(r["size"]) == n]
 
@@ -625,7 +651,7 @@ def report(
 
         print(
             f"| {n:,} / {n // 2:,} | {_spread(col('imapclient'))} | {_spread(col('imaplib'))} "
-            f"| {_spread(col('sweep'))} "
+            f"| {_spread(col('sweep'))} | {_spread(col('cpu'))} "
             f"| {_spread([r['sweep'] / r['imapclient'] for r in rs])} "
             f"| {_spread([r['sweep'] / r['imaplib'] for r in rs])} "
             f"| {_spread(col('rerun'))} | {_spread(col('new'))} "
@@ -637,7 +663,9 @@ def report(
         print(
             f"\n--compare, {n:,}: its first sweep {_spread([r['compare'] for r in rs])} s, "
             f"{_spread([r['compare'] / r['imaplib'] for r in rs])} x imaplib; this tree's takes "
-            f"{_spread([r['sweep'] / r['compare'] for r in rs])} x its time"
+            f"{_spread([r['sweep'] / r['compare'] for r in rs])} x its time; CPU "
+            f"{_spread([r['cpu'] for r in rs])} s against "
+            f"{_spread([r['compare_cpu'] for r in rs])} s"
         )
     print(
         f"\n`ndr-sweeper --version`: {min(versions):.3f} s best, "
