@@ -17,6 +17,8 @@ to a new user) and in this order:
   baseline  the bare transfer a first sweep needs, once with imapclient and once with imaplib:
             header fields of every INBOX message (the sweep's HEADER.FIELDS), the whole
             message of every bounce, the Message-IDs of every Sent message (median of --reps);
+  moves     imaplib moving as many bounces as the sweep then moved, INBOX to Junk, on another
+            copy: the server's own share of acting, which the transfer leaves out;
   sweep     the real ``ndr-sweeper sweep --json`` as a subprocess (min_age = "0s", its own
             XDG dirs), wall-clock time of the whole process, its CPU time (user + system,
             its helper's included: on a machine of two cores, what the sweep leaves the
@@ -313,6 +315,28 @@ def baseline_imaplib(env: lab.LabEnv, bounce_uids: list[int]) -> float:
     return time.perf_counter() - t
 
 
+def baseline_moves(env: lab.LabEnv, uids: list[int]) -> float:
+    """imaplib moving *uids* from INBOX to Junk (a folder opened read-write, then UID MOVE,
+    5,000 at a time as the sweep does): the server's share of a sweep's acting, which the
+    transfer above leaves out."""
+    c = imaplib.IMAP4(env.host, env.port)
+    c.login(env.user, env.password)
+    t = time.perf_counter()
+    c.select("INBOX")
+    for set_ in _sets(uids, per=5000):
+        c.uid("MOVE", set_, "Junk")
+    seconds = time.perf_counter() - t
+    c.logout()
+    return seconds
+
+
+def _acted(data: dict[str, object]) -> int:
+    accounts = data.get("accounts")
+    if isinstance(accounts, list) and accounts and isinstance(accounts[0], dict):
+        return int(accounts[0].get("acted") or 0)
+    return 0
+
+
 # ------------------------------------------------------------------ the CLI
 
 
@@ -520,6 +544,11 @@ def one_run(
         f"bounces so far, {corpus.backscatter} backscatter)",
         flush=True,
     )
+    # The moves alone: imaplib moving as many bounces as the sweep moved, on another copy.
+    moved = clone(srv, template, f"bench{n}r{run}m")
+    baseline_imaplib(moved, bounces)
+    row["moves"] = baseline_moves(moved, bounces[: _acted(data)])
+    print(f"[{n} #{run}] imaplib moving {_acted(data)} of them: {row['moves']:.2f} s", flush=True)
     if a.compare is not None:  # the other tree's first sweep of the same mailbox, right after
         other = clone(srv, template, f"bench{n}r{run}c")
         baseline_imaplib(other, bounces)
@@ -641,22 +670,26 @@ def report(
 ) -> None:
     print(f"\n{kind}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     head = (
-        "| INBOX / Sent | baseline imapclient s | baseline imaplib s | first sweep s | its CPU s "
-        f"| sweep / imapclient | sweep / imaplib | re-run s | +{new} new s | peak RSS MB "
+        "| INBOX / Sent | baseline imapclient s | baseline imaplib s | imaplib moves s "
+        "| first sweep s | its CPU s | sweep / imapclient | sweep / imaplib "
+        f"| sweep / (imaplib + moves) | re-run s | +{new} new s | peak RSS MB "
         "| children's peak RSS MB |"
     )
+    rule = "|---" * head.count(" | ") + "|---|"
     print("runs:\n" + head)
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(rule)
     for r in rows:
         print(
             f"| {int(r['size']):,} / {int(r['size']) // 2:,} #{int(r['run'])} "
-            f"| {r['imapclient']:.2f} | {r['imaplib']:.2f} | {r['sweep']:.2f} | {r['cpu']:.2f} "
+            f"| {r['imapclient']:.2f} | {r['imaplib']:.2f} | {r['moves']:.2f} "
+            f"| {r['sweep']:.2f} | {r['cpu']:.2f} "
             f"| {r['sweep'] / r['imapclient']:.2f} | {r['sweep'] / r['imaplib']:.2f} "
+            f"| {r['sweep'] / (r['imaplib'] + r['moves']):.2f} "
             f"| {r['rerun']:.2f} | {r['new']:.2f} | {r['rss'] / 1024:.0f} "
             f"| {r['helper_rss'] / 1024:.0f} |"
         )
     print("\nmedian (range) over the runs:\n" + head)
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(rule)
     for n in dict.fromkeys(int(r["size"]) for r in rows):
         rs = [r for r in rows if int(r["size"]) == n]
 
@@ -665,9 +698,10 @@ def report(
 
         print(
             f"| {n:,} / {n // 2:,} | {_spread(col('imapclient'))} | {_spread(col('imaplib'))} "
-            f"| {_spread(col('sweep'))} | {_spread(col('cpu'))} "
+            f"| {_spread(col('moves'))} | {_spread(col('sweep'))} | {_spread(col('cpu'))} "
             f"| {_spread([r['sweep'] / r['imapclient'] for r in rs])} "
             f"| {_spread([r['sweep'] / r['imaplib'] for r in rs])} "
+            f"| {_spread([r['sweep'] / (r['imaplib'] + r['moves']) for r in rs])} "
             f"| {_spread(col('rerun'))} | {_spread(col('new'))} "
             f"| {_spread([r['rss'] / 1024 for r in rs], '.0f')} "
             f"| {_spread([r['helper_rss'] / 1024 for r in rs], '.0f')} |"
