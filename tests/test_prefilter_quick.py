@@ -155,3 +155,24 @@ def test_generated_header_blocks(block: bytes) -> None:
 @given(st.binary(max_size=400))
 def test_random_bytes(block: bytes) -> None:
     check(block)
+
+
+def test_the_sweep_fetches_exactly_the_fields_the_decision_reads() -> None:
+    """A field the decision reads but the sweep does not fetch would make it blind to it (a
+    bounce missed); one it fetches and never reads costs every message its bytes."""
+    from ndr_sweeper.classify.message import Headers
+
+    read: set[str] = set()
+
+    class Recording(Headers):
+        def _values(self, name: str) -> list[str] | None:
+            read.add(name.lower())
+            return super()._values(name)
+
+        def __contains__(self, name: str) -> bool:
+            read.add(name.lower())
+            return super().__contains__(name)
+
+    # Nothing in it says yes, so every test of the decision runs.
+    assert prefilter.headers_may_be_report(Recording([])) is False
+    assert read == {f.lower() for f in HEADER_FIELDS}

@@ -18,6 +18,8 @@ from ._rx import fast, trie_pattern
 from .message import Headers, normalise, parse_header_block
 from .signals import BOUNCE_SUBJECT, DAEMON_FROM, addr_of
 
+# Exactly the fields headers_may_be_report reads: each one more is read and parsed for every
+# message of a sweep (Message-ID and In-Reply-To were, unread: 18% of the bytes on real mail).
 HEADER_FIELDS: tuple[str, ...] = (
     "From",
     "Sender",
@@ -29,8 +31,6 @@ HEADER_FIELDS: tuple[str, ...] = (
     "Precedence",
     "X-Autoreply",
     "X-Autorespond",
-    "Message-ID",
-    "In-Reply-To",
 )
 
 _LOOKALIKE_SUBJECT = re.compile(
