@@ -3,6 +3,7 @@
 Usage: python benchmarks/sweep.py [--sizes 10000,50000,100000] [--new 100] [--reps 1]
                                   [--runs 1] [--bounce-ratio 0.1] [--matched 0.7] [--size 3000]
                                   [--real [CORPUS]] [--profile DIR] [--compare TREE]
+                                  [--parts]
 
 For every size N: a fresh lab user gets N INBOX messages (a tenth of them bounces, 70% of those
 naming a Sent message) and N/2 Sent messages, appended with MULTIAPPEND.  Synthetic (default):
@@ -45,7 +46,9 @@ scanning: header fields of every new message and the prefilter, and with a helpe
 it; reading: without a helper, the possible reports fetched and classified; indexing: the Sent
 index (then, without a helper, the decisions); classifying: with a helper, its last verdicts and
 the decisions; acting: the moves).  ``--profile DIR``: one more first sweep per size, on another
-copy, under cProfile (DIR/sweep-N.prof; not in the table).  It measures, it does not assert:
+copy, under cProfile (DIR/sweep-N.prof; not in the table).  ``--parts``: the pieces of that
+work each timed alone in the benchmark's own process, beside imaplib (median of 3): the header
+fields read, the prefilter, the reports read and classified, the Sent fields read and parsed.  It measures, it does not assert:
 the sweep's counts are printed next to what the generator put in, for a glance.
 """
 
@@ -62,9 +65,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -598,6 +601,60 @@ def bytecode(trees: list[Path]) -> None:
         )
 
 
+def parts_run(template: lab.LabEnv, n: int, rounds: int = 3) -> None:
+    """The pieces of a first sweep's work, each timed alone in this process on the template
+    mailbox (medians of *rounds*): what the stages are made of, beside what imaplib needs."""
+    from ndr_sweeper.classify import classify, may_be_report
+    from ndr_sweeper.mailbox.imap import connect
+    from ndr_sweeper.sentids import first_field, ids_from_header
+
+    env = template
+    got: dict[str, list[float]] = {}
+    counts: list[int] = []
+
+    def timed(name: str, fn: Callable[[], list[Any]]) -> list[Any]:
+        t = time.perf_counter()
+        out = fn()
+        got.setdefault(name, []).append(time.perf_counter() - t)
+        return out
+
+    def one_round() -> None:
+        c = imaplib.IMAP4(env.host, env.port)
+        c.login(env.user, env.password)
+        c.select("INBOX", readonly=True)
+        timed("imaplib: INBOX header fields", lambda: [c.uid("FETCH", "1:*", ITEMS)])
+        c.select("Sent", readonly=True)
+        sent_items = f"(UID FLAGS INTERNALDATE RFC822.SIZE {SENT_HDR})"
+        timed("imaplib: Sent header fields", lambda: [c.uid("FETCH", "1:*", sent_items)])
+        c.logout()
+        mb = connect(env.host, env.port, security="plain", username=env.user, password=env.password)
+        mb.select("INBOX", readonly=True)
+        uids = mb.search_uids(1)
+        items = timed(
+            "ours: INBOX header fields", lambda: list(mb.fetch_headers(uids, HEADER_FIELDS))
+        )
+        cands = timed("prefilter", lambda: [i.uid for i in items if may_be_report(i.header)])
+        bodies = timed("ours: possible reports", lambda: list(mb.fetch_messages(cands)))
+        timed("classifying them (helper's work)", lambda: [classify(b) for _, b in bodies])
+        mb.select("Sent", readonly=True)
+        suids = mb.search_uids(1)
+        fields = (*SENT_FIELDS, "Date")
+        sent = timed("ours: Sent header fields", lambda: list(mb.fetch_headers(suids, fields)))
+        timed(
+            "Sent IDs and Dates",
+            lambda: [(ids_from_header(i.header), first_field(i.header, "date")) for i in sent],
+        )
+        mb.logout()
+        counts[:] = [len(cands), len(uids), len(suids)]
+
+    for _ in range(rounds):
+        one_round()
+    print(f"\n[{n}] the pieces alone, median (range) of {rounds} (seconds):")
+    for name, values in got.items():
+        print(f"    {name:36s} {_spread(values, '.3f')}")
+    print(f"    ({counts[0]:,} possible reports of {counts[1]:,}; {counts[2]:,} Sent messages)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,50000,100000", help="INBOX sizes, comma-separated")
@@ -617,6 +674,9 @@ def main() -> int:
         help="real bounces from a labelled corpus (default ../shared/corpus/dev)",
     )
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    ap.add_argument(
+        "--parts", action="store_true", help="also time the pieces of a sweep's work alone"
+    )
     ap.add_argument("--format", default="maildir", choices=["maildir", "sdbox"], help="mail store")
     ap.add_argument(
         "--compare",
@@ -649,6 +709,8 @@ def main() -> int:
                 rows.append(one_run(srv, template, corpus, n, run, a, Path(tmp)))
             if a.profile is not None:
                 profile_run(srv, template, n, a, Path(tmp))
+            if a.parts:
+                parts_run(template, n)
         kind = "real mail" if a.real is not None else f"synthetic, {a.size} bytes a message"
         report(rows, a.new, versions, kind, load=os.getloadavg())
     return 0
