@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from ndr_sweeper.actions.plan import Action, Decision, Plan, Policy, RuleHook, decide
 from ndr_sweeper.errors import Interrupted, MailboxError, NdrSweeperError
 from ndr_sweeper.progress import NullReporter, Reporter
-from ndr_sweeper.sentids import SENT_FIELDS, first_field, ids_from_header
+from ndr_sweeper.sentids import SENT_FIELDS, ids_from_header
 
 if TYPE_CHECKING:
     from ndr_sweeper.actions.apply import Prepared
@@ -338,13 +338,21 @@ def update_sent_index(
     return SentExtent(oldest, empty=sent_messages == 0 and not archived_mine)
 
 
+def _first_field(header: bytes, name: str) -> str | None:
+    """The first *name* field of a header block, unfolded (the classifier's own parser: folds
+    with tabs, "From :", ...)."""
+    from ndr_sweeper.classify.message import Headers, parse_header_block
+
+    return Headers(parse_header_block(header.decode("utf-8", "replace"))).get(name)
+
+
 def _sent_by(header: bytes, mine: tuple[str, ...]) -> bool:
     """Was this archived message sent from one of `mine` (its From header)?"""
     from ndr_sweeper.actions.plan import is_mine
 
     if not mine:
         return False
-    sender = first_field(header, "from")
+    sender = _first_field(header, "from")
     return sender is not None and is_mine(sender, mine) is True
 
 
@@ -353,7 +361,7 @@ def _sent_date(item: HeaderItem) -> datetime | None:
     servers keeps it, its INTERNALDATE may not), else its INTERNALDATE."""
     from ndr_sweeper.maildate import mail_date
 
-    date = first_field(item.header, "date")
+    date = _first_field(item.header, "date")
     return (mail_date(date) if date is not None else None) or item.internaldate
 
 
