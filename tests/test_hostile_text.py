@@ -5,6 +5,7 @@ point), a hostile message file, and folder names with C1 and bidi controls on th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -57,7 +58,8 @@ class HostileImap:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.commands: list[bytes] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -98,7 +100,13 @@ class HostileImap:
                 conn.sendall(out)
 
     def close(self) -> None:
+        # close() alone does not wake an accept() blocked in another thread (Linux): the socket
+        # would go on listening, and a later test's connection to a reused port number would
+        # meet this server (CI saw a journal test's sweep get these answers). shutdown() does.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self._acceptor.join(5)
 
 
 @pytest.fixture
