@@ -334,10 +334,7 @@ def baseline_moves(env: lab.LabEnv, uids: list[int]) -> float:
 
 
 def _acted(data: dict[str, object]) -> int:
-    accounts = data.get("accounts")
-    if isinstance(accounts, list) and accounts and isinstance(accounts[0], dict):
-        return int(accounts[0].get("acted") or 0)
-    return 0
+    return int(_account(data).get("acted") or 0)
 
 
 # ------------------------------------------------------------------ the CLI
@@ -458,10 +455,16 @@ def sweep(
     return ran, data
 
 
+def _account(data: dict[str, object]) -> dict[str, Any]:
+    """The sweep's (first) account in its --json output; the output itself if it has none."""
+    accounts = data.get("accounts")
+    if isinstance(accounts, list) and accounts and isinstance(accounts[0], dict):
+        return accounts[0]
+    return data
+
+
 def _counts(data: dict[str, object]) -> str:
-    acc = data
-    if isinstance(data.get("accounts"), list) and data["accounts"]:
-        acc = data["accounts"][0]
+    acc = _account(data)
     keys = ("scanned", "ndrs", "own", "backscatter", "acted", "errors")
     return " ".join(f"{k}={acc.get(k)}" for k in keys if k in acc) or str(data)[:300]
 

@@ -631,30 +631,31 @@ def decide_all(
     )
     trash = where.trash
 
-    # Every lookup in the Sent index at once (a first sweep checks thousands of bounces).
-    def in_sent(
-        which: list[_Found], ids: Callable[[_Found], Sequence[str]]
-    ) -> dict[int, str | None]:
-        matches = state.find_sent_many(account.name, [ids(f) for f in which])
-        return dict(zip(map(id, which), matches, strict=True))
-
-    ndrs = [f for f in found if f.verdict.is_ndr]
-    matched = in_sent(ndrs, lambda f: f.verdict.all_original_ids())
+    # Every lookup in the Sent index at once, one list of IDs per message (a first sweep checks
+    # thousands of bounces); an empty list finds nothing and costs no query.
+    sent = state.find_sent_many(
+        account.name, [f.verdict.all_original_ids() if f.verdict.is_ndr else () for f in found]
+    )
     # The classifier may have picked the wrong ID: any ID the bounce quotes that is in Sent
     # makes it (possibly) the user's own bounce, so it stays.
-    quoted = in_sent(
-        [f for f in ndrs if matched[id(f)] is None and f.quoted_ids], lambda f: f.quoted_ids
+    quoted = state.find_sent_many(
+        account.name,
+        [
+            f.quoted_ids if f.verdict.is_ndr and s is None else ()
+            for f, s in zip(found, sent, strict=True)
+        ],
     )
-    asking = [f for f in found if replies and not f.verdict.is_ndr and f.verdict.reply_to_ids]
-    answered = in_sent(asking, lambda f: f.verdict.reply_to_ids)
+    asking = [replies and not f.verdict.is_ndr and bool(f.verdict.reply_to_ids) for f in found]
+    answered = state.find_sent_many(
+        account.name,
+        [f.verdict.reply_to_ids if a else () for f, a in zip(found, asking, strict=True)],
+    )
     plans: list[Plan] = []
-    for f in found:
-        sent_match = reply_in_sent = None
-        quoted_match = quoted.get(id(f))
-        if f.verdict.is_ndr:
-            sent_match = matched[id(f)] or quoted_match
-        elif id(f) in answered:
-            reply_in_sent = answered[id(f)] is not None
+    for f, sent_match, quoted_match, asked, answer in zip(
+        found, sent, quoted, asking, answered, strict=True
+    ):
+        sent_match = sent_match or quoted_match
+        reply_in_sent = (answer is not None) if asked else None
         age = None if f.internaldate is None else (now - f.internaldate).total_seconds()
         plan = decide(
             f.folder,
